@@ -1,0 +1,1 @@
+"""The agent: the process in each pod (or local subprocess) that runs cells."""

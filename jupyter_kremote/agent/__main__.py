@@ -1,0 +1,72 @@
+"""Entry point: ``python -m jupyter_kremote.agent``.
+
+Settings come from flags, else from the environment a pod gets from its template
+(``KREMOTE_RANK``, ``KREMOTE_COUNT``, ``KREMOTE_PORT``, ``KREMOTE_TTL``). The key comes
+from ``KREMOTE_KEY`` (a Kubernetes Secret) or, with ``--key-stdin``, from the first line
+of standard input, so that it never shows in a process listing or a manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .server import Agent, AgentSettings, install_signal_handlers
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.strip() else default
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m jupyter_kremote.agent")
+    p.add_argument("--rank", type=int, default=None)
+    p.add_argument("--count", type=int, default=None)
+    p.add_argument("--host", default=os.environ.get("KREMOTE_HOST", "0.0.0.0"))
+    p.add_argument("--port", type=int, default=_env_int("KREMOTE_PORT", 0))
+    p.add_argument("--control-port", type=int, default=_env_int("KREMOTE_CONTROL_PORT", 0))
+    p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--ttl", type=float, default=float(os.environ.get("KREMOTE_TTL", 3600)))
+    p.add_argument("--parent-pid", type=int, default=None)
+    p.add_argument("--ready-file", type=Path, default=None)
+    p.add_argument("--key-stdin", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s agent %(levelname)s %(message)s")
+    if args.key_stdin:
+        key = sys.stdin.readline().strip().encode()
+    else:
+        key = os.environ.pop("KREMOTE_KEY", "").encode()
+    if not key:
+        print("jupyter-kremote agent: no key (set KREMOTE_KEY or use --key-stdin)",
+              file=sys.stderr)
+        return 2
+    os.environ.pop("KREMOTE_KEY", None)  # user code has no business reading it
+    rank = args.rank if args.rank is not None else _env_int(
+        "KREMOTE_RANK", _env_int("JOB_COMPLETION_INDEX", 0))
+    count = args.count if args.count is not None else _env_int("KREMOTE_COUNT", 1)
+    workdir = (args.workdir or Path.cwd()).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.chdir(workdir)
+    if str(workdir) not in sys.path:
+        sys.path.insert(0, str(workdir))  # shipped modules import like local ones
+    os.environ.update(KREMOTE_RANK=str(rank), KREMOTE_COUNT=str(count))
+    agent = Agent(AgentSettings(key=key, rank=rank, count=count, host=args.host,
+                                port=args.port, control_port=args.control_port,
+                                workdir=workdir, ttl=args.ttl, parent_pid=args.parent_pid,
+                                ready_file=args.ready_file,
+                                cluster=os.environ.get("KREMOTE_CLUSTER", "")))
+    install_signal_handlers(agent)
+    return agent.serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,332 @@
+"""The agent's event loop: a data socket served by the main thread, a control socket
+served by a side thread.
+
+Cells must run on the main thread (signals, matplotlib, user expectations), so the
+main thread owns the *data* ROUTER socket: it receives a request, runs it and sends
+replies and live output on that same socket with no thread hand-off. A second
+*control* ROUTER socket, served by a daemon thread, answers ``ping``, ``interrupt``
+(SIGINT to the main thread), ``extend`` and ``shutdown`` while a cell is busy, and
+enforces the TTL and the parent-process watchdog. Unsigned or badly signed messages
+are dropped and counted on both sockets.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from ..protocol import Message, ProtocolError, Signer
+from .files import FileStore
+
+log = logging.getLogger("jupyter_kremote.agent")
+
+#: exit status by stop reason, so a backend can tell a user why an agent ended
+EXIT_CODES = {"shutdown": 0, "terminated": 0, "ttl": 3, "orphaned": 4}
+
+
+@dataclass
+class AgentSettings:
+    key: bytes
+    rank: int = 0
+    count: int = 1
+    host: str = "127.0.0.1"
+    port: int = 0
+    control_port: int = 0
+    workdir: Path = field(default_factory=Path.cwd)
+    ttl: float = 3600.0
+    parent_pid: int | None = None
+    ready_file: Path | None = None
+    cluster: str = ""
+
+
+class Agent:
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        self.signer = Signer(settings.key, sender=f"agent-{settings.rank}")
+        self.ctx = zmq.Context.instance()
+        self.data = self.ctx.socket(zmq.ROUTER)
+        self.data.linger = 1000
+        self.data.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.control = self.ctx.socket(zmq.ROUTER)
+        self.control.linger = 500
+        self.deadline = time.time() + settings.ttl
+        self.busy_since: float | None = None
+        self.stopping = threading.Event()
+        self.stop_reason = ""
+        self._main_ident = threading.get_ident()
+        self._pending: deque[tuple[bytes, list[Any]]] = deque()  # output from other threads
+        self._current: tuple[bytes, str] | None = None  # (peer, request id) of the running cell
+        self._runner: Any = None
+        self.files = FileStore(settings.workdir)
+        self.dropped = 0
+
+    # -- start-up -------------------------------------------------------------------
+    def bind(self) -> tuple[int, int]:
+        s = self.settings
+        port = _bind(self.data, s.host, s.port)
+        cport = _bind(self.control, s.host, s.control_port)
+        return port, cport
+
+    def serve(self) -> int:
+        port, cport = self.bind()
+        threading.Thread(target=self._control_loop, name="kremote-control", daemon=True).start()
+        info = {"port": port, "control_port": cport, "pid": os.getpid(), **runtime_info()}
+        if self.settings.ready_file:
+            _write_json_atomic(self.settings.ready_file, info)
+        log.info("agent rank %d listening on %s:%d (control %d)", self.settings.rank,
+                 self.settings.host, port, cport)
+        self._runner_ready = threading.Thread(target=self._load_runner, daemon=True)
+        self._runner_ready.start()
+        return self._data_loop()
+
+    def _load_runner(self) -> None:
+        """Import IPython in the background so the ready file is written at once."""
+        from .shell import CellRunner
+
+        self._runner = CellRunner(self._emit)
+
+    @property
+    def runner(self) -> Any:
+        self._runner_ready.join()
+        return self._runner
+
+    # -- data plane (main thread) -------------------------------------------------------
+    def _data_loop(self) -> int:
+        poller = zmq.Poller()
+        poller.register(self.data, zmq.POLLIN)
+        while not self.stopping.is_set():
+            try:
+                if not poller.poll(200):
+                    continue
+                frames = self.data.recv_multipart(copy=False)
+                peer, frames = frames[0].bytes, frames[1:]
+                try:
+                    msg = self.signer.decode(frames)
+                except ProtocolError as exc:
+                    self.dropped += 1
+                    log.warning("dropped a message on the data socket: %s", exc)
+                    continue
+                self._handle(peer, msg)
+            except KeyboardInterrupt:
+                continue  # an interrupt that arrived between cells
+        self._shutdown()
+        return EXIT_CODES.get(self.stop_reason, 0)
+
+    def _handle(self, peer: bytes, msg: Message) -> None:
+        self._current = (peer, msg.msg_id)
+        self.busy_since = time.time()
+        reply: dict[str, Any] = {"status": "ok"}
+        payload: Any = None
+        has_payload = False
+        try:
+            handler = getattr(self, f"_do_{msg.kind}", None)
+            if handler is None:
+                reply = _error("ValueError", f"unknown request kind {msg.kind!r}")
+            else:
+                reply, payload, has_payload = handler(msg)
+        except KeyboardInterrupt:
+            reply = _error("KeyboardInterrupt", "interrupted")
+        except BaseException as exc:  # noqa: BLE001 - any failure is reported, the agent lives on
+            reply = _error(type(exc).__name__, str(exc))
+        finally:
+            self.busy_since = None
+        try:
+            self._send(peer, "reply", reply, payload, has_payload=has_payload, parent=msg.msg_id)
+        except KeyboardInterrupt:
+            self._send(peer, "reply", reply, payload, has_payload=has_payload, parent=msg.msg_id)
+        self._current = None
+
+    def _emit(self, kind: str, content: dict[str, Any], payload: Any = None) -> None:
+        """Send live output for the running request (called from the cell's code)."""
+        cur = self._current
+        if cur is None:
+            return
+        peer, parent = cur
+        if threading.get_ident() != self._main_ident:
+            frames = self.signer.encode(kind, content, payload, parent_id=parent,
+                                        rank=self.settings.rank)
+            self._pending.append((peer, frames))
+            return
+        self._send(peer, kind, content, payload, parent=parent)
+
+    def _send(self, peer: bytes, kind: str, content: dict[str, Any], payload: Any = None, *,
+              has_payload: bool | None = None, parent: str = "") -> None:
+        while self._pending:
+            p, frames = self._pending.popleft()
+            self.data.send_multipart([p, *frames], copy=False)
+        frames = self.signer.encode(kind, content, payload, has_payload=has_payload,
+                                    parent_id=parent, rank=self.settings.rank)
+        self.data.send_multipart([peer, *frames], copy=False)
+
+    # -- request handlers: each returns (reply content, payload, has_payload) --------
+    def _do_execute(self, msg: Message) -> tuple[dict[str, Any], Any, bool]:
+        os.environ.update({k: str(v) for k, v in (msg.content.get("env") or {}).items()})
+        return self.runner.run_cell(msg.content["code"]), None, False
+
+    def _do_call(self, msg: Message) -> tuple[dict[str, Any], Any, bool]:
+        fn, args, kwargs = msg.payload
+        runner = self.runner
+        out_err = _redirect(runner)
+        try:
+            value = fn(*args, **kwargs)
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            import traceback
+
+            tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+            return {**_error(type(exc).__name__, str(exc)), "traceback": tb}, None, False
+        finally:
+            out_err()
+        return {"status": "ok"}, value, True
+
+    def _do_push(self, msg: Message) -> tuple[dict[str, Any], Any, bool]:
+        self.runner.user_ns.update(msg.payload)
+        return {"status": "ok", "names": sorted(msg.payload)}, None, False
+
+    def _do_pull(self, msg: Message) -> tuple[dict[str, Any], Any, bool]:
+        ns = self.runner.user_ns
+        names = list(msg.content["names"])
+        absent = [n for n in names if n not in ns]
+        if absent:
+            return _error("NameError", f"name {absent[0]!r} is not defined on rank "
+                          f"{self.settings.rank}"), None, False
+        return {"status": "ok"}, {n: ns[n] for n in names}, True
+
+    def _do_files_check(self, msg: Message) -> tuple[dict[str, Any], Any, bool]:
+        entries = msg.content["files"]
+        missing = self.files.missing(entries)
+        if not missing:
+            self.files.place(entries)
+            importlib.invalidate_caches()
+        return {"status": "ok", "missing": missing}, None, False
+
+    def _do_files_put(self, msg: Message) -> tuple[dict[str, Any], Any, bool]:
+        self.files.put(msg.payload)
+        self.files.place(msg.content["files"])
+        importlib.invalidate_caches()
+        return {"status": "ok"}, None, False
+
+    def _do_info(self, msg: Message) -> tuple[dict[str, Any], Any, bool]:  # noqa: ARG002
+        return {"status": "ok", **runtime_info()}, None, False
+
+    # -- control plane (side thread) ----------------------------------------------------
+    def _control_loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.control, zmq.POLLIN)
+        while not self.stopping.is_set():
+            if poller.poll(250):
+                frames = self.control.recv_multipart(copy=False)
+                peer, frames = frames[0].bytes, frames[1:]
+                try:
+                    msg = self.signer.decode(frames)
+                except ProtocolError as exc:
+                    self.dropped += 1
+                    log.warning("dropped a message on the control socket: %s", exc)
+                    continue
+                content = self._control(msg)
+                frames = self.signer.encode("reply", content, parent_id=msg.msg_id,
+                                            rank=self.settings.rank)
+                self.control.send_multipart([peer, *frames])
+            self._watchdog()
+
+    def _control(self, msg: Message) -> dict[str, Any]:
+        if msg.kind == "interrupt":
+            busy = self.busy_since is not None
+            if busy:
+                signal.pthread_kill(self._main_ident, signal.SIGINT)
+            return {"status": "ok", "interrupted": busy}
+        if msg.kind == "extend":
+            self.deadline = float(msg.content["deadline"])
+            log.info("TTL extended to %s", time.ctime(self.deadline))
+            return {"status": "ok", "deadline": self.deadline}
+        if msg.kind == "shutdown":
+            self._stop("shutdown requested")
+            return {"status": "ok"}
+        if msg.kind == "ping":
+            return {"status": "ok", "busy": self.busy_since is not None,
+                    "deadline": self.deadline, "dropped": self.dropped + self.signer.rejected,
+                    "pid": os.getpid()}
+        return _error("ValueError", f"unknown control kind {msg.kind!r}")
+
+    def _watchdog(self) -> None:
+        if time.time() > self.deadline:
+            log.warning("TTL reached: the cluster's time ran out; stopping")
+            self._stop("ttl")
+        ppid = self.settings.parent_pid
+        if ppid is not None and os.getppid() != ppid:
+            log.warning("the kernel that started this agent is gone; stopping")
+            self._stop("orphaned")
+
+    def _stop(self, reason: str) -> None:
+        self.stop_reason = reason
+        self.stopping.set()
+        if self.busy_since is not None:
+            signal.pthread_kill(self._main_ident, signal.SIGINT)
+
+    def _shutdown(self) -> None:
+        log.info("agent rank %d stopping (%s)", self.settings.rank, self.stop_reason or "done")
+        self.data.close(linger=500)
+
+
+def runtime_info() -> dict[str, Any]:
+    """Python and imported package versions, for drift checks against the kernel."""
+    versions = {}
+    for name in ("numpy", "pandas", "cloudpickle", "torch"):
+        mod = sys.modules.get(name)
+        if mod is not None:
+            versions[name] = getattr(mod, "__version__", "")
+    return {"python": "%d.%d.%d" % sys.version_info[:3], "packages": versions}
+
+
+def _redirect(runner: Any):
+    """Route stdout/stderr of a ``call`` through the wire like a cell's; returns undo."""
+    from .shell import _StreamWriter
+
+    real = sys.stdout, sys.stderr
+    sys.stdout = _StreamWriter("stdout", runner._emit, real[0])
+    sys.stderr = _StreamWriter("stderr", runner._emit, real[1])
+
+    def undo() -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = real
+
+    return undo
+
+
+def _error(ename: str, evalue: str) -> dict[str, Any]:
+    return {"status": "error", "ename": ename, "evalue": evalue, "traceback": []}
+
+
+def _bind(sock: zmq.Socket, host: str, port: int) -> int:
+    if port:
+        sock.bind(f"tcp://{host}:{port}")
+        return port
+    return sock.bind_to_random_port(f"tcp://{host}")
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    import json
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def install_signal_handlers(agent: Agent) -> None:
+    def on_term(signum, frame):  # noqa: ARG001
+        agent._stop("terminated")
+
+    signal.signal(signal.SIGTERM, on_term)

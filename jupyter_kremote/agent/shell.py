@@ -1,0 +1,163 @@
+"""The agent's cell runner: an IPython shell whose output goes back over the wire.
+
+Cells run in an IPython ``InteractiveShell`` so that ``!cmd``, ``%time`` and
+``display()`` behave as in a notebook. stdout/stderr and rich display calls are
+turned into ``stream`` / ``display`` messages by the ``emit`` callback while the cell
+runs, so output reaches the notebook live.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import threading
+from typing import Any, Callable
+
+Emit = Callable[[str, dict[str, Any]], None]
+
+
+class _StreamWriter(io.TextIOBase):
+    """A text stream that sends what is written as ``stream`` messages.
+
+    Writes are batched per line and flushed at newline or on ``flush()``, which keeps
+    ``print(..., flush=True)`` live without one message per character.
+    """
+
+    def __init__(self, name: str, emit: Emit, fallback: Any) -> None:
+        self.name = name
+        self._emit = emit
+        self._buf: list[str] = []
+        self._lock = threading.Lock()
+        self._fallback = fallback
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:  # type: ignore[override]
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        with self._lock:
+            self._buf.append(text)
+            flush = "\n" in text
+        if flush:
+            self.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            text = "".join(self._buf)
+            self._buf.clear()
+        if text:
+            self._emit("stream", {"name": self.name, "text": text})
+
+    def fileno(self) -> int:
+        return self._fallback.fileno()
+
+    def isatty(self) -> bool:
+        return False
+
+
+class CellRunner:
+    """Owns the user namespace and runs cells in it."""
+
+    def __init__(self, emit: Emit) -> None:
+        self._emit = emit
+        self.shell = _make_shell(self._publish_display)
+        self.user_ns = self.shell.user_ns
+        self._real = (sys.stdout, sys.stderr)
+        os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+
+    # -- output -----------------------------------------------------------------
+    def _publish_display(self, data: dict[str, Any], metadata: dict[str, Any] | None) -> None:
+        self._flush_streams()
+        self._emit("display", {"data": data, "metadata": metadata or {}})
+
+    def _flush_streams(self) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            if isinstance(stream, _StreamWriter):
+                stream.flush()
+
+    # -- running ----------------------------------------------------------------
+    def run_cell(self, code: str) -> dict[str, Any]:
+        """Run one cell; return the reply content (status, error fields)."""
+        out = _StreamWriter("stdout", self._emit, self._real[0])
+        err = _StreamWriter("stderr", self._emit, self._real[1])
+        sys.stdout, sys.stderr = out, err
+        try:
+            result = self.shell.run_cell(code, store_history=True, silent=False)
+            self._flush_figures()
+        finally:
+            out.flush()
+            err.flush()
+            sys.stdout, sys.stderr = self._real
+        reply: dict[str, Any] = {"status": "ok", "execution_count": self.shell.execution_count - 1}
+        exc = result.error_before_exec or result.error_in_exec
+        if exc is not None:
+            reply.update(
+                status="error",
+                ename=type(exc).__name__,
+                evalue=str(exc),
+                traceback=self.shell.last_traceback_lines,
+            )
+        return reply
+
+    def _flush_figures(self) -> None:
+        """Show open matplotlib figures as PNG, as the inline backend does after a cell."""
+        if "matplotlib.pyplot" not in sys.modules:
+            return
+        try:
+            from matplotlib_inline.backend_inline import flush_figures
+        except ImportError:
+            return
+        flush_figures()
+
+
+def _make_shell(publish: Callable[[dict[str, Any], dict[str, Any] | None], None]) -> Any:
+    """An InteractiveShell wired to ``publish`` for display and displayhook output."""
+    from IPython.core.displayhook import DisplayHook
+    from IPython.core.displaypub import DisplayPublisher
+    from traitlets import Type
+    from IPython.core.interactiveshell import InteractiveShell
+
+    class WireDisplayPublisher(DisplayPublisher):
+        def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kw):  # noqa: ARG002
+            publish(data, metadata)
+
+        def clear_output(self, wait=False):  # noqa: ARG002
+            publish({"text/plain": ""}, {"kremote_clear": True})
+
+    class WireDisplayHook(DisplayHook):
+        """Sends the last expression's value as an execute result bundle."""
+
+        def write_output_prompt(self):
+            pass
+
+        def write_format_data(self, format_dict, md_dict=None):
+            publish(format_dict, {**(md_dict or {}), "kremote_result": True})
+
+        def finish_displayhook(self):
+            sys.stdout.flush()
+
+    class AgentShell(InteractiveShell):
+        displayhook_class = Type(WireDisplayHook)
+        display_pub_class = Type(WireDisplayPublisher)
+        last_traceback_lines: list[str] = []
+
+        def _showtraceback(self, etype, evalue, stb):
+            self.last_traceback_lines = list(stb)
+            sys.stderr.flush()
+
+        def showsyntaxerror(self, filename=None, running_compiled_code=False):
+            super().showsyntaxerror(filename, running_compiled_code)
+
+        def init_history(self):
+            from IPython.core.history import HistoryManager
+
+            self.history_manager = HistoryManager(shell=self, parent=self, hist_file=":memory:")
+            self.configurables.append(self.history_manager)
+
+    shell = AgentShell.instance(colors="nocolor")
+    shell.system = shell.system_piped  # ``!cmd`` output goes to the cell, not the log
+    shell.InteractiveTB.set_mode("Context")
+    return shell

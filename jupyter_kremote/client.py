@@ -1,0 +1,246 @@
+"""Kernel-side ZeroMQ client: requests to agents, live output, interrupts, liveness.
+
+Synchronous on purpose: ``%%remote`` runs on the kernel's main thread, which must stay
+interruptible by the notebook's stop button (SIGINT -> KeyboardInterrupt) and must
+print output itself so that it lands in the right cell. The async public API wraps
+these calls in a worker thread.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import zmq
+
+from .protocol import Message, ProtocolError, Signer
+
+OutputHook = Callable[[int, Message], None]
+#: returns None while the rank is alive, else a description of how it ended
+Liveness = Callable[[int], "str | None"]
+
+TICK = 0.1  # seconds between liveness checks while waiting
+INTERRUPT_GRACE = 3.0  # seconds to wait for agents to report an interrupt
+
+
+class RemoteError(Exception):
+    """A remote exception; subclasses are named after the remote type (ZeroDivisionError)."""
+
+    def __init__(self, ename: str, evalue: str, traceback: list[str], rank: int | None = None):
+        super().__init__(evalue)
+        self.ename = ename
+        self.evalue = evalue
+        self.remote_traceback = traceback
+        self.rank = rank
+
+    def __str__(self) -> str:
+        return self.evalue
+
+    @classmethod
+    def from_reply(cls, rank: int, content: dict[str, Any]) -> RemoteError:
+        ename = str(content.get("ename") or "RemoteError")
+        sub = _remote_error_class(ename)
+        return sub(ename, str(content.get("evalue", "")), list(content.get("traceback") or []),
+                   rank)
+
+
+_classes: dict[str, type[RemoteError]] = {}
+
+
+def _remote_error_class(ename: str) -> type[RemoteError]:
+    """A RemoteError subclass named like the remote exception, so the notebook shows it."""
+    if not ename.isidentifier():
+        ename = "RemoteError"
+    if ename not in _classes:
+        _classes[ename] = type(ename, (RemoteError,), {"__module__": "jupyter_kremote.remote"})
+    return _classes[ename]
+
+
+class AgentDied(RuntimeError):
+    """An agent process ended while the kernel was waiting on it."""
+
+
+class ClusterTimeout(TimeoutError):
+    """A request ran over its time limit and was interrupted."""
+
+
+@dataclass
+class Endpoint:
+    rank: int
+    host: str
+    port: int
+    control_port: int
+
+
+class AgentChannel:
+    """The two DEALER sockets to one agent: data (requests, output) and control."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.data = ctx.socket(zmq.DEALER)
+        self.data.linger = 0
+        self.data.connect(f"tcp://{endpoint.host}:{endpoint.port}")
+        self.control = ctx.socket(zmq.DEALER)
+        self.control.linger = 0
+        self.control.connect(f"tcp://{endpoint.host}:{endpoint.control_port}")
+
+    def close(self) -> None:
+        self.data.close(0)
+        self.control.close(0)
+
+
+class ClusterClient:
+    """Talks to every agent of one cluster."""
+
+    def __init__(self, key: bytes, endpoints: list[Endpoint], liveness: Liveness) -> None:
+        self.signer = Signer(key, sender="kernel")
+        self.ctx = zmq.Context.instance()
+        self.channels = {ep.rank: AgentChannel(self.ctx, ep) for ep in endpoints}
+        self.liveness = liveness
+        self.ranks = sorted(self.channels)
+
+    def close(self) -> None:
+        for ch in self.channels.values():
+            ch.close()
+
+    # -- data plane -----------------------------------------------------------------
+    def request(
+        self,
+        kind: str,
+        content: dict[str, Any] | None = None,
+        payload: Any = None,
+        *,
+        ranks: list[int] | None = None,
+        has_payload: bool | None = None,
+        on_output: OutputHook | None = None,
+        timeout: float | None = None,
+    ) -> dict[int, Message]:
+        """Send one request to ``ranks`` and wait for every reply, streaming output.
+
+        Raises KeyboardInterrupt (after interrupting the agents), ClusterTimeout or
+        AgentDied; replies with ``status: error`` are returned, not raised.
+        """
+        ranks = self.ranks if ranks is None else ranks
+        frames = self.signer.encode(kind, content, payload, has_payload=has_payload)
+        msg_id = _header_id(frames)
+        for r in ranks:
+            self.channels[r].data.send_multipart(frames, copy=False)
+        return self._collect(msg_id, ranks, on_output, timeout)
+
+    def _collect(self, msg_id: str, ranks: list[int], on_output: OutputHook | None,
+                 timeout: float | None) -> dict[int, Message]:
+        pending = set(ranks)
+        replies: dict[int, Message] = {}
+        poller = zmq.Poller()
+        socks = {self.channels[r].data: r for r in ranks}
+        for s in socks:
+            poller.register(s, zmq.POLLIN)
+        start = time.monotonic()
+        deadline = start + timeout if timeout else None
+        interrupted_at: float | None = None
+        next_check = start + TICK
+        while pending:
+            try:
+                events = poller.poll(TICK * 1000)
+                for sock, _ in events:
+                    rank = socks[sock]
+                    while True:
+                        try:
+                            raw = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        try:
+                            msg = self.signer.decode(raw)
+                        except ProtocolError:
+                            continue
+                        if msg.parent_id != msg_id:
+                            continue  # late output of an earlier, abandoned request
+                        if msg.kind == "reply":
+                            replies[rank] = msg
+                            pending.discard(rank)
+                        elif on_output is not None:
+                            on_output(rank, msg)
+                now = time.monotonic()
+                if pending and now >= next_check:
+                    next_check = now + TICK
+                    self._check_alive(pending)
+                    if deadline and now > deadline and interrupted_at is None:
+                        self.interrupt(sorted(pending))
+                        interrupted_at = now
+                    if interrupted_at is not None and now - interrupted_at > INTERRUPT_GRACE:
+                        break
+            except KeyboardInterrupt:
+                self.interrupt(sorted(pending))
+                self._finish_interrupted(msg_id, pending, replies, socks, on_output)
+                raise
+        if deadline and interrupted_at is not None:
+            raise ClusterTimeout(
+                f"the cell ran over --timeout {timeout:g}s and was interrupted; "
+                f"the agents kept their variables")
+        return replies
+
+    def _finish_interrupted(self, msg_id: str, pending: set[int], replies: dict[int, Message],
+                            socks: dict[zmq.Socket, int], on_output: OutputHook | None) -> None:
+        """After an interrupt, show what the agents still print until they report back."""
+        end = time.monotonic() + INTERRUPT_GRACE
+        poller = zmq.Poller()
+        for s in socks:
+            poller.register(s, zmq.POLLIN)
+        while pending and time.monotonic() < end:
+            for sock, _ in poller.poll(TICK * 1000):
+                try:
+                    msg = self.signer.decode(sock.recv_multipart(copy=False))
+                except ProtocolError:
+                    continue
+                if msg.parent_id != msg_id:
+                    continue
+                if msg.kind == "reply":
+                    replies[socks[sock]] = msg
+                    pending.discard(socks[sock])
+                elif on_output is not None and msg.kind == "stream":
+                    on_output(socks[sock], msg)
+
+    def _check_alive(self, ranks: set[int]) -> None:
+        for r in sorted(ranks):
+            why = self.liveness(r)
+            if why is not None:
+                others = sorted(ranks - {r})
+                if others:
+                    self.interrupt(others)
+                raise AgentDied(f"rank {r} {why} while running the request")
+
+    # -- control plane --------------------------------------------------------------
+    def control(self, kind: str, content: dict[str, Any] | None = None, *,
+                ranks: list[int] | None = None, timeout: float = 2.0) -> dict[int, dict]:
+        """A control request (ping, interrupt, extend, shutdown); missing answers omitted."""
+        ranks = self.ranks if ranks is None else ranks
+        frames = self.signer.encode(kind, content)
+        msg_id = _header_id(frames)
+        poller = zmq.Poller()
+        socks = {}
+        for r in ranks:
+            sock = self.channels[r].control
+            sock.send_multipart(frames)
+            socks[sock] = r
+            poller.register(sock, zmq.POLLIN)
+        out: dict[int, dict] = {}
+        end = time.monotonic() + timeout
+        while len(out) < len(ranks) and time.monotonic() < end:
+            for sock, _ in poller.poll(50):
+                try:
+                    msg = self.signer.decode(sock.recv_multipart())
+                except ProtocolError:
+                    continue
+                if msg.parent_id == msg_id:
+                    out[socks[sock]] = msg.content
+        return out
+
+    def interrupt(self, ranks: list[int] | None = None) -> dict[int, dict]:
+        return self.control("interrupt", ranks=ranks)
+
+
+def _header_id(frames: list[Any]) -> str:
+    import json
+
+    return json.loads(frames[0])["id"]

@@ -1,0 +1,242 @@
+"""Per-kernel state: this notebook's clusters, their agent connections and file cache.
+
+A :class:`Cluster` is one started set of agents with a synchronous API (``run``,
+``call``, ``push``, ``pull``, ``send_files``, ``extend``, ``shutdown``); the magics and
+the public :class:`~jupyter_kremote.LocalCluster` both sit on it. A cluster that ended
+(TTL, an agent that died, shutdown) refuses further work with a message that says how
+to go on.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .backends import ClusterHandle, StartRequest, get_backend
+from .client import AgentDied, ClusterClient, ClusterTimeout, Message, OutputHook, RemoteError
+from .files import FileCollector, FileEntry
+
+
+class ClusterEnded(RuntimeError):
+    """The cluster can no longer run work; the message says why and what to do."""
+
+
+@dataclass
+class ClusterOptions:
+    count: int = 1
+    ttl: float = 3600.0
+    backend: str = "local"
+    env: dict[str, str] = field(default_factory=dict)
+    connect_timeout: float = 30.0
+
+
+class Cluster:
+    """One running cluster of agents."""
+
+    def __init__(self, name: str, options: ClusterOptions, root: str | Path = ".") -> None:
+        self.name = name
+        self.options = options
+        self.backend = get_backend(options.backend)
+        self.files = FileCollector(root)
+        self.handle: ClusterHandle = self.backend.start(StartRequest(
+            name=name, count=options.count, ttl=options.ttl, env=dict(options.env),
+            connect_timeout=options.connect_timeout))
+        self.client = ClusterClient(self.handle.key, self.handle.endpoints, self._liveness)
+        self.ended: str | None = None  # why the cluster can no longer run work
+        self.last_activity = time.time()
+        self._lock = threading.RLock()
+
+    # -- state --------------------------------------------------------------------------
+    @property
+    def ranks(self) -> list[int]:
+        return self.client.ranks
+
+    @property
+    def deadline(self) -> float:
+        return self.handle.deadline
+
+    def _liveness(self, rank: int) -> str | None:
+        return self.backend.liveness(self.handle, rank)
+
+    def check_usable(self) -> None:
+        """Raise ClusterEnded if the TTL ran out or an agent is gone."""
+        if self.ended is None:
+            if time.time() >= self.deadline:
+                self.ended = "its TTL ran out"
+            else:
+                for r in self.ranks:
+                    why = self._liveness(r)
+                    if why is not None:
+                        self.ended = f"agent rank {r} {why}"
+                        break
+        if self.ended is not None:
+            raise ClusterEnded(
+                f"cluster {self.name!r} ended: {self.ended}. Start a fresh one with "
+                f"`%remote restart{'' if self.name == 'default' else ' --name ' + self.name}` "
+                "(variables on the agents are lost)")
+
+    def _request(self, kind: str, content: dict[str, Any] | None = None, payload: Any = None,
+                 *, ranks: list[int] | None = None, has_payload: bool | None = None,
+                 on_output: OutputHook | None = None,
+                 timeout: float | None = None) -> dict[int, Message]:
+        with self._lock:
+            self.check_usable()
+            targets = self._targets(ranks)
+            self.last_activity = time.time()
+            try:
+                return self.client.request(kind, content, payload, ranks=targets,
+                                           has_payload=has_payload, on_output=on_output,
+                                           timeout=timeout)
+            except AgentDied as exc:
+                self.ended = str(exc).replace(" while running the request", "")
+                raise AgentDied(
+                    f"{exc}; start a fresh cluster with `%remote restart` "
+                    "(`%remote logs` shows what the agent printed)") from None
+
+    def _targets(self, ranks: list[int] | None) -> list[int]:
+        if ranks is None:
+            return self.ranks
+        bad = [r for r in ranks if r not in self.ranks]
+        if bad:
+            raise ValueError(f"no rank {bad[0]} in cluster {self.name!r} "
+                             f"(ranks 0-{len(self.ranks) - 1})")
+        return list(ranks)
+
+    # -- work -----------------------------------------------------------------------------
+    def run(self, code: str, *, ranks: list[int] | None = None,
+            on_output: OutputHook | None = None, timeout: float | None = None,
+            env: dict[str, str] | None = None) -> dict[int, dict[str, Any]]:
+        """Run a cell; return each rank's reply content (errors returned, not raised)."""
+        replies = self._request("execute", {"code": code, "env": env or {}}, ranks=ranks,
+                                on_output=on_output, timeout=timeout)
+        return {r: m.content for r, m in sorted(replies.items())}
+
+    def call(self, fn: Callable[..., Any], *args: Any, ranks: list[int] | None = None,
+             on_output: OutputHook | None = None, **kwargs: Any) -> list[Any]:
+        """Call ``fn(*args, **kwargs)`` on each agent; results in rank order."""
+        replies = self._request("call", payload=(fn, args, kwargs), ranks=ranks,
+                                on_output=on_output)
+        return [_value_or_raise(r, m) for r, m in sorted(replies.items())]
+
+    def push(self, namespace: dict[str, Any], *, ranks: list[int] | None = None) -> None:
+        replies = self._request("push", payload=dict(namespace), ranks=ranks)
+        for r, m in replies.items():
+            _value_or_raise(r, m)
+
+    def pull(self, names: list[str], *, ranks: list[int] | None = None) -> dict[int, dict]:
+        """Each rank's values of ``names`` (NameError naming the rank if one is missing)."""
+        replies = self._request("pull", {"names": list(names)}, ranks=ranks)
+        return {r: _value_or_raise(r, m) for r, m in sorted(replies.items())}
+
+    def send_files(self, entries: list[FileEntry], *, ranks: list[int] | None = None) -> int:
+        """Make ``entries`` present on the agents; returns the number of bytes sent."""
+        if not entries:
+            return 0
+        wire = [e.to_wire() for e in entries]
+        replies = self._request("files_check", {"files": wire}, ranks=ranks)
+        by_sha = {e.sha256: e for e in entries}
+        sent = 0
+        for rank, msg in sorted(replies.items()):
+            _value_or_raise(rank, msg)
+            missing = msg.content.get("missing") or []
+            if not missing:
+                continue
+            blobs = {sha: _read_blob(self.files.root / by_sha[sha].path) for sha in missing}
+            self._request("files_put", {"files": wire}, blobs, ranks=[rank])
+            sent += sum(len(b) for b in blobs.values())
+        return sent
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def extend(self, seconds: float) -> float:
+        """Move the TTL deadline to ``seconds`` from now (or later); returns the deadline."""
+        self.check_usable()
+        deadline = max(self.handle.deadline, time.time()) + seconds
+        answers = self.client.control("extend", {"deadline": deadline})
+        if len(answers) < len(self.ranks):
+            raise ClusterEnded(f"cluster {self.name!r}: not every agent answered the extend")
+        self.handle.deadline = deadline
+        return deadline
+
+    def status(self) -> list[dict[str, Any]]:
+        pings = self.client.control("ping", timeout=1.0) if self.ended is None else {}
+        rows = []
+        for r in self.ranks:
+            why = self._liveness(r)
+            ping = pings.get(r, {})
+            state = (why if why else "busy" if ping.get("busy") else
+                     "idle" if ping else "not answering")
+            rows.append({"rank": r, "state": state, **self.backend.describe(self.handle, r),
+                         "dropped": ping.get("dropped", 0)})
+        return rows
+
+    def logs(self, rank: int, tail: int = 200) -> str:
+        self._targets([rank])
+        return self.backend.logs(self.handle, rank, tail)
+
+    def shutdown(self) -> None:
+        if self.ended is None:
+            self.client.control("shutdown", timeout=0.5)
+            self.ended = "it was shut down"
+        self.client.close()
+        self.backend.stop(self.handle)
+
+
+def _value_or_raise(rank: int, msg: Message) -> Any:
+    if msg.content.get("status") == "error":
+        raise RemoteError.from_reply(rank, msg.content)
+    return msg.payload
+
+
+def _read_blob(path: Path) -> bytes:
+    import pickle
+
+    return pickle.PickleBuffer(path.read_bytes())  # type: ignore[return-value]
+
+
+class Session:
+    """The clusters of one kernel, by name; all are shut down when the kernel exits."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root or Path.cwd())
+        self.clusters: dict[str, Cluster] = {}
+        self.specs: dict[str, ClusterOptions] = {}
+        atexit.register(self.shutdown_all)
+
+    def get(self, name: str) -> Cluster:
+        if name not in self.clusters:
+            raise KeyError(f"no cluster named {name!r}; a `%%remote"
+                           f"{'' if name == 'default' else ' --name ' + name}` cell starts it")
+        return self.clusters[name]
+
+    def ensure(self, name: str, options: ClusterOptions) -> Cluster:
+        cluster = self.clusters.get(name)
+        if cluster is None:
+            cluster = Cluster(name, options, self.root)
+            self.clusters[name] = cluster
+            self.specs[name] = options
+        return cluster
+
+    def restart(self, name: str, options: ClusterOptions | None = None) -> Cluster:
+        old = self.clusters.pop(name, None)
+        if old is not None:
+            old.shutdown()
+            options = options or old.options
+        return self.ensure(name, options or self.specs.get(name) or ClusterOptions())
+
+    def shutdown(self, name: str) -> None:
+        self.get(name)
+        self.clusters.pop(name).shutdown()
+
+    def shutdown_all(self) -> None:
+        for name in list(self.clusters):
+            try:
+                self.clusters.pop(name).shutdown()
+            except Exception:  # noqa: BLE001 - best effort at exit
+                pass
+
+
+__all__ = ["Cluster", "ClusterEnded", "ClusterOptions", "ClusterTimeout", "Session"]
