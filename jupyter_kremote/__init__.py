@@ -1,5 +1,30 @@
-"""jupyter-kremote: run notebook cells on remote agents with ``%%remote``."""
+"""jupyter-kremote: run notebook cells on remote agents with ``%%remote``.
+
+``%load_ext jupyter_kremote`` registers the magics; ``LocalCluster`` gives the same
+without them. Heavy modules (the Kubernetes client) load only when used.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["LocalCluster", "load_ipython_extension", "unload_ipython_extension"]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    from .magics import register
+
+    register(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:  # noqa: ARG001
+    pass
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LocalCluster":
+        from .api import LocalCluster
+
+        return LocalCluster
+    raise AttributeError(name)

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import zmq
 
+from .errors import AgentDied, ClusterTimeout
 from .protocol import Message, ProtocolError, Signer
 
 OutputHook = Callable[[int, Message], None]
@@ -22,47 +23,6 @@ Liveness = Callable[[int], "str | None"]
 
 TICK = 0.1  # seconds between liveness checks while waiting
 INTERRUPT_GRACE = 3.0  # seconds to wait for agents to report an interrupt
-
-
-class RemoteError(Exception):
-    """A remote exception; subclasses are named after the remote type (ZeroDivisionError)."""
-
-    def __init__(self, ename: str, evalue: str, traceback: list[str], rank: int | None = None):
-        super().__init__(evalue)
-        self.ename = ename
-        self.evalue = evalue
-        self.remote_traceback = traceback
-        self.rank = rank
-
-    def __str__(self) -> str:
-        return self.evalue
-
-    @classmethod
-    def from_reply(cls, rank: int, content: dict[str, Any]) -> RemoteError:
-        ename = str(content.get("ename") or "RemoteError")
-        sub = _remote_error_class(ename)
-        return sub(ename, str(content.get("evalue", "")), list(content.get("traceback") or []),
-                   rank)
-
-
-_classes: dict[str, type[RemoteError]] = {}
-
-
-def _remote_error_class(ename: str) -> type[RemoteError]:
-    """A RemoteError subclass named like the remote exception, so the notebook shows it."""
-    if not ename.isidentifier():
-        ename = "RemoteError"
-    if ename not in _classes:
-        _classes[ename] = type(ename, (RemoteError,), {"__module__": "jupyter_kremote.remote"})
-    return _classes[ename]
-
-
-class AgentDied(RuntimeError):
-    """An agent process ended while the kernel was waiting on it."""
-
-
-class ClusterTimeout(TimeoutError):
-    """A request ran over its time limit and was interrupted."""
 
 
 @dataclass

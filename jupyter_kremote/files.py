@@ -14,13 +14,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import FileError
+
 DEFAULT_MAX_FILE_SIZE = 100 * 1024 * 1024  # per file
 DEFAULT_AUTO_LIMIT = 20 * 1024 * 1024  # all auto-detected files of one cell together
 _SKIP_DIRS = {".git", "__pycache__", ".ipynb_checkpoints", ".venv", "node_modules", ".kremote"}
-
-
-class FileError(ValueError):
-    """A file that cannot be shipped; the message says what to fix."""
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .backends import ClusterHandle, StartRequest, get_backend
-from .client import AgentDied, ClusterClient, ClusterTimeout, Message, OutputHook, RemoteError
+from .client import ClusterClient, Message, OutputHook
+from .errors import AgentDied, ClusterEnded, ClusterTimeout, RemoteError
 from .files import FileCollector, FileEntry
-
-
-class ClusterEnded(RuntimeError):
-    """The cluster can no longer run work; the message says why and what to do."""
 
 
 @dataclass
@@ -109,9 +106,14 @@ class Cluster:
     # -- work -----------------------------------------------------------------------------
     def run(self, code: str, *, ranks: list[int] | None = None,
             on_output: OutputHook | None = None, timeout: float | None = None,
-            env: dict[str, str] | None = None) -> dict[int, dict[str, Any]]:
-        """Run a cell; return each rank's reply content (errors returned, not raised)."""
-        replies = self._request("execute", {"code": code, "env": env or {}}, ranks=ranks,
+            env: dict[str, str] | None = None,
+            execution_count: int | None = None) -> dict[int, dict[str, Any]]:
+        """Run a cell; return each rank's reply content (errors returned, not raised).
+
+        ``execution_count`` numbers the remote cell like the notebook's (``Cell In[7]``).
+        """
+        content = {"code": code, "env": env or {}, "execution_count": execution_count}
+        replies = self._request("execute", content, ranks=ranks,
                                 on_output=on_output, timeout=timeout)
         return {r: m.content for r, m in sorted(replies.items())}
 

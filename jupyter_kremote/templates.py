@@ -18,10 +18,13 @@ small so that template text can never run code:
 * ``${name}`` is replaced by the variable's value; an unknown name is an error listing the
   known ones.
 * ``${name:-default}`` uses ``default`` when the variable is not set.
-* A value that is exactly one placeholder keeps the variable's type, so ``parallelism: ${count}``
-  stays an integer; a default in that position is read as a YAML scalar (``${gpu:-1}`` -> 1).
+* An unquoted value that is exactly one placeholder keeps the variable's type, so
+  ``parallelism: ${count}`` stays an integer and a default there is read as YAML
+  (``${gpu:-1}`` -> 1); quote it to get text: ``value: "${count}"`` -> "4".
 * ``$${`` writes a literal ``${``. Kubernetes' own ``$(VAR)`` syntax passes through untouched.
 * Only values are substituted, after the YAML is parsed, so a value can never inject YAML.
+  Inside flow collections (``{a: b}``, ``[a]``) a placeholder must be quoted: YAML reads
+  ``{`` there as syntax.
 
 Layering (`merge`)
 ------------------
@@ -74,7 +77,24 @@ _SUFFIXES = (".yaml", ".yml")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _CONFIGMAP_RE = re.compile(r"configmap:([a-z0-9][-a-z0-9.]*)/([-._a-zA-Z0-9]+)")
 _PLACEHOLDER_RE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Quoted(str):
+    """A quoted YAML string holding a placeholder: its substitution stays a string."""
+
+
+class _Loader(_BaseLoader):  # type: ignore[valid-type,misc]
+    """Safe YAML loading that remembers which placeholder strings were quoted."""
+
+    def construct_yaml_str(self, node: yaml.ScalarNode) -> str:
+        value = super().construct_yaml_str(node)
+        if node.style in ("'", '"') and "${" in value:
+            return _Quoted(value)
+        return value  # type: ignore[no-any-return]
+
+
+_Loader.add_constructor("tag:yaml.org,2002:str", _Loader.construct_yaml_str)
 
 
 class TemplateError(ValueError):
@@ -200,9 +220,9 @@ def parse_documents(text: str, origin: str) -> list[dict[str, Any]]:
         docs = [doc for doc in yaml.load_all(text, Loader=_Loader) if doc is not None]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise TemplateError(f"template {origin}:{where}: invalid YAML: {problem}") from None
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        raise TemplateError(f"template {origin}:{where} invalid YAML: {problem}") from None
     for index, doc in enumerate(docs):
         if not isinstance(doc, dict):
             raise TemplateError(
@@ -231,7 +251,7 @@ def substitute(value: Any, variables: Mapping[str, Any], origin: str = "<templat
         raise TemplateError(f"template {origin}: unknown variable ${{{name}}}; known: {known}")
 
     whole = _PLACEHOLDER_RE.fullmatch(value)
-    if whole is not None and not whole[1]:
+    if whole is not None and not whole[1] and not isinstance(value, _Quoted):
         found, result = lookup(whole)
         return result if found else _scalar(result)
 

@@ -172,7 +172,8 @@ class Agent:
     # -- request handlers: each returns (reply content, payload, has_payload) --------
     def _do_execute(self, msg: Message) -> tuple[dict[str, Any], Any, bool]:
         os.environ.update({k: str(v) for k, v in (msg.content.get("env") or {}).items()})
-        return self.runner.run_cell(msg.content["code"]), None, False
+        count = msg.content.get("execution_count")
+        return self.runner.run_cell(msg.content["code"], count), None, False
 
     def _do_call(self, msg: Message) -> tuple[dict[str, Any], Any, bool]:
         fn, args, kwargs = msg.payload

@@ -79,8 +79,10 @@ class CellRunner:
                 stream.flush()
 
     # -- running ----------------------------------------------------------------
-    def run_cell(self, code: str) -> dict[str, Any]:
+    def run_cell(self, code: str, execution_count: int | None = None) -> dict[str, Any]:
         """Run one cell; return the reply content (status, error fields)."""
+        if execution_count:
+            self.shell.execution_count = int(execution_count)
         out = _StreamWriter("stdout", self._emit, self._real[0])
         err = _StreamWriter("stderr", self._emit, self._real[1])
         sys.stdout, sys.stderr = out, err

@@ -1,0 +1,392 @@
+"""``%%remote`` and ``%remote``: the notebook user's interface.
+
+The magics only parse arguments and render output; every action is a call on the
+kernel's :class:`~jupyter_kremote.session.Session`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import defaultdict
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import (
+    MagicArgumentParser,
+    argument,
+    magic_arguments,
+    parse_argstring,
+)
+
+from .client import Message
+from .errors import ClusterEnded, KRemoteError, RemoteError
+from .files import DEFAULT_MAX_FILE_SIZE, human_size, parse_size
+from .session import Cluster, ClusterOptions, Session
+from .timefmt import format_duration, parse_duration
+
+DEFAULT_NAME = "default"
+
+
+# -- argument types with messages that say what to fix ------------------------------------
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of agents, got {text!r}")
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"needs at least 1 agent, got {n}")
+    return n
+
+
+def _seconds(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _ranks(text: str) -> list[int]:
+    try:
+        ranks = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a rank such as 0 or 0,2, got {text!r}")
+    if not ranks or min(ranks) < 0:
+        raise argparse.ArgumentTypeError(f"expected a rank such as 0 or 0,2, got {text!r}")
+    return ranks
+
+
+def _env_pairs(items: list[str] | None) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not key.isidentifier():
+            raise UsageError(f"-e {item}: expected KEY or KEY=VALUE")
+        if not sep:
+            if key not in os.environ:
+                raise UsageError(f"-e {key}: {key} is not set in the kernel's environment; "
+                                 f"use -e {key}=VALUE")
+            value = os.environ[key]
+        env[key] = value
+    return env
+
+
+class _Result:
+    """The remote cell's last value, shown as this cell's Out[n]."""
+
+    def __init__(self, bundle: dict[str, Any]) -> None:
+        self.bundle = bundle
+
+    def _repr_mimebundle_(self, include=None, exclude=None):  # noqa: ARG002
+        return self.bundle
+
+    def __repr__(self) -> str:
+        return str(self.bundle.get("text/plain", ""))
+
+
+class _Output:
+    """Renders live output of several ranks: streams labelled per line, displays."""
+
+    def __init__(self, label: bool) -> None:
+        self.label = label
+        self.line_start: dict[tuple[int, str], bool] = defaultdict(lambda: True)
+        self.results: dict[int, dict[str, Any]] = {}
+
+    def __call__(self, rank: int, msg: Message) -> None:
+        from IPython.display import clear_output, publish_display_data
+
+        if msg.kind == "stream":
+            name = msg.content.get("name", "stdout")
+            stream = sys.stderr if name == "stderr" else sys.stdout
+            stream.write(self._labelled(rank, name, msg.content.get("text", "")))
+            stream.flush()
+        elif msg.kind == "display":
+            meta = dict(msg.content.get("metadata") or {})
+            data = msg.content.get("data") or {}
+            if meta.pop("kremote_result", False):
+                self.results[rank] = data
+            elif meta.pop("kremote_clear", False):
+                clear_output(wait=True)
+            else:
+                publish_display_data(data, meta)
+
+    def _labelled(self, rank: int, name: str, text: str) -> str:
+        if not self.label:
+            return text
+        out = []
+        for piece in text.splitlines(keepends=True):
+            if self.line_start[(rank, name)]:
+                out.append(f"[rank {rank}] ")
+            out.append(piece)
+            self.line_start[(rank, name)] = piece.endswith("\n")
+        return "".join(out)
+
+
+@magics_class
+class RemoteMagics(Magics):
+    """Magics bound to one kernel's :class:`Session`."""
+
+    def __init__(self, shell, session: Session | None = None) -> None:
+        super().__init__(shell)
+        self.session = session or Session(os.getcwd())
+
+    # -- %%remote ------------------------------------------------------------------------
+    @magic_arguments()
+    @argument("-n", "--count", type=_count, default=None,
+              help="number of agents when the cluster starts (default 1)")
+    @argument("--rank", type=_ranks, default=None, help="run on these ranks only: 0 or 0,2")
+    @argument("--all", action="store_true", help="run on every rank (the default)")
+    @argument("--files", nargs="+", default=[], metavar="PATH",
+              help="files or folders, relative to the notebook folder, to ship first")
+    @argument("--no-auto-files", action="store_true",
+              help="do not ship the local modules and files the cell references")
+    @argument("--max-file-size", type=_size, default=None,
+              help=f"largest file to ship (default {human_size(DEFAULT_MAX_FILE_SIZE)})")
+    @argument("-e", "--env", action="append", metavar="KEY[=VALUE]",
+              help="set an environment variable on the agents; KEY alone copies the kernel's")
+    @argument("--timeout", type=_seconds, default=None,
+              help="interrupt the cell after this long: 30, 90s, 5m")
+    @argument("--name", default=DEFAULT_NAME, help="which of the notebook's clusters")
+    @argument("--backend", choices=["local", "kubernetes"], default=None,
+              help="where agents run (default: local)")
+    @argument("--ttl", type=_seconds, default=None,
+              help="cluster lifetime when it starts (default 1h)")
+    @argument("--connect-timeout", type=_seconds, default=None,
+              help="how long to wait for agents to start (default 30s)")
+    @cell_magic
+    def remote(self, line: str, cell: str) -> Any:
+        """Run the cell on this notebook's cluster, started on first use.
+
+        Examples::
+
+            %%remote -n 2 --files helpers.py data/
+            import os, helpers
+            print("hello from rank", os.environ["KREMOTE_RANK"])
+
+            %%remote --rank 0 --timeout 5m
+            train(model)
+        """
+        args = parse_argstring(self.remote, line)
+        env = _env_pairs(args.env)
+        cluster = self._cluster(args.name, args.count, args.backend, args.ttl,
+                                args.connect_timeout, env)
+        self._ship(cluster, cell, args.files, args.no_auto_files, args.max_file_size, args.rank)
+        ranks = None if args.all else args.rank
+        targets = ranks if ranks is not None else cluster.ranks
+        output = _Output(label=len(targets) > 1)
+        # a comment stands for the %%remote line, so remote line numbers match the cell's
+        replies = cluster.run(f"# %%remote {line}\n{cell}", ranks=ranks, on_output=output, timeout=args.timeout,
+                              env=env, execution_count=self.shell.execution_count)
+        errors = [(r, c) for r, c in replies.items() if c.get("status") == "error"]
+        for r, c in errors[1:]:
+            print(f"[rank {r}] {c.get('ename')}: {c.get('evalue')}", file=sys.stderr)
+        if errors:
+            raise RemoteError.from_reply(*errors[0])
+        if len(targets) == 1:
+            bundle = output.results.get(targets[0])
+            return _Result(bundle) if bundle else None
+        from IPython.display import publish_display_data
+
+        for r, bundle in sorted(output.results.items()):
+            print(f"[rank {r}] Out:")
+            publish_display_data(bundle)
+        return None
+
+    def _cluster(self, name: str, count: int | None, backend: str | None, ttl: float | None,
+                 connect_timeout: float | None, env: dict[str, str]) -> Cluster:
+        existing = self.session.clusters.get(name)
+        if existing is not None:
+            if count is not None and count != len(existing.ranks):
+                hint = "" if name == DEFAULT_NAME else f" --name {name}"
+                raise UsageError(
+                    f"cluster {name!r} has {len(existing.ranks)} agent(s), not {count}; "
+                    f"`%remote restart{hint} -n {count}` starts it anew with {count}")
+            if backend is not None and backend != existing.options.backend:
+                raise UsageError(f"cluster {name!r} runs on the {existing.options.backend} "
+                                 f"backend; use another --name for a {backend} cluster")
+            existing.check_usable()
+            return existing
+        options = ClusterOptions(count=count or 1, backend=backend or "local", env=env)
+        if ttl is not None:
+            options.ttl = ttl
+        if connect_timeout is not None:
+            options.connect_timeout = connect_timeout
+        return self._start(name, options)
+
+    def _start(self, name: str, options: ClusterOptions) -> Cluster:
+        t0 = time.perf_counter()
+        try:
+            cluster = self.session.ensure(name, options)
+        except (RuntimeError, TimeoutError, ValueError) as exc:
+            raise ClusterEnded(f"cluster {name!r} could not start: {exc}") from None
+        print(f"[kremote] cluster {name!r}: {options.count} {options.backend} agent(s) ready "
+              f"in {time.perf_counter() - t0:.2f}s, TTL {format_duration(options.ttl)}",
+              file=sys.stderr)
+        return cluster
+
+    def _ship(self, cluster: Cluster, cell: str, explicit: list[str], no_auto: bool,
+              max_size: int | None, ranks: list[int] | None) -> None:
+        collector = cluster.files
+        if max_size is not None:
+            collector.max_file_size = max_size
+        entries = collector.explicit(explicit)
+        if not no_auto:
+            code = self.shell.transform_cell(cell) if self.shell else cell
+            known = {e.path for e in entries}
+            entries += [e for e in collector.referenced(code) if e.path not in known]
+        sent = cluster.send_files(entries, ranks=ranks)
+        if sent:
+            listing = ", ".join(f"{e.path} ({human_size(e.size)})" for e in entries[:8])
+            more = f" and {len(entries) - 8} more" if len(entries) > 8 else ""
+            print(f"[kremote] files: {listing}{more}; {human_size(sent)} sent", file=sys.stderr)
+
+    # -- %remote -------------------------------------------------------------------------
+    @line_magic("remote")
+    def remote_line(self, line: str) -> Any:
+        """Manage the notebook's clusters and move variables.
+
+        Examples::
+
+            %remote status
+            %remote push df model
+            %remote pull result --rank 0
+            %remote logs --rank 1
+            %remote extend 30m
+            %remote restart -n 4
+            %remote shutdown
+        """
+        words = line.split()
+        if not words:
+            raise UsageError("usage: %remote status | push NAME... | pull NAME... [--rank R] | "
+                             "logs [--rank R] | extend DURATION | restart | shutdown")
+        sub, rest = words[0], " ".join(words[1:])
+        handler = getattr(self, f"_cmd_{sub}", None)
+        if handler is None:
+            raise UsageError(f"%remote {sub}: unknown command; use one of status, push, pull, "
+                             "logs, extend, restart, shutdown")
+        parser = _SUBPARSERS[sub]
+        return handler(parser.parse_argstring(rest))
+
+    def _cmd_status(self, args: argparse.Namespace) -> None:
+        if not self.session.clusters:
+            print("no clusters; a %%remote cell starts one")
+            return
+        for name, cluster in self.session.clusters.items():
+            if args.name and name != args.name:
+                continue
+            left = cluster.deadline - time.time()
+            state = f"ended ({cluster.ended})" if cluster.ended else (
+                f"TTL {format_duration(max(left, 0))} left")
+            print(f"cluster {name!r} [{cluster.options.backend}] "
+                  f"{len(cluster.ranks)} agent(s), {state}")
+            print(f"  {'rank':>4}  {'state':<34} {'pid':>7}  dropped")
+            for row in cluster.status():
+                print(f"  {row['rank']:>4}  {row['state']:<34} {row.get('pid', '-'):>7}  "
+                      f"{row['dropped']}")
+
+    def _cmd_push(self, args: argparse.Namespace) -> None:
+        ns = self.shell.user_ns
+        missing = [n for n in args.names if n not in ns]
+        if missing:
+            raise UsageError(f"%remote push: name {missing[0]!r} is not defined in the kernel")
+        cluster = self._cluster(args.name, None, None, None, None, {})  # starts it if needed
+        cluster.push({n: ns[n] for n in args.names}, ranks=args.rank)
+
+    def _cmd_pull(self, args: argparse.Namespace) -> None:
+        cluster = self._get(args.name)
+        values = cluster.pull(args.names, ranks=args.rank)
+        single = args.rank is not None and len(args.rank) == 1
+        for n in args.names:
+            per_rank = [values[r][n] for r in sorted(values)]
+            self.shell.user_ns[n] = per_rank[0] if single else per_rank
+
+    def _cmd_logs(self, args: argparse.Namespace) -> None:
+        cluster = self._get(args.name)
+        for r in args.rank or cluster.ranks:
+            text = cluster.logs(r, args.tail)
+            print(f"--- rank {r} ---")
+            print(text if text else "(no output)")
+
+    def _cmd_extend(self, args: argparse.Namespace) -> None:
+        cluster = self._get(args.name)
+        deadline = cluster.extend(args.duration)
+        print(f"cluster {cluster.name!r}: TTL now ends in "
+              f"{format_duration(deadline - time.time())} ({time.strftime('%H:%M:%S', time.localtime(deadline))})")
+
+    def _cmd_restart(self, args: argparse.Namespace) -> None:
+        old = self.session.clusters.get(args.name)
+        options = ClusterOptions() if old is None else old.options
+        if args.count is not None:
+            options = ClusterOptions(**{**options.__dict__, "count": args.count})
+        if old is not None:
+            self.session.shutdown(args.name)
+        self._start(args.name, options)
+
+    def _cmd_shutdown(self, args: argparse.Namespace) -> None:
+        names = list(self.session.clusters) if args.all else [args.name]
+        for name in names:
+            self._get(name)
+            self.session.shutdown(name)
+            print(f"cluster {name!r} shut down")
+
+    def _get(self, name: str) -> Cluster:
+        try:
+            return self.session.get(name)
+        except KeyError as exc:
+            raise UsageError(exc.args[0]) from None
+
+
+def _parser(prog: str, *specs: tuple[tuple[str, ...], dict[str, Any]]) -> MagicArgumentParser:
+    p = MagicArgumentParser(prog=f"%remote {prog}", add_help=False)
+    p.add_argument("--name", default=DEFAULT_NAME)
+    for flags, kw in specs:
+        p.add_argument(*flags, **kw)
+    return p
+
+
+_RANK = (("--rank",), {"type": _ranks, "default": None})
+_SUBPARSERS: dict[str, MagicArgumentParser] = {
+    "status": _parser("status"),
+    "push": _parser("push", (("names",), {"nargs": "+"}), _RANK),
+    "pull": _parser("pull", (("names",), {"nargs": "+"}), _RANK),
+    "logs": _parser("logs", _RANK, (("--tail",), {"type": int, "default": 200})),
+    "extend": _parser("extend", (("duration",), {"type": _seconds})),
+    "restart": _parser("restart", (("-n", "--count"), {"type": _count, "default": None})),
+    "shutdown": _parser("shutdown", (("--all",), {"action": "store_true"})),
+}
+for _p in _SUBPARSERS.values():
+    _p.parse_argstring = lambda s, _p=_p: _p.parse_args(_split(s))  # type: ignore[attr-defined]
+
+
+def _split(text: str) -> list[str]:
+    from IPython.utils.process import arg_split
+
+    return arg_split(text, posix=True)
+
+
+def show_error(shell, etype, value, tb, tb_offset=None):  # noqa: ARG001
+    """Custom exception display: remote tracebacks as the agent saw them; our own errors
+    as one line, without kernel-side frames a user cannot act on."""
+    if isinstance(value, RemoteError):
+        stb = list(value.remote_traceback) or [f"{value.ename}: {value.evalue}"]
+    else:
+        stb = [f"{etype.__name__}: {value}"]
+    shell._showtraceback(etype, value, stb)
+    return stb
+
+
+def register(shell) -> RemoteMagics:
+    magics = RemoteMagics(shell)
+    shell.register_magics(magics)
+    shell.set_custom_exc((RemoteError, KRemoteError), show_error)
+    return magics

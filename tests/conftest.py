@@ -1,0 +1,139 @@
+"""Shared fixtures: a real ipykernel with the extension loaded, in a notebook folder."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@dataclass
+class CellResult:
+    """What a notebook user would see for one cell."""
+
+    status: str
+    outputs: list[dict[str, Any]] = field(default_factory=list)  # iopub msgs, with "t"
+    reply: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stdout(self) -> str:
+        return "".join(o["text"] for o in self.outputs
+                       if o["type"] == "stream" and o["name"] == "stdout")
+
+    @property
+    def stderr(self) -> str:
+        return "".join(o["text"] for o in self.outputs
+                       if o["type"] == "stream" and o["name"] == "stderr")
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        for o in self.outputs:
+            if o["type"] == "error":
+                return o
+        return None
+
+    @property
+    def traceback_text(self) -> str:
+        err = self.error
+        return ANSI.sub("", "\n".join(err["traceback"])) if err else ""
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [o for o in self.outputs if o["type"] == kind]
+
+
+class Kernel:
+    """A real kernel driven through jupyter_client, as a notebook front-end does."""
+
+    def __init__(self, km, kc, cwd: Path) -> None:
+        self.km, self.kc, self.cwd = km, kc, cwd
+
+    def run(self, code: str, timeout: float = 60) -> CellResult:
+        outputs: list[dict[str, Any]] = []
+
+        def hook(msg: dict[str, Any]) -> None:
+            kind = msg["header"]["msg_type"]
+            c = msg["content"]
+            if kind == "stream":
+                outputs.append({"type": "stream", "name": c["name"], "text": c["text"],
+                                "t": time.monotonic()})
+            elif kind in ("display_data", "execute_result"):
+                outputs.append({"type": kind, "data": c["data"], "t": time.monotonic()})
+            elif kind == "error":
+                outputs.append({"type": "error", "ename": c["ename"], "evalue": c["evalue"],
+                                "traceback": c["traceback"], "t": time.monotonic()})
+
+        reply = self.kc.execute_interactive(code, output_hook=hook, timeout=timeout)
+        return CellResult(reply["content"]["status"], outputs, reply["content"])
+
+    def agent_pids(self) -> list[int]:
+        return agent_pids_of(self.km.provisioner.process.pid)
+
+
+def agent_pids_of(parent_pid: int) -> list[int]:
+    try:
+        children = psutil.Process(parent_pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    return [c.pid for c in children if _is_agent(c)]
+
+
+def _is_agent(p: psutil.Process) -> bool:
+    try:
+        return "jupyter_kremote.agent" in " ".join(p.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
+def all_agent_pids() -> set[int]:
+    return {p.pid for p in psutil.process_iter() if _is_agent(p)}
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+@pytest.fixture
+def notebook_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "notebooks"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def kernel(notebook_dir: Path):
+    from jupyter_client.manager import start_new_kernel
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(notebook_dir), env=env)
+    k = Kernel(km, kc, notebook_dir)
+    res = k.run("%load_ext jupyter_kremote")
+    assert res.status == "ok", res.outputs
+    try:
+        yield k
+    finally:
+        pids = k.agent_pids()
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+        # shutting the kernel down must leave no agent behind
+        assert wait_for(lambda: not any(psutil.pid_exists(p) and _alive(p) for p in pids), 10), \
+            f"agents left after kernel shutdown: {pids}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
