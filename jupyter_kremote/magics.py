@@ -186,7 +186,7 @@ class RemoteMagics(Magics):
         output = _Output(label=len(targets) > 1)
         # a comment stands for the %%remote line, so remote line numbers match the cell's
         replies = cluster.run(f"# %%remote {line}\n{cell}", ranks=ranks, on_output=output, timeout=args.timeout,
-                              env=env, execution_count=self.shell.execution_count)
+                              env=env, execution_count=self.shell.execution_count - 1)
         errors = [(r, c) for r, c in replies.items() if c.get("status") == "error"]
         for r, c in errors[1:]:
             print(f"[rank {r}] {c.get('ename')}: {c.get('evalue')}", file=sys.stderr)

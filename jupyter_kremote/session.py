@@ -149,7 +149,7 @@ class Cluster:
                 continue
             blobs = {sha: _read_blob(self.files.root / by_sha[sha].path) for sha in missing}
             self._request("files_put", {"files": wire}, blobs, ranks=[rank])
-            sent += sum(len(b) for b in blobs.values())
+            sent += sum(memoryview(b).nbytes for b in blobs.values())
         return sent
 
     # -- lifecycle -----------------------------------------------------------------------------
