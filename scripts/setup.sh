@@ -4,13 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-test}"
-python3 -m venv .venv 2>/dev/null || true
-[ -x .venv/bin/python ] || { echo "could not create .venv (is python3-venv installed?)" >&2; exit 1; }
+[ -x .venv/bin/python ] || python3 -m venv .venv
 stamp=".venv/.kremote-installed-$extras"
 want="$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -m pip install -q -e ".[$extras]" 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -c "import jupyter_kremote" # fail loudly if the install did not work
+  log="$(mktemp)"
+  if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+         .venv/bin/python -m pip install -q -e ".[$extras]"; } >"$log" 2>&1; then
+    grep -v "^WARNING: Location" "$log" >&2
+    echo "scripts/setup.sh: pip install -e .[$extras] failed (output above)" >&2
+    exit 1
+  fi
+  rm -f "$log"
   echo "$want" > "$stamp"
 fi
