@@ -15,7 +15,7 @@ from typing import Any, Callable
 from .client import Message
 from .errors import RemoteError
 from .session import Cluster, ClusterOptions
-from .timefmt import parse_duration
+from .spec import parse_duration
 
 
 def _print_output(label: bool) -> Callable[[int, Message], None]:

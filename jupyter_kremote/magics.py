@@ -26,7 +26,7 @@ from .client import Message
 from .errors import ClusterEnded, KRemoteError, RemoteError
 from .files import DEFAULT_MAX_FILE_SIZE, human_size, parse_size
 from .session import Cluster, ClusterOptions, Session
-from .timefmt import format_duration, parse_duration
+from .spec import SpecError, format_duration, parse_duration
 
 DEFAULT_NAME = "default"
 
@@ -44,9 +44,13 @@ def _count(text: str) -> int:
 
 def _seconds(text: str) -> float:
     try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        seconds = parse_duration(text)
+    except SpecError:
+        seconds = 0.0
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 90s, 30m, 2h or 1h30m, got {text!r}")
+    return seconds
 
 
 def _size(text: str) -> int:

@@ -138,12 +138,12 @@ def redact(docs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Copies of `docs` in which every Secret value reads "<redacted>"."""
     result = []
     for doc in docs:
-        doc = copy.deepcopy(dict(doc))
-        if doc.get("kind") == "Secret":
+        copied: dict[str, Any] = copy.deepcopy(dict(doc))
+        if copied.get("kind") == "Secret":
             for field in ("data", "stringData"):
-                if isinstance(doc.get(field), dict):
-                    doc[field] = {key: REDACTED for key in doc[field]}
-        result.append(doc)
+                if isinstance(copied.get(field), dict):
+                    copied[field] = {key: REDACTED for key in copied[field]}
+        result.append(copied)
     return result
 
 
@@ -169,8 +169,10 @@ def _as_text(key: str | bytes) -> str:
         try:
             return key.decode("ascii")
         except UnicodeDecodeError:
-            raise ValueError("key: must be ASCII text (e.g. a hex token): it reaches the "
-                             "agent as an environment variable") from None
+            raise ValueError(
+                "key: must be ASCII text (e.g. a hex token): it reaches the "
+                "agent as an environment variable"
+            ) from None
     return key
 
 
@@ -198,6 +200,10 @@ def render_cluster(
     cluster's identity (name, namespace, labels, ``KREMOTE_*`` env), which no template can
     override. ``spec.namespace`` wins over `namespace`, the backend's default.
 
+    Pass `owner_reference` (see `make_owner_reference`) only when the notebook server's pod is
+    in the same namespace: Kubernetes treats an owner in another namespace as gone and garbage
+    collects the cluster at once.
+
     `key` signs the data plane; it and `agent_secrets` (more ``KREMOTE_*`` values, e.g. CURVE
     keys) and ``spec.secret_env`` go to the Secret. `key` may be None only with ``redact=True``.
 
@@ -217,15 +223,16 @@ def render_cluster(
     if not isinstance(cluster_id, str) or not cluster_id:
         raise SpecError("cluster_id: expected a non-empty string")
     namespace = check_dns_label(spec.namespace or namespace, "namespace")
-    if key is None and not redact:
+    if not key and not redact:
         raise ValueError("key: required unless redact=True (a dry run)")
     if owner_reference is not None:
         check_dns_subdomain(str(owner_reference.get("name", "")), "owner_reference name")
     agent_secrets = dict(agent_secrets or {})
     for name in agent_secrets:
         if not name.startswith("KREMOTE_") or name == KEY_ENV:
-            raise ValueError(f"agent_secrets {name}: expected a KREMOTE_* name other than "
-                             f"{KEY_ENV}")
+            raise ValueError(
+                f"agent_secrets {name}: expected a KREMOTE_* name other than {KEY_ENV}"
+            )
 
     the_job_name = job_name(cluster_id)
     the_secret_name = secret_name(cluster_id)
@@ -262,8 +269,57 @@ def render_cluster(
     for name in names:
         job = merge(job, resolver.load_fragment(name, context))
 
+    flags = _flags_overlay(
+        spec,
+        cluster_id=cluster_id,
+        namespace=namespace,
+        job=the_job_name,
+        secret=the_secret_name,
+        ttl=ttl,
+        labels=labels,
+        annotations={"kremote/user-name": user, "kremote/notebook-path": notebook},
+        owner_reference=owner_reference,
+        agent_secrets=list(agent_secrets),
+        gpu_type_label=gpu_type_label,
+    )
+    job = merge(job, flags)
+
+    secret_data = {KEY_ENV: _as_text(key or ""), **agent_secrets, **spec.secret_env}
+    secret = make_secret(
+        the_secret_name,
+        namespace=namespace,
+        data=secret_data,
+        labels=labels,
+        owner_reference=owner_reference,
+        redact=redact,
+    )
+    for doc in (secret, job):
+        validate(doc, kube_version)
+    return [secret, job]
+
+
+def _flags_overlay(
+    spec: PodSpec,
+    *,
+    cluster_id: str,
+    namespace: str,
+    job: str,
+    secret: str,
+    ttl: int,
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+    owner_reference: Mapping[str, Any] | None,
+    agent_secrets: list[str],
+    gpu_type_label: str,
+) -> dict[str, Any]:
+    """The last layer: the flags, and the identity the backend and the agent rely on.
+
+    Env entries carry ``value: None`` / ``valueFrom: None`` so that, merged by name onto a
+    template's entry of the same name, the other form is deleted rather than left beside it.
+    """
+
     def secret_ref(env_name: str) -> dict[str, Any]:
-        ref = {"secretKeyRef": {"name": the_secret_name, "key": env_name}}
+        ref = {"secretKeyRef": {"name": secret, "key": env_name}}
         return {"name": env_name, "value": None, "valueFrom": ref}
 
     env: list[dict[str, Any]] = [
@@ -271,8 +327,11 @@ def render_cluster(
         {"name": "KREMOTE_COUNT", "value": str(spec.count), "valueFrom": None},
         {"name": "KREMOTE_TTL", "value": str(ttl), "valueFrom": None},
         {"name": "KREMOTE_CLUSTER", "value": cluster_id, "valueFrom": None},
-        {"name": "KREMOTE_RANK", "value": None,
-         "valueFrom": {"fieldRef": {"fieldPath": COMPLETION_INDEX_FIELD}}},
+        {
+            "name": "KREMOTE_RANK",
+            "value": None,
+            "valueFrom": {"fieldRef": {"fieldPath": COMPLETION_INDEX_FIELD}},
+        },
         secret_ref(KEY_ENV),
         *(secret_ref(name) for name in agent_secrets),
         *({"name": k, "value": v, "valueFrom": None} for k, v in spec.env.items()),
@@ -293,13 +352,13 @@ def render_cluster(
     pod_spec: dict[str, Any] = {"containers": [container]}
     if spec.gpu_type:
         pod_spec["nodeSelector"] = {gpu_type_label: spec.gpu_type}
-    annotations = {"kremote/user-name": user, "kremote/notebook-path": notebook}
+    annotations = {**annotations}
     if spec.name:
         annotations["kremote/name"] = spec.name
     metadata: dict[str, Any] = {
-        "name": the_job_name,
+        "name": job,
         "namespace": namespace,
-        "labels": labels,
+        "labels": dict(labels),
         "annotations": annotations,
     }
     if owner_reference is not None:
@@ -313,27 +372,10 @@ def render_cluster(
             "parallelism": spec.count,
             "completions": spec.count,
             "activeDeadlineSeconds": ttl,
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
         },
     }
-    job = merge(job, flags)
-    containers = job.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
-    if not any(isinstance(c, dict) and c.get("name") == AGENT_CONTAINER for c in containers):
-        raise ManifestError(f"Job {the_job_name}: a template removed the '{AGENT_CONTAINER}' "
-                            "container")
-
-    secret_data = {KEY_ENV: _as_text(key or ""), **agent_secrets, **spec.secret_env}
-    secret = make_secret(
-        the_secret_name,
-        namespace=namespace,
-        data=secret_data,
-        labels=labels,
-        owner_reference=owner_reference,
-        redact=redact,
-    )
-    for doc in (secret, job):
-        validate(doc, kube_version)
-    return [secret, job]
+    return flags
 
 
 def render_rbac(
@@ -375,8 +417,8 @@ def validate(doc: Mapping[str, Any], kube_version: str = DEFAULT_KUBE_VERSION) -
     """Refuse `doc` with `ManifestError` where the API server would, before anything is sent.
 
     The strict JSON schema of `kube_version` (unknown fields, wrong types) comes first, then
-    what the schema cannot express: object names, label keys and values, and quantities in
-    resources and emptyDir size limits.
+    what the schema cannot express: object names, label keys and values, quantities in
+    resources and emptyDir size limits, and container images (required, but not in the schema).
     """
     import kubernetes_validate  # lazy: loading it costs a noticeable fraction of a second
 
@@ -424,9 +466,12 @@ def _semantic_problems(doc: Mapping[str, Any]) -> Iterable[tuple[list[Any], str]
         if is_resources and path[-1] in ("requests", "limits") and isinstance(node, Mapping):
             for resource, value in node.items():
                 yield from _quantity_problem(value, [*path, resource])
-        if path and path[-1] == "emptyDir" and isinstance(node, Mapping):
-            if "sizeLimit" in node:
-                yield from _quantity_problem(node["sizeLimit"], [*path, "sizeLimit"])
+        if path and path[-1] == "emptyDir" and isinstance(node, Mapping) and "sizeLimit" in node:
+            yield from _quantity_problem(node["sizeLimit"], [*path, "sizeLimit"])
+        if path and path[-1] in ("containers", "initContainers") and isinstance(node, list):
+            for index, container in enumerate(node):
+                if isinstance(container, Mapping) and not container.get("image"):
+                    yield [*path, index, "image"], "required: every container needs an image"
 
 
 def _walk(node: Any, path: list[Any]) -> Iterable[tuple[list[Any], Any]]:
@@ -443,8 +488,13 @@ def _quantity_problem(value: Any, path: list[Any]) -> Iterable[tuple[list[Any], 
     try:
         amount = parse_quantity(value)
     except SpecError:
-        yield path, (f"{value!r} is not valid: not a Kubernetes quantity; use a number with an "
-                     "optional suffix such as 500m, 512Mi, 8Gi or 4G")
+        yield (
+            path,
+            (
+                f"{value!r} is not valid: not a Kubernetes quantity; use a number with an "
+                "optional suffix such as 500m, 512Mi, 8Gi or 4G"
+            ),
+        )
         return
     if amount < 0:
         yield path, f"{value!r} is not valid: must not be negative"
@@ -462,7 +512,7 @@ def _label_key_problem(key: str) -> str:
     return ""
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(yaml.SafeDumper):  # type: ignore[misc]
     """YAML as kubectl prints it: keys in insertion order, scripts as literal blocks."""
 
 
@@ -477,7 +527,13 @@ _Dumper.add_representer(str, _represent_str)
 def to_yaml(docs: Iterable[Mapping[str, Any]], *, redact_secrets: bool = True) -> str:
     """Multi-document YAML like ``kubectl --dry-run=client -o yaml``; Secrets redacted by default."""
     items = redact(docs) if redact_secrets else [dict(doc) for doc in docs]
-    return yaml.dump_all(
-        items, Dumper=_Dumper, sort_keys=False, default_flow_style=False, explicit_start=True,
-        allow_unicode=True, width=100,
+    text: str = yaml.dump_all(
+        items,
+        Dumper=_Dumper,
+        sort_keys=False,
+        default_flow_style=False,
+        explicit_start=True,
+        allow_unicode=True,
+        width=100,
     )
+    return text

@@ -82,7 +82,7 @@ _RESERVED_ENV_PREFIX = "KREMOTE_"
 _HASH_LEN = 8
 
 
-def parse_quantity(text: str | int | float) -> Decimal:
+def parse_quantity(text: str | float) -> Decimal:
     """Return the value of a Kubernetes quantity ("200m" -> 0.2, "1Ki" -> 1024, "1e3" -> 1000).
 
     Raises `SpecError` for anything the API server would refuse, so errors surface before a
@@ -100,7 +100,7 @@ def parse_quantity(text: str | int | float) -> Decimal:
     except InvalidOperation as exc:  # pragma: no cover - the regex admits only decimals
         raise SpecError(f"{text!r}: not a Kubernetes quantity") from exc
     if match["binary"]:
-        return number * (1024 ** _BINARY[match["binary"]])
+        return number * Decimal(1024) ** _BINARY[match["binary"]]
     if match["exponent"] is not None:
         return number.scaleb(int(match["exponent"]))
     if match["decimal"]:
@@ -147,7 +147,7 @@ def check_memory(text: str, option: str = "--mem") -> str:
     return str(text)
 
 
-def parse_duration(text: str | int | float, option: str = "--ttl") -> float:
+def parse_duration(text: str | float, option: str = "--ttl") -> float:
     """Return seconds for "90s", "30m", "2h", "1h30m", "1.5h", "1d" or a bare number of seconds."""
     if isinstance(text, bool):
         raise SpecError(f"{option} {text}: expected a duration such as 90s, 30m, 2h or 1h30m")
@@ -317,10 +317,14 @@ class PodSpec:
     def validate(self) -> None:
         """Raise `SpecError` naming the first invalid field's option."""
         opt = OPTION_NAMES
-        if self.image is not None and (not isinstance(self.image, str) or not self.image.strip()
-                                       or any(c.isspace() for c in self.image)):
-            raise SpecError(f"{opt['image']} {self.image!r}: expected an image such as "
-                            "python:3.11-slim")
+        if self.image is not None and (
+            not isinstance(self.image, str)
+            or not self.image.strip()
+            or any(c.isspace() for c in self.image)
+        ):
+            raise SpecError(
+                f"{opt['image']} {self.image!r}: expected an image such as python:3.11-slim"
+            )
         if self.cpu is not None:
             check_cpu(self.cpu, opt["cpu"])
         if self.mem is not None:
@@ -330,14 +334,16 @@ class PodSpec:
         if self.gpu_type is not None:
             check_label_value(self.gpu_type, opt["gpu_type"])
             if not self.gpu_type:
-                raise SpecError(f"{opt['gpu_type']}: expected a GPU product such as "
-                                "NVIDIA-A100-SXM4-80GB")
+                raise SpecError(
+                    f"{opt['gpu_type']}: expected a GPU product such as NVIDIA-A100-SXM4-80GB"
+                )
         for what, values in (("env", self.env), ("secret_env", self.secret_env)):
             for key, value in values.items():
                 check_env_name(key, opt[what])
                 if not isinstance(value, str):
-                    raise SpecError(f"{opt[what]} {key}: value must be text, not "
-                                    f"{type(value).__name__}")
+                    raise SpecError(
+                        f"{opt[what]} {key}: value must be text, not {type(value).__name__}"
+                    )
         both = sorted(set(self.env) & set(self.secret_env))
         if both:
             raise SpecError(f"{opt['env']} {both[0]}: given both as a plain and a secret value")
@@ -345,8 +351,7 @@ class PodSpec:
             if not all(isinstance(item, str) and item for item in items):
                 raise SpecError(f"{opt[what]}: expected a list of non-empty names")
         self.ttl = _check_positive_seconds(self.ttl, opt["ttl"])
-        self.connect_timeout = _check_positive_seconds(self.connect_timeout,
-                                                       opt["connect_timeout"])
+        self.connect_timeout = _check_positive_seconds(self.connect_timeout, opt["connect_timeout"])
         if self.namespace is not None:
             check_dns_label(self.namespace, opt["namespace"])
         if self.name is not None:

@@ -84,7 +84,7 @@ class _Quoted(str):
     """A quoted YAML string holding a placeholder: its substitution stays a string."""
 
 
-class _Loader(_BaseLoader):  # type: ignore[valid-type,misc]
+class _Loader(_BaseLoader):  # type: ignore[misc]
     """Safe YAML loading that remembers which placeholder strings were quoted."""
 
     def construct_yaml_str(self, node: yaml.ScalarNode) -> str:
@@ -195,7 +195,9 @@ class TemplateResolver:
         docs = parse_documents(source.text, source.origin)
         return [substitute(doc, variables or {}, source.origin) for doc in docs]
 
-    def load_fragment(self, name: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def load_fragment(
+        self, name: str, variables: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Load a template that layers onto the Job: one mapping, of kind Job if it says a kind."""
         docs = self.load(name, variables)
         kinds = [str(doc.get("kind")) for doc in docs if doc.get("kind") not in (None, "Job")]
