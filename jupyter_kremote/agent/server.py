@@ -69,7 +69,6 @@ class Agent:
         self._current: tuple[bytes, str] | None = None  # (peer, request id) of the running cell
         self._runner: Any = None
         self.files = FileStore(settings.workdir)
-        self.dropped = 0
 
     # -- start-up -------------------------------------------------------------------
     def bind(self) -> tuple[int, int]:
@@ -114,7 +113,6 @@ class Agent:
                 try:
                     msg = self.signer.decode(frames)
                 except ProtocolError as exc:
-                    self.dropped += 1
                     log.warning("dropped a message on the data socket: %s", exc)
                     continue
                 self._handle(peer, msg)
@@ -233,7 +231,6 @@ class Agent:
                 try:
                     msg = self.signer.decode(frames)
                 except ProtocolError as exc:
-                    self.dropped += 1
                     log.warning("dropped a message on the control socket: %s", exc)
                     continue
                 content = self._control(msg)
@@ -257,7 +254,7 @@ class Agent:
             return {"status": "ok"}
         if msg.kind == "ping":
             return {"status": "ok", "busy": self.busy_since is not None,
-                    "deadline": self.deadline, "dropped": self.dropped + self.signer.rejected,
+                    "deadline": self.deadline, "dropped": self.signer.rejected,
                     "pid": os.getpid()}
         return _error("ValueError", f"unknown control kind {msg.kind!r}")
 
