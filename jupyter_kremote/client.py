@@ -31,6 +31,7 @@ class Endpoint:
     host: str
     port: int
     control_port: int
+    curve_serverkey: bytes | None = None  # the agent's CURVE public key, when encrypted
 
 
 class AgentChannel:
@@ -38,12 +39,20 @@ class AgentChannel:
 
     def __init__(self, ctx: zmq.Context, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
-        self.data = ctx.socket(zmq.DEALER)
-        self.data.linger = 0
-        self.data.connect(f"tcp://{endpoint.host}:{endpoint.port}")
-        self.control = ctx.socket(zmq.DEALER)
-        self.control.linger = 0
-        self.control.connect(f"tcp://{endpoint.host}:{endpoint.control_port}")
+        self.data = self._socket(ctx, endpoint, endpoint.port)
+        self.control = self._socket(ctx, endpoint, endpoint.control_port)
+
+    @staticmethod
+    def _socket(ctx: zmq.Context, endpoint: Endpoint, port: int) -> zmq.Socket:
+        sock = ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        if endpoint.curve_serverkey:
+            public, secret = zmq.curve_keypair()
+            sock.curve_serverkey = endpoint.curve_serverkey
+            sock.curve_publickey = public
+            sock.curve_secretkey = secret
+        sock.connect(f"tcp://{endpoint.host}:{port}")
+        return sock
 
     def close(self) -> None:
         self.data.close(0)

@@ -85,6 +85,30 @@ def _env_pairs(items: list[str] | None) -> dict[str, str]:
     return env
 
 
+def cluster_options(args: argparse.Namespace | None, env: dict[str, str]) -> ClusterOptions:
+    """Cluster options from %%remote flags, checked before anything is created."""
+    backend = getattr(args, "backend", None) or os.environ.get("KREMOTE_BACKEND", "local")
+    options = ClusterOptions(backend=backend)
+    if args is None:
+        return options
+    copied = {k for k in (args.env or []) if "=" not in k}  # -e KEY: a Secret on pods
+    options.env = {k: v for k, v in env.items() if k not in copied}
+    options.secret_env = {k: v for k, v in env.items() if k in copied}
+    for attr in ("count", "ttl", "connect_timeout", "image", "cpu", "mem", "gpu",
+                 "gpu_type", "namespace"):
+        value = getattr(args, attr, None)
+        if value is not None:
+            setattr(options, attr, value)
+    if args.connect_timeout is None and backend == "kubernetes":
+        options.connect_timeout = 120.0
+    options.templates = list(args.template or [])
+    try:
+        options.to_spec()
+    except SpecError as exc:
+        raise UsageError(str(exc)) from None
+    return options
+
+
 class _Result:
     """The remote cell's last value, shown as this cell's Out[n]."""
 
@@ -162,11 +186,19 @@ class RemoteMagics(Magics):
               help="interrupt the cell after this long: 30, 90s, 5m")
     @argument("--name", default=DEFAULT_NAME, help="which of the notebook's clusters")
     @argument("--backend", choices=["local", "kubernetes"], default=None,
-              help="where agents run (default: local)")
+              help="where agents run (default: $KREMOTE_BACKEND, else local)")
     @argument("--ttl", type=_seconds, default=None,
               help="cluster lifetime when it starts (default 1h)")
     @argument("--connect-timeout", type=_seconds, default=None,
-              help="how long to wait for agents to start (default 30s)")
+              help="how long to wait for agents to start (default 30s local, 120s pods)")
+    @argument("-t", "--template", action="append", default=[], metavar="NAME",
+              help="kubernetes: pod template to layer on base, in order (repeatable)")
+    @argument("--image", default=None, help="kubernetes: the agents' container image")
+    @argument("--cpu", default=None, help="kubernetes: CPU per agent: 500m, 4")
+    @argument("--mem", default=None, help="kubernetes: memory per agent: 512Mi, 8Gi")
+    @argument("--gpu", type=int, default=None, help="kubernetes: GPUs per agent")
+    @argument("--gpu-type", default=None, help="kubernetes: GPU model (node selector): a100")
+    @argument("--namespace", default=None, help="kubernetes: namespace of the pods")
     @cell_magic
     def remote(self, line: str, cell: str) -> Any:
         """Run the cell on this notebook's cluster, started on first use.
@@ -182,8 +214,7 @@ class RemoteMagics(Magics):
         """
         args = parse_argstring(self.remote, line)
         env = _env_pairs(args.env)
-        cluster = self._cluster(args.name, args.count, args.backend, args.ttl,
-                                args.connect_timeout, env)
+        cluster = self._cluster(args, env)
         self._ship(cluster, cell, args.files, args.no_auto_files, args.max_file_size, args.rank)
         ranks = None if args.all else args.rank
         targets = ranks if ranks is not None else cluster.ranks
@@ -206,10 +237,14 @@ class RemoteMagics(Magics):
             publish_display_data(bundle)
         return None
 
-    def _cluster(self, name: str, count: int | None, backend: str | None, ttl: float | None,
-                 connect_timeout: float | None, env: dict[str, str]) -> Cluster:
+    def _cluster(self, args: argparse.Namespace | None, env: dict[str, str],
+                 name: str = DEFAULT_NAME) -> Cluster:
+        """The named cluster, started from ``args`` if it is not running."""
+        name = args.name if args is not None else name
         existing = self.session.clusters.get(name)
         if existing is not None:
+            count = getattr(args, "count", None)
+            backend = getattr(args, "backend", None)
             if count is not None and count != len(existing.ranks):
                 hint = "" if name == DEFAULT_NAME else f" --name {name}"
                 raise UsageError(
@@ -220,19 +255,22 @@ class RemoteMagics(Magics):
                                  f"backend; use another --name for a {backend} cluster")
             existing.check_usable()
             return existing
-        options = ClusterOptions(count=count or 1, backend=backend or "local", env=env)
-        if ttl is not None:
-            options.ttl = ttl
-        if connect_timeout is not None:
-            options.connect_timeout = connect_timeout
-        return self._start(name, options)
+        return self._start(name, cluster_options(args, env))
 
     def _start(self, name: str, options: ClusterOptions) -> Cluster:
         t0 = time.perf_counter()
+
+        def progress(line: str) -> None:
+            print(f"[kremote] {line}", file=sys.stderr, flush=True)
+
         try:
-            cluster = self.session.ensure(name, options)
-        except (RuntimeError, TimeoutError, ValueError) as exc:
+            cluster = self.session.ensure(name, options, progress=progress)
+        except ClusterEnded:
+            raise
+        except (RuntimeError, TimeoutError, ValueError, KeyError) as exc:
             raise ClusterEnded(f"cluster {name!r} could not start: {exc}") from None
+        for warning in cluster.warnings:
+            print(f"[kremote] warning: {warning}", file=sys.stderr)
         print(f"[kremote] cluster {name!r}: {options.count} {options.backend} agent(s) ready "
               f"in {time.perf_counter() - t0:.2f}s, TTL {format_duration(options.ttl)}",
               file=sys.stderr)
@@ -265,6 +303,9 @@ class RemoteMagics(Magics):
             %remote push df model
             %remote pull result --rank 0
             %remote logs --rank 1
+            %remote logs --rank 0 --follow
+            %remote events
+            %remote render -t gpu --gpu 1 --mem 8Gi
             %remote extend 30m
             %remote restart -n 4
             %remote shutdown
@@ -272,12 +313,15 @@ class RemoteMagics(Magics):
         words = line.split()
         if not words:
             raise UsageError("usage: %remote status | push NAME... | pull NAME... [--rank R] | "
-                             "logs [--rank R] | extend DURATION | restart | shutdown")
+                             "logs [--rank R] [--follow] | events | render [options] | "
+                             "extend DURATION | restart | shutdown")
         sub, rest = words[0], " ".join(words[1:])
         handler = getattr(self, f"_cmd_{sub}", None)
         if handler is None:
             raise UsageError(f"%remote {sub}: unknown command; use one of status, push, pull, "
-                             "logs, extend, restart, shutdown")
+                             "logs, events, render, extend, restart, shutdown")
+        if sub == "render":  # takes %%remote's own options
+            return handler(argparse.Namespace(rest=rest))
         parser = _SUBPARSERS[sub]
         return handler(parser.parse_argstring(rest))
 
@@ -293,17 +337,19 @@ class RemoteMagics(Magics):
                 f"TTL {format_duration(max(left, 0))} left")
             print(f"cluster {name!r} [{cluster.options.backend}] "
                   f"{len(cluster.ranks)} agent(s), {state}")
-            print(f"  {'rank':>4}  {'state':<34} {'pid':>7}  dropped")
+            print(f"  {'rank':>4}  {'state':<40} {'where':<36} dropped")
             for row in cluster.status():
-                print(f"  {row['rank']:>4}  {row['state']:<34} {row.get('pid', '-'):>7}  "
-                      f"{row['dropped']}")
+                where = f"pid {row['pid']}" if "pid" in row else row.get("where", "-")
+                if row.get("node"):
+                    where += f" on {row['node']}"
+                print(f"  {row['rank']:>4}  {row['state']:<40} {where:<36} {row['dropped']}")
 
     def _cmd_push(self, args: argparse.Namespace) -> None:
         ns = self.shell.user_ns
         missing = [n for n in args.names if n not in ns]
         if missing:
             raise UsageError(f"%remote push: name {missing[0]!r} is not defined in the kernel")
-        cluster = self._cluster(args.name, None, None, None, None, {})  # starts it if needed
+        cluster = self._cluster(None, {}, args.name)  # starts it if needed
         cluster.push({n: ns[n] for n in args.names}, ranks=args.rank)
 
     def _cmd_pull(self, args: argparse.Namespace) -> None:
@@ -316,10 +362,40 @@ class RemoteMagics(Magics):
 
     def _cmd_logs(self, args: argparse.Namespace) -> None:
         cluster = self._get(args.name)
+        if args.follow:
+            ranks = args.rank or [0]
+            if len(ranks) != 1:
+                raise UsageError("%remote logs --follow: pick one rank with --rank R")
+            try:
+                cluster.follow_logs(ranks[0], lambda text: (sys.stdout.write(text),
+                                                            sys.stdout.flush()))
+            except KeyboardInterrupt:
+                print("\n(stopped following)")
+            return
         for r in args.rank or cluster.ranks:
             text = cluster.logs(r, args.tail)
             print(f"--- rank {r} ---")
             print(text if text else "(no output)")
+
+    def _cmd_events(self, args: argparse.Namespace) -> None:
+        cluster = self._get(args.name)
+        events = cluster.events(args.tail)
+        if not events:
+            print(f"no events for cluster {cluster.name!r}"
+                  + (" (local agents have none)" if cluster.options.backend == "local" else ""))
+        for line in events:
+            print(line)
+
+    def _cmd_render(self, args: argparse.Namespace) -> None:
+        """Print the manifests a %%remote with these options would create; create nothing."""
+        opts = parse_argstring(self.remote, args.rest)
+        options = cluster_options(opts, _env_pairs(opts.env))
+        from .render import render_yaml
+
+        try:
+            print(render_yaml(opts.name, options, notebook=self.session.notebook), end="")
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
 
     def _cmd_extend(self, args: argparse.Namespace) -> None:
         cluster = self._get(args.name)
@@ -363,7 +439,10 @@ _SUBPARSERS: dict[str, MagicArgumentParser] = {
     "status": _parser("status"),
     "push": _parser("push", (("names",), {"nargs": "+"}), _RANK),
     "pull": _parser("pull", (("names",), {"nargs": "+"}), _RANK),
-    "logs": _parser("logs", _RANK, (("--tail",), {"type": int, "default": 200})),
+    "logs": _parser("logs", _RANK, (("--tail",), {"type": int, "default": 200}),
+                    (("--follow", "-f"), {"action": "store_true"})),
+    "events": _parser("events", (("--tail",), {"type": int, "default": 50})),
+    "render": _parser("render", (("rest",), {"nargs": argparse.REMAINDER})),
     "extend": _parser("extend", (("duration",), {"type": _seconds})),
     "restart": _parser("restart", (("-n", "--count"), {"type": _count, "default": None})),
     "shutdown": _parser("shutdown", (("--all",), {"action": "store_true"})),

@@ -24,6 +24,7 @@ import hmac
 import json
 import os
 import pickle
+import sys
 import time
 import uuid
 from collections import OrderedDict
@@ -191,3 +192,13 @@ def _view_of(frame: Any) -> memoryview:
     if isinstance(frame, (bytes, bytearray, memoryview)):
         return memoryview(frame)
     return frame.buffer  # zmq.Frame: the receive memory itself, writable, no copy
+
+
+def runtime_info() -> dict[str, Any]:
+    """Python and imported package versions, for drift checks against the kernel."""
+    versions = {}
+    for name in ("numpy", "pandas", "cloudpickle", "torch"):
+        mod = sys.modules.get(name)
+        if mod is not None:
+            versions[name] = getattr(mod, "__version__", "")
+    return {"python": "%d.%d.%d" % sys.version_info[:3], "packages": versions}

@@ -10,6 +10,8 @@ to go on.
 from __future__ import annotations
 
 import atexit
+import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,33 +21,82 @@ from typing import Any, Callable
 from .backends import ClusterHandle, StartRequest, get_backend
 from .client import ClusterClient, Message, OutputHook
 from .errors import AgentDied, ClusterEnded, ClusterTimeout, RemoteError
+from .protocol import runtime_info
 from .files import FileCollector, FileEntry
+from .spec import PodSpec
 
 
 @dataclass
 class ClusterOptions:
+    """What a cluster is started with; the pod fields matter on Kubernetes only."""
+
     count: int = 1
     ttl: float = 3600.0
     backend: str = "local"
     env: dict[str, str] = field(default_factory=dict)
+    secret_env: dict[str, str] = field(default_factory=dict)
     connect_timeout: float = 30.0
+    templates: list[str] = field(default_factory=list)
+    image: str | None = None
+    cpu: str | None = None
+    mem: str | None = None
+    gpu: int = 0
+    gpu_type: str | None = None
+    namespace: str | None = None
+
+    def to_spec(self) -> PodSpec:
+        return PodSpec(image=self.image, cpu=self.cpu, mem=self.mem, gpu=self.gpu,
+                       gpu_type=self.gpu_type, count=self.count, env=dict(self.env),
+                       secret_env=dict(self.secret_env), templates=list(self.templates),
+                       ttl=self.ttl, connect_timeout=self.connect_timeout,
+                       namespace=self.namespace)
 
 
 class Cluster:
     """One running cluster of agents."""
 
-    def __init__(self, name: str, options: ClusterOptions, root: str | Path = ".") -> None:
+    def __init__(self, name: str, options: ClusterOptions, root: str | Path = ".",
+                 progress: Callable[[str], None] | None = None, notebook: str = "") -> None:
         self.name = name
         self.options = options
         self.backend = get_backend(options.backend)
         self.files = FileCollector(root)
         self.handle: ClusterHandle = self.backend.start(StartRequest(
-            name=name, count=options.count, ttl=options.ttl, env=dict(options.env),
-            connect_timeout=options.connect_timeout))
+            name=name, spec=options.to_spec(), notebook=notebook, progress=progress))
         self.client = ClusterClient(self.handle.key, self.handle.endpoints, self._liveness)
         self.ended: str | None = None  # why the cluster can no longer run work
         self.last_activity = time.time()
         self._lock = threading.RLock()
+        self.warnings: list[str] = []
+        try:
+            self._check_drift()
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def _check_drift(self) -> None:
+        """Same Python major.minor as the kernel (cloudpickle needs it); warn on packages."""
+        if self.options.backend == "local":
+            return  # the kernel's own interpreter
+        here = runtime_info()
+        replies = self.client.request("info", timeout=30)
+        for rank, msg in sorted(replies.items()):
+            there = msg.content
+            if there.get("python", "").rsplit(".", 1)[0] != here["python"].rsplit(".", 1)[0]:
+                raise ClusterEnded(
+                    f"rank {rank} runs Python {there.get('python')} but this kernel runs "
+                    f"Python {here['python']}; use an image with Python "
+                    f"{here['python'].rsplit('.', 1)[0]} (--image), since objects travel "
+                    "pickled")
+        names = [n for n in ("numpy", "pandas", "torch", "cloudpickle") if n in sys.modules]
+        for name in names:
+            mine = getattr(sys.modules[name], "__version__", "")
+            theirs = self.client.request("info", {"import": name}, ranks=[0], timeout=60)
+            other = theirs[0].content.get("packages", {}).get(name)
+            if other and mine and other != mine:
+                self.warnings.append(
+                    f"{name} {other} on the agents, {mine} in this kernel: objects may not "
+                    f"unpickle alike; pin {name}=={mine} in the image or install it there")
 
     # -- state --------------------------------------------------------------------------
     @property
@@ -154,14 +205,18 @@ class Cluster:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def extend(self, seconds: float) -> float:
-        """Move the TTL deadline to ``seconds`` from now (or later); returns the deadline."""
+        """Move the TTL deadline ``seconds`` later; returns the new deadline."""
         self.check_usable()
         deadline = max(self.handle.deadline, time.time()) + seconds
+        self.backend.extend(self.handle, deadline)
         answers = self.client.control("extend", {"deadline": deadline})
         if len(answers) < len(self.ranks):
             raise ClusterEnded(f"cluster {self.name!r}: not every agent answered the extend")
         self.handle.deadline = deadline
         return deadline
+
+    def events(self, n: int = 50) -> list[str]:
+        return self.backend.events(self.handle, n)
 
     def status(self) -> list[dict[str, Any]]:
         pings = self.client.control("ping", timeout=1.0) if self.ended is None else {}
@@ -202,8 +257,10 @@ def _read_blob(path: Path) -> bytes:
 class Session:
     """The clusters of one kernel, by name; all are shut down when the kernel exits."""
 
-    def __init__(self, root: str | Path | None = None) -> None:
+    def __init__(self, root: str | Path | None = None, notebook: str = "") -> None:
         self.root = Path(root or Path.cwd())
+        #: the notebook's path, for labels; JupyterLab's kernels get it in JPY_SESSION_NAME
+        self.notebook = notebook or os.environ.get("JPY_SESSION_NAME", "") or str(self.root)
         self.clusters: dict[str, Cluster] = {}
         self.specs: dict[str, ClusterOptions] = {}
         atexit.register(self.shutdown_all)
@@ -214,10 +271,12 @@ class Session:
                            f"{'' if name == 'default' else ' --name ' + name}` cell starts it")
         return self.clusters[name]
 
-    def ensure(self, name: str, options: ClusterOptions) -> Cluster:
+    def ensure(self, name: str, options: ClusterOptions,
+               progress: Callable[[str], None] | None = None) -> Cluster:
         cluster = self.clusters.get(name)
         if cluster is None:
-            cluster = Cluster(name, options, self.root)
+            cluster = Cluster(name, options, self.root, progress=progress,
+                              notebook=self.notebook)
             self.clusters[name] = cluster
             self.specs[name] = options
         return cluster

@@ -50,9 +50,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     os.environ.pop("KREMOTE_KEY", None)  # user code has no business reading it
+    curve = os.environ.pop("KREMOTE_CURVE_SECRET", "").encode() or None
     rank = args.rank if args.rank is not None else _env_int(
         "KREMOTE_RANK", _env_int("JOB_COMPLETION_INDEX", 0))
     count = args.count if args.count is not None else _env_int("KREMOTE_COUNT", 1)
+    control_port = args.control_port or (args.port + 1 if args.port else 0)
     workdir = (args.workdir or Path.cwd()).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     os.chdir(workdir)
@@ -60,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(workdir))  # shipped modules import like local ones
     os.environ.update(KREMOTE_RANK=str(rank), KREMOTE_COUNT=str(count))
     agent = Agent(AgentSettings(key=key, rank=rank, count=count, host=args.host,
-                                port=args.port, control_port=args.control_port,
+                                port=args.port, control_port=control_port,
                                 workdir=workdir, ttl=args.ttl, parent_pid=args.parent_pid,
-                                ready_file=args.ready_file,
+                                ready_file=args.ready_file, curve_secret=curve,
                                 cluster=os.environ.get("KREMOTE_CLUSTER", "")))
     install_signal_handlers(agent)
     return agent.serve()

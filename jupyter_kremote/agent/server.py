@@ -26,7 +26,7 @@ from typing import Any
 
 import zmq
 
-from ..protocol import Message, ProtocolError, Signer
+from ..protocol import Message, ProtocolError, Signer, runtime_info
 from .files import FileStore
 
 log = logging.getLogger("jupyter_kremote.agent")
@@ -48,6 +48,7 @@ class AgentSettings:
     parent_pid: int | None = None
     ready_file: Path | None = None
     cluster: str = ""
+    curve_secret: bytes | None = None  # pods: CURVE-encrypt both sockets (Z85 secret key)
 
 
 class Agent:
@@ -60,6 +61,10 @@ class Agent:
         self.data.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.linger = 500
+        if settings.curve_secret:
+            for sock in (self.data, self.control):
+                sock.curve_server = True
+                sock.curve_secretkey = settings.curve_secret
         self.deadline = time.time() + settings.ttl
         self.busy_since: float | None = None
         self.stopping = threading.Event()
@@ -217,7 +222,13 @@ class Agent:
         importlib.invalidate_caches()
         return {"status": "ok"}, None, False
 
-    def _do_info(self, msg: Message) -> tuple[dict[str, Any], Any, bool]:  # noqa: ARG002
+    def _do_info(self, msg: Message) -> tuple[dict[str, Any], Any, bool]:
+        name = msg.content.get("import")
+        if name:  # the version of a package the kernel uses, even if no cell imported it yet
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass
         return {"status": "ok", **runtime_info()}, None, False
 
     # -- control plane (side thread) ----------------------------------------------------
@@ -276,16 +287,6 @@ class Agent:
     def _shutdown(self) -> None:
         log.info("agent rank %d stopping (%s)", self.settings.rank, self.stop_reason or "done")
         self.data.close(linger=500)
-
-
-def runtime_info() -> dict[str, Any]:
-    """Python and imported package versions, for drift checks against the kernel."""
-    versions = {}
-    for name in ("numpy", "pandas", "cloudpickle", "torch"):
-        mod = sys.modules.get(name)
-        if mod is not None:
-            versions[name] = getattr(mod, "__version__", "")
-    return {"python": "%d.%d.%d" % sys.version_info[:3], "packages": versions}
 
 
 def _redirect(runner: Any):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 from ..client import Endpoint
+from ..spec import PodSpec
 
 
 @dataclass
@@ -13,11 +14,10 @@ class StartRequest:
     """What a backend needs to start a cluster's agents."""
 
     name: str
-    count: int = 1
-    ttl: float = 3600.0
-    env: dict[str, str] = field(default_factory=dict)
-    connect_timeout: float = 30.0
+    spec: PodSpec = field(default_factory=PodSpec)
+    notebook: str = ""
     workdir: str | None = None  # local backend: parent of the agents' working folders
+    progress: Callable[[str], None] | None = None  # start-up stages, for a live status line
 
 
 @dataclass
@@ -39,13 +39,19 @@ class Backend(Protocol):
         """Start every agent and return once all are reachable (or raise, leaving none)."""
 
     def liveness(self, handle: ClusterHandle, rank: int) -> str | None:
-        """None while rank is alive, else how it ended ("exited with code 1")."""
+        """None while rank is alive, else how it ended, to follow "rank N "."""
 
     def logs(self, handle: ClusterHandle, rank: int, tail: int = 200) -> str:
         """The agent's own output outside cells (start-up, warnings, crashes)."""
 
+    def events(self, handle: ClusterHandle, n: int = 50) -> list[str]:
+        """Recent events about the cluster, oldest first (none for local agents)."""
+
     def describe(self, handle: ClusterHandle, rank: int) -> dict[str, object]:
         """Where the agent runs (pid or pod), for ``%remote status``."""
+
+    def extend(self, handle: ClusterHandle, deadline: float) -> None:
+        """Make the infrastructure's own deadline (if any) the new one."""
 
     def stop(self, handle: ClusterHandle, grace: float = 2.0) -> None:
         """Stop every agent and release what the cluster held; never raises for gone agents."""

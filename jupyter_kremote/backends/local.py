@@ -34,6 +34,7 @@ class LocalBackend:
         self._dirs: dict[int, Path] = {}
 
     def start(self, request: StartRequest) -> ClusterHandle:
+        spec = request.spec
         key = new_key()
         base = Path(tempfile.mkdtemp(prefix=f"kremote-{_safe(request.name)}-",
                                      dir=request.workdir))
@@ -41,7 +42,7 @@ class LocalBackend:
         procs: list[subprocess.Popen] = []
         started = time.time()
         try:
-            for rank in range(request.count):
+            for rank in range(spec.count):
                 procs.append(self._spawn(request, rank, base, key, master_port))
             endpoints = self._wait_ready(request, procs, base)
         except BaseException:
@@ -50,21 +51,23 @@ class LocalBackend:
             raise
         handle = ClusterHandle(name=request.name, backend=self.name, key=key,
                                endpoints=endpoints, started=started,
-                               deadline=started + request.ttl)
+                               deadline=started + spec.ttl)
         self._procs[id(handle)] = procs
         self._dirs[id(handle)] = base
         return handle
 
     def _spawn(self, request: StartRequest, rank: int, base: Path, key: bytes,
                master_port: int) -> subprocess.Popen:
+        spec = request.spec
         env = {
             **os.environ,
-            **request.env,
+            **spec.env,
+            **spec.secret_env,
             "KREMOTE_CLUSTER": request.name,
             "RANK": str(rank),
-            "WORLD_SIZE": str(request.count),
+            "WORLD_SIZE": str(spec.count),
             "LOCAL_RANK": str(rank),
-            "LOCAL_WORLD_SIZE": str(request.count),
+            "LOCAL_WORLD_SIZE": str(spec.count),
             "MASTER_ADDR": "127.0.0.1",
             "MASTER_PORT": str(master_port),
             "PYTHONUNBUFFERED": "1",
@@ -73,8 +76,8 @@ class LocalBackend:
         env.pop("JPY_PARENT_PID", None)
         workdir = base / f"rank-{rank}"
         cmd = [sys.executable, "-m", "jupyter_kremote.agent", "--rank", str(rank),
-               "--count", str(request.count), "--host", "127.0.0.1", "--workdir", str(workdir),
-               "--ttl", str(request.ttl), "--parent-pid", str(os.getpid()),
+               "--count", str(spec.count), "--host", "127.0.0.1", "--workdir", str(workdir),
+               "--ttl", str(spec.ttl), "--parent-pid", str(os.getpid()),
                "--ready-file", str(base / f"rank-{rank}.ready"), "--key-stdin"]
         log = open(base / f"rank-{rank}.log", "ab")  # noqa: SIM115 - handed to the child
         try:
@@ -90,7 +93,7 @@ class LocalBackend:
     def _wait_ready(self, request: StartRequest, procs: list[subprocess.Popen],
                     base: Path) -> list[Endpoint]:
         endpoints: dict[int, Endpoint] = {}
-        end = time.monotonic() + request.connect_timeout
+        end = time.monotonic() + request.spec.connect_timeout
         while len(endpoints) < len(procs):
             for rank, proc in enumerate(procs):
                 if rank in endpoints:
@@ -106,7 +109,7 @@ class LocalBackend:
                                        f"before it was ready; its log ends:\n{tail}")
             if time.monotonic() > end:
                 raise TimeoutError(f"agents not ready within --connect-timeout "
-                                   f"{request.connect_timeout:g}s")
+                                   f"{request.spec.connect_timeout:g}s")
             if len(endpoints) < len(procs):
                 time.sleep(0.005)
         return [endpoints[r] for r in range(len(procs))]
@@ -123,6 +126,12 @@ class LocalBackend:
         if base is None:
             return ""
         return _tail(base / f"rank-{rank}.log", tail)
+
+    def events(self, handle: ClusterHandle, n: int = 50) -> list[str]:  # noqa: ARG002
+        return []
+
+    def extend(self, handle: ClusterHandle, deadline: float) -> None:
+        pass  # local agents keep their own deadline, moved by the ``extend`` message
 
     def describe(self, handle: ClusterHandle, rank: int) -> dict[str, Any]:
         procs = self._procs.get(id(handle), [])

@@ -1,0 +1,170 @@
+"""Reading pod, job and event objects as a user needs them: what stage, what went wrong.
+
+Pure functions over the API's JSON dicts, so each failure a real cluster shows
+(ErrImagePull, CreateContainerConfigError, OOMKilled, Evicted, Unschedulable,
+DeadlineExceeded, a crash before registering) maps to one clear sentence.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+#: container waiting reasons after which the pod will not run an agent without a fix
+FATAL_WAITING = {
+    "ErrImagePull": "the image could not be pulled",
+    "ImagePullBackOff": "the image could not be pulled",
+    "InvalidImageName": "the image name is not valid",
+    "CreateContainerConfigError": "a Secret or ConfigMap it needs is missing",
+    "CreateContainerError": "the container could not be created",
+    "CrashLoopBackOff": "the container keeps crashing",
+    "RunContainerError": "the container could not start",
+}
+
+
+def name_of(obj: dict[str, Any]) -> str:
+    return obj.get("metadata", {}).get("name", "?")
+
+
+def rank_of(pod: dict[str, Any]) -> int | None:
+    meta = pod.get("metadata", {})
+    value = (meta.get("labels") or {}).get(INDEX_LABEL) or \
+        (meta.get("annotations") or {}).get(INDEX_LABEL)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _container(pod: dict[str, Any]) -> dict[str, Any]:
+    statuses = pod.get("status", {}).get("containerStatuses") or []
+    for cs in statuses:
+        if cs.get("name") == "agent":
+            return cs
+    return statuses[0] if statuses else {}
+
+
+def pod_failure(pod: dict[str, Any]) -> str | None:
+    """Why this pod cannot run (or stopped running) its agent; None while it may."""
+    status = pod.get("status", {})
+    name = name_of(pod)
+    if status.get("reason") == "Evicted":
+        return f"pod {name} was evicted: {status.get('message', '')}".rstrip(": ")
+    if status.get("reason") == "DeadlineExceeded":
+        return f"pod {name} reached its deadline (the cluster's TTL ran out)"
+    state = _container(pod).get("state") or {}
+    waiting = state.get("waiting") or {}
+    if waiting.get("reason") in FATAL_WAITING:
+        reason = waiting["reason"]
+        msg = waiting.get("message", "")
+        return f"pod {name}: {reason}: {FATAL_WAITING[reason]}" + (f" ({msg})" if msg else "")
+    term = state.get("terminated")
+    if term:
+        code = term.get("exitCode")
+        if term.get("reason") == "OOMKilled":
+            return f"pod {name} was OOMKilled (exit code {code}): give it more memory with --mem"
+        return f"pod {name}: the agent container exited with code {code} ({term.get('reason')})"
+    if status.get("phase") in ("Failed", "Succeeded"):
+        return f"pod {name} ended ({status['phase']}: {status.get('reason', 'no reason given')})"
+    return None
+
+
+def unschedulable(pod: dict[str, Any]) -> str | None:
+    """The scheduler's message while the pod cannot be placed on any node."""
+    for cond in pod.get("status", {}).get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and \
+                cond.get("reason") == "Unschedulable":
+            return cond.get("message") or "no node can run it"
+    return None
+
+
+def pod_stage(pod: dict[str, Any]) -> str:
+    """Pending -> Scheduled -> Pulling/ContainerCreating -> Running, for progress lines."""
+    status = pod.get("status", {})
+    phase = status.get("phase", "Pending")
+    if phase != "Pending":
+        return phase
+    if unschedulable(pod):
+        return "Unschedulable"
+    waiting = (_container(pod).get("state") or {}).get("waiting") or {}
+    if waiting.get("reason"):
+        return waiting["reason"]
+    if pod.get("spec", {}).get("nodeName"):
+        return "Scheduled"
+    return "Pending"
+
+
+def pod_ip(pod: dict[str, Any]) -> str | None:
+    return pod.get("status", {}).get("podIP") or None
+
+
+def job_failure(job: dict[str, Any]) -> str | None:
+    for cond in job.get("status", {}).get("conditions") or []:
+        if cond.get("type") == "Failed" and cond.get("status") == "True":
+            if cond.get("reason") == "DeadlineExceeded":
+                return "its TTL ran out (Job DeadlineExceeded)"
+            return f"the Job failed: {cond.get('reason')}: {cond.get('message', '')}".rstrip(": ")
+    return None
+
+
+def format_event(ev: dict[str, Any]) -> str:
+    obj = ev.get("involvedObject") or {}
+    count = ev.get("count") or 1
+    times = f" (x{count})" if count > 1 else ""
+    return (f"{ev.get('type', 'Normal')} {ev.get('reason', '')} "
+            f"{obj.get('kind', '')}/{obj.get('name', '')}: {ev.get('message', '')}{times}")
+
+
+@dataclass
+class ClusterState:
+    """What the watches know of one cluster; written by the loop thread, read by others."""
+
+    job_name: str
+    pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events: dict[str, dict[str, Any]] = field(default_factory=dict)  # by event uid/name
+    job: dict[str, Any] = field(default_factory=dict)
+    changed: threading.Event = field(default_factory=threading.Event)
+
+    def on_pod(self, kind: str, pod: dict[str, Any]) -> None:
+        if kind == "DELETED":
+            self.pods.pop(name_of(pod), None)
+        else:
+            self.pods[name_of(pod)] = pod
+        self.changed.set()
+
+    def on_event(self, kind: str, ev: dict[str, Any]) -> None:
+        obj = ev.get("involvedObject") or {}
+        if not str(obj.get("name", "")).startswith(self.job_name):
+            return
+        if kind != "DELETED":
+            self.events[ev.get("metadata", {}).get("uid") or name_of(ev)] = ev
+        self.changed.set()
+
+    def on_job(self, kind: str, job: dict[str, Any]) -> None:
+        if name_of(job) == self.job_name and kind != "DELETED":
+            self.job = job
+            self.changed.set()
+
+    def by_rank(self) -> dict[int, dict[str, Any]]:
+        """The newest pod of each rank."""
+        out: dict[int, dict[str, Any]] = {}
+        for pod in self.pods.values():
+            rank = rank_of(pod)
+            if rank is None:
+                continue
+            prev = out.get(rank)
+            if prev is None or _created(pod) >= _created(prev):
+                out[rank] = pod
+        return out
+
+    def recent_events(self, n: int = 5) -> list[str]:
+        evs = sorted(self.events.values(), key=lambda e: e.get("lastTimestamp")
+                     or e.get("eventTime") or e.get("metadata", {}).get("creationTimestamp")
+                     or "")
+        return [format_event(e) for e in evs[-n:]]
+
+
+def _created(obj: dict[str, Any]) -> str:
+    return obj.get("metadata", {}).get("creationTimestamp") or ""

@@ -1,0 +1,284 @@
+"""Kubernetes backend: a cluster is a key Secret plus an Indexed Job of agent pods.
+
+Start: render the manifests from templates (validated against the official schema),
+create the Secret and the Job, watch the pods, the Job and the events, and wait until
+every agent answers a signed ping over CURVE-encrypted ZeroMQ, or fail fast with the
+cause and the last events (deleting what was created). Stop: delete Job, pods and
+Secret. The TTL is the Job's activeDeadlineSeconds, so the cluster ends even if the
+kernel is gone; ``extend`` patches it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable
+
+import zmq
+
+from ..client import ClusterClient, Endpoint
+from ..errors import ClusterEnded
+from ..manifests import AGENT_PORT, LABEL_CLUSTER, render_cluster
+from ..protocol import new_key
+from ..spec import dns_safe_name
+from ..templates import TemplateResolver
+from .base import ClusterHandle, StartRequest
+from .kube_api import KubeLoop, KubeSettings, Reflector, api_message, api_status, retry
+from .kube_state import (
+    ClusterState,
+    job_failure,
+    pod_failure,
+    pod_ip,
+    pod_stage,
+    unschedulable,
+)
+
+log = logging.getLogger("jupyter_kremote.kubernetes")
+
+
+class ClusterStartError(ClusterEnded):
+    """The cluster could not start; the message names the cause and the last events."""
+
+
+@dataclass
+class _Kube:
+    """What the backend keeps per cluster."""
+
+    namespace: str
+    job: str
+    secret: str
+    state: ClusterState
+    watches: list[Any] = field(default_factory=list)
+
+
+class KubernetesBackend:
+    name = "kubernetes"
+
+    def __init__(self, settings: KubeSettings | None = None) -> None:
+        self.settings = settings or KubeSettings()
+        self._clusters: dict[int, _Kube] = {}
+
+    @property
+    def kube(self) -> KubeLoop:
+        return KubeLoop.get(self.settings)
+
+    # -- rendering ---------------------------------------------------------------------------
+    def resolver(self, namespace: str | None = None) -> TemplateResolver:
+        def configmap(name: str, key: str) -> str:
+            kl = self.kube
+            cm = kl.run(kl.core.read_namespaced_config_map(name, namespace or kl.namespace))
+            data = cm.data or {}
+            if key not in data:
+                raise KeyError(f"configmap:{name}/{key}: no key {key!r}; it has "
+                               f"{', '.join(sorted(data)) or 'no keys'}")
+            return data[key]
+
+        return TemplateResolver(folders=self.settings.template_path, configmap_loader=configmap)
+
+    def render(self, request: StartRequest, *, key: str | None, redact: bool,
+               curve_secret: str | None = None, namespace: str | None = None,
+               cluster_id: str | None = None) -> list[dict[str, Any]]:
+        spec = request.spec
+        if spec.image is None and self.settings.image:
+            spec.image = self.settings.image
+        ns = spec.namespace or namespace or self.settings.namespace or "default"
+        return render_cluster(
+            spec, cluster_id=cluster_id or dns_safe_name(request.name, "xxxxxx"),
+            user=self.settings.user, notebook=request.notebook,
+            resolver=self.resolver(ns), namespace=ns, key=key,
+            kube_version=self.settings.kube_version, redact=redact,
+            gpu_type_label=self.settings.gpu_type_label,
+            agent_secrets={"KREMOTE_CURVE_SECRET": curve_secret or "<redacted>"})
+
+    # -- start -------------------------------------------------------------------------------
+    def start(self, request: StartRequest) -> ClusterHandle:
+        kl = self.kube
+        key = new_key()
+        curve_public, curve_secret = zmq.curve_keypair()
+        cluster_id = dns_safe_name(request.name[:20], secrets.token_hex(3))
+        secret_doc, job_doc = self.render(request, key=key.decode(), redact=False,
+                                          curve_secret=curve_secret.decode(),
+                                          namespace=kl.namespace, cluster_id=cluster_id)
+        ns = job_doc["metadata"]["namespace"]
+        kube = _Kube(ns, job_doc["metadata"]["name"], secret_doc["metadata"]["name"],
+                     ClusterState(job_doc["metadata"]["name"]))
+        label = job_doc["metadata"]["labels"][LABEL_CLUSTER]
+        started = time.time()
+        try:
+            kl.run(self._create(kl, ns, secret_doc, job_doc), timeout=60)
+            kube.watches = [
+                kl.spawn(Reflector(kl.core.list_namespaced_pod, ns, kube.state.on_pod,
+                                   label_selector=f"{LABEL_CLUSTER}={label}").run()),
+                kl.spawn(Reflector(kl.batch.list_namespaced_job, ns, kube.state.on_job,
+                                   field_selector=f"metadata.name={kube.job}").run()),
+                kl.spawn(Reflector(kl.core.list_namespaced_event, ns,
+                                   kube.state.on_event).run()),
+            ]
+            endpoints = self._wait_ready(request, kube, key, curve_public)
+        except BaseException:
+            self._teardown(kube)
+            raise
+        handle = ClusterHandle(name=request.name, backend=self.name, key=key,
+                               endpoints=endpoints, started=started,
+                               deadline=started + request.spec.ttl)
+        self._clusters[id(handle)] = kube
+        return handle
+
+    async def _create(self, kl: KubeLoop, ns: str, secret: dict, job: dict) -> None:
+        await retry(lambda: kl.core.create_namespaced_secret(ns, secret), "create Secret")
+        try:
+            await retry(lambda: kl.batch.create_namespaced_job(ns, job), "create Job")
+        except Exception as exc:
+            await retry(lambda: kl.core.delete_namespaced_secret(secret["metadata"]["name"], ns),
+                        "delete Secret", ok_status=(404,))
+            raise ClusterStartError(f"the API refused the Job: {api_message(exc)}") from None
+
+    def _wait_ready(self, request: StartRequest, kube: _Kube, key: bytes,
+                    curve_public: bytes) -> list[Endpoint]:
+        count = request.spec.count
+        timeout = request.spec.connect_timeout
+        say: Callable[[str], None] = request.progress or (lambda text: None)
+        end = time.monotonic() + timeout
+        last_line = ""
+        client: ClusterClient | None = None
+        try:
+            while True:
+                kube.state.changed.wait(0.2)
+                kube.state.changed.clear()
+                failure = job_failure(kube.state.job)
+                pods = kube.state.by_rank()
+                for rank, pod in sorted(pods.items()):
+                    failure = failure or pod_failure(pod)
+                    if failure:
+                        failure = f"rank {rank}: {failure}" + self._log_tail(kube, pod)
+                        break
+                if failure:
+                    raise ClusterStartError(self._failure(request, kube, failure))
+                line = ", ".join(f"rank {r}: {pod_stage(p)}" for r, p in sorted(pods.items()))
+                if line and line != last_line:
+                    say(line)
+                    last_line = line
+                running = {r: p for r, p in pods.items()
+                           if pod_stage(p) == "Running" and pod_ip(p)}
+                if len(running) == count:
+                    if client is None:
+                        client = ClusterClient(key, self._endpoints(running, curve_public),
+                                               lambda r: None)
+                    if len(client.control("ping", timeout=0.5)) == count:
+                        return self._endpoints(running, curve_public)
+                if time.monotonic() > end:
+                    stuck = next((m for m in map(unschedulable, pods.values()) if m), None)
+                    why = (f"no node can run it: {stuck}" if stuck else
+                           f"agents not ready ({line or 'no pods yet'})")
+                    raise ClusterStartError(self._failure(
+                        request, kube, f"{why}; waited --connect-timeout {timeout:g}s"))
+        finally:
+            if client is not None:
+                client.close()
+
+    @staticmethod
+    def _endpoints(running: dict[int, dict], curve_public: bytes) -> list[Endpoint]:
+        return [Endpoint(r, pod_ip(p) or "", AGENT_PORT, AGENT_PORT + 1, curve_public)
+                for r, p in sorted(running.items())]
+
+    def _failure(self, request: StartRequest, kube: _Kube, why: str) -> str:
+        events = kube.state.recent_events(4)
+        tail = ("; last events: " + " | ".join(events)) if events else ""
+        return f"cluster {request.name!r} could not start: {why}{tail}"
+
+    def _log_tail(self, kube: _Kube, pod: dict) -> str:
+        state = (pod.get("status", {}).get("containerStatuses") or [{}])[0].get("state") or {}
+        if "terminated" not in state:
+            return ""
+        text = self._read_log(kube, pod["metadata"]["name"], 5)
+        return f"; its log ends: {text.strip()}" if text.strip() else ""
+
+    # -- running clusters -------------------------------------------------------------------
+    def liveness(self, handle: ClusterHandle, rank: int) -> str | None:
+        kube = self._clusters.get(id(handle))
+        if kube is None:
+            return "was shut down"
+        failure = job_failure(kube.state.job)
+        if failure:
+            return f"ended: {failure}"
+        pod = kube.state.by_rank().get(rank)
+        if pod is None:
+            return "ended: its pod is gone"
+        failure = pod_failure(pod)
+        return f"ended: {failure}" if failure else None
+
+    def describe(self, handle: ClusterHandle, rank: int) -> dict[str, Any]:
+        kube = self._clusters.get(id(handle))
+        pod = kube.state.by_rank().get(rank) if kube else None
+        if pod is None:
+            return {"where": "-"}
+        return {"where": pod["metadata"]["name"], "node": pod.get("spec", {}).get("nodeName"),
+                "phase": pod.get("status", {}).get("phase"), "ip": pod_ip(pod)}
+
+    def events(self, handle: ClusterHandle, n: int = 50) -> list[str]:
+        kube = self._clusters.get(id(handle))
+        return kube.state.recent_events(n) if kube else []
+
+    def logs(self, handle: ClusterHandle, rank: int, tail: int = 200) -> str:
+        kube = self._clusters.get(id(handle))
+        pod = kube.state.by_rank().get(rank) if kube else None
+        if kube is None or pod is None:
+            return ""
+        return self._read_log(kube, pod["metadata"]["name"], tail)
+
+    def _read_log(self, kube: _Kube, pod_name: str, tail: int) -> str:
+        kl = self.kube
+        try:
+            return kl.run(kl.core.read_namespaced_pod_log(
+                pod_name, kube.namespace, container="agent", tail_lines=tail), timeout=15)
+        except Exception as exc:  # noqa: BLE001 - a log is best effort
+            if api_status(exc) == 400:
+                return f"(no log yet: {api_message(exc)})"
+            return f"(could not read the log: {api_message(exc)})"
+
+    def extend(self, handle: ClusterHandle, deadline: float) -> None:
+        kube = self._clusters[id(handle)]
+        start = kube.state.job.get("status", {}).get("startTime")
+        began = _parse_time(start) if start else handle.started
+        seconds = max(1, math.ceil(deadline - began))
+        kl = self.kube
+        body = {"spec": {"activeDeadlineSeconds": seconds}}
+        kl.run(retry(lambda: kl.batch.patch_namespaced_job(
+            kube.job, kube.namespace, body, _content_type="application/merge-patch+json"),
+            "extend"), timeout=30)
+
+    def stop(self, handle: ClusterHandle, grace: float = 2.0) -> None:  # noqa: ARG002
+        kube = self._clusters.pop(id(handle), None)
+        if kube is not None:
+            self._teardown(kube)
+
+    def _teardown(self, kube: _Kube) -> None:
+        for w in kube.watches:
+            w.cancel()
+        kl = self.kube
+        try:
+            kl.run(self._delete(kl, kube), timeout=60)
+        except Exception as exc:  # noqa: BLE001 - report, never leave silently
+            log.error("could not delete cluster %s: %s", kube.job, api_message(exc))
+            raise
+
+    @staticmethod
+    async def _delete(kl: KubeLoop, kube: _Kube) -> None:
+        from kubernetes_asyncio import client
+
+        opts = client.V1DeleteOptions(propagation_policy="Background")
+        await retry(lambda: kl.batch.delete_namespaced_job(kube.job, kube.namespace, body=opts),
+                    "delete Job", ok_status=(404,))
+        await retry(lambda: kl.core.delete_collection_namespaced_pod(
+            kube.namespace, label_selector=f"job-name={kube.job}"), "delete pods",
+            ok_status=(404,))
+        await retry(lambda: kl.core.delete_namespaced_secret(kube.secret, kube.namespace),
+                    "delete Secret", ok_status=(404,))
+
+
+def _parse_time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
