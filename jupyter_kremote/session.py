@@ -218,6 +218,11 @@ class Cluster:
     def events(self, n: int = 50) -> list[str]:
         return self.backend.events(self.handle, n)
 
+    def follow_logs(self, rank: int, write: Callable[[str], None]) -> None:
+        """Stream rank's log to ``write`` until the agent ends or Ctrl-C."""
+        self._targets([rank])
+        self.backend.follow_logs(self.handle, rank, write)
+
     def status(self) -> list[dict[str, Any]]:
         pings = self.client.control("ping", timeout=1.0) if self.ended is None else {}
         rows = []

@@ -97,3 +97,13 @@ def test_logs_show_agent_output_outside_cells(kernel):
     assert res.stdout.startswith("--- rank 0 ---\n")
     assert "agent rank 0 listening on 127.0.0.1" in res.stdout
     assert "straight-to-fd-1" in res.stdout
+
+
+def test_logs_follow_streams_until_the_agent_ends(kernel):
+    kernel.run("%%remote --ttl 3s\nimport os\nos.system('echo followed-line')")
+    t0 = time.monotonic()
+    res = kernel.run("%remote logs --follow", timeout=30)
+    assert res.status == "ok"
+    assert "followed-line" in res.stdout
+    assert "TTL reached" in res.stdout  # it kept reading until the agent stopped
+    assert time.monotonic() - t0 < 10

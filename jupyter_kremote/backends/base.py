@@ -44,6 +44,9 @@ class Backend(Protocol):
     def logs(self, handle: ClusterHandle, rank: int, tail: int = 200) -> str:
         """The agent's own output outside cells (start-up, warnings, crashes)."""
 
+    def follow_logs(self, handle: ClusterHandle, rank: int, write: Callable[[str], None]) -> None:
+        """Stream the log to ``write`` as it grows, until the agent ends (Ctrl-C stops)."""
+
     def events(self, handle: ClusterHandle, n: int = 50) -> list[str]:
         """Recent events about the cluster, oldest first (none for local agents)."""
 

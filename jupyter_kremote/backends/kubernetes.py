@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -229,6 +230,34 @@ class KubernetesBackend:
         if kube is None or pod is None:
             return ""
         return self._read_log(kube, pod["metadata"]["name"], tail)
+
+    def follow_logs(self, handle: ClusterHandle, rank: int, write: Callable[[str], None]) -> None:
+        kube = self._clusters.get(id(handle))
+        pod = kube.state.by_rank().get(rank) if kube else None
+        if kube is None or pod is None:
+            return
+        kl = self.kube
+        chunks: queue.Queue[str] = queue.Queue()
+
+        async def stream() -> None:
+            resp = await kl.core.read_namespaced_pod_log(
+                pod["metadata"]["name"], kube.namespace, container="agent", follow=True,
+                _preload_content=False)
+            try:
+                async for chunk in resp.content.iter_any():
+                    chunks.put(chunk.decode(errors="replace"))
+            finally:
+                resp.release()
+
+        done = kl.spawn(stream())
+        try:  # the caller's thread writes, so output lands in the caller's cell
+            while not (done.done() and chunks.empty()):
+                try:
+                    write(chunks.get(timeout=0.2))
+                except queue.Empty:
+                    continue
+        finally:
+            done.cancel()
 
     def _read_log(self, kube: _Kube, pod_name: str, tail: int) -> str:
         kl = self.kube

@@ -127,6 +127,20 @@ class LocalBackend:
             return ""
         return _tail(base / f"rank-{rank}.log", tail)
 
+    def follow_logs(self, handle: ClusterHandle, rank: int, write) -> None:
+        base = self._dirs.get(id(handle))
+        if base is None:
+            return
+        with open(base / f"rank-{rank}.log", errors="replace") as fh:
+            while True:
+                chunk = fh.read()
+                if chunk:
+                    write(chunk)
+                elif self.liveness(handle, rank) is not None:
+                    return
+                else:
+                    time.sleep(0.2)
+
     def events(self, handle: ClusterHandle, n: int = 50) -> list[str]:  # noqa: ARG002
         return []
 
