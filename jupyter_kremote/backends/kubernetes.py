@@ -150,13 +150,14 @@ class KubernetesBackend:
             while True:
                 kube.state.changed.wait(0.2)
                 kube.state.changed.clear()
-                failure = job_failure(kube.state.job)
                 pods = kube.state.by_rank()
-                for rank, pod in sorted(pods.items()):
-                    failure = failure or pod_failure(pod)
+                failure = None
+                for rank, pod in sorted(pods.items()):  # the pod's own reason is the clearest
+                    failure = pod_failure(pod)
                     if failure:
                         failure = f"rank {rank}: {failure}" + self._log_tail(kube, pod)
                         break
+                failure = failure or job_failure(kube.state.job)
                 if failure:
                     raise ClusterStartError(self._failure(request, kube, failure))
                 line = ", ".join(f"rank {r}: {pod_stage(p)}" for r, p in sorted(pods.items()))
@@ -187,6 +188,9 @@ class KubernetesBackend:
                 for r, p in sorted(running.items())]
 
     def _failure(self, request: StartRequest, kube: _Kube, why: str) -> str:
+        end = time.monotonic() + 1.0  # events trail the status a little; give them a moment
+        while not kube.state.recent_events(1) and time.monotonic() < end:
+            kube.state.changed.wait(0.1)
         events = kube.state.recent_events(4)
         tail = ("; last events: " + " | ".join(events)) if events else ""
         return f"cluster {request.name!r} could not start: {why}{tail}"
@@ -203,13 +207,12 @@ class KubernetesBackend:
         kube = self._clusters.get(id(handle))
         if kube is None:
             return "was shut down"
-        failure = job_failure(kube.state.job)
-        if failure:
-            return f"ended: {failure}"
+        job_failed = job_failure(kube.state.job)
+        if job_failed and "TTL" in job_failed:
+            return f"ended: {job_failed}"
         pod = kube.state.by_rank().get(rank)
-        if pod is None:
-            return "ended: its pod is gone"
-        failure = pod_failure(pod)
+        failure = pod_failure(pod) if pod is not None else "its pod is gone"
+        failure = failure or job_failed
         return f"ended: {failure}" if failure else None
 
     def describe(self, handle: ClusterHandle, rank: int) -> dict[str, Any]:

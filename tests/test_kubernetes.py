@@ -1,0 +1,238 @@
+"""%%remote on the Kubernetes backend, through a real kernel, against the kubesim emulator.
+
+With ``KREMOTE_TEST_KUBECONFIG`` set the same tests run against that cluster instead
+(those that need the emulator's fault knobs are skipped); ``KREMOTE_TEST_IMAGE`` then
+names an image that has jupyter-kremote installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from conftest import Kernel, wait_for
+
+REAL = os.environ.get("KREMOTE_TEST_KUBECONFIG")
+MANAGED = "app.kubernetes.io/managed-by=jupyter-kremote"
+IMAGE_FLAG = f" --image {os.environ['KREMOTE_TEST_IMAGE']}" if os.environ.get(
+    "KREMOTE_TEST_IMAGE") else ""
+needs_sim = pytest.mark.skipif(bool(REAL), reason="needs the emulator's fault knobs")
+
+
+@pytest.fixture
+def sim(tmp_path):
+    """(kubeconfig path, KubeSimThread or None on a real cluster)."""
+    if REAL:
+        yield REAL, None
+        return
+    from kubesim import KubeSimThread
+
+    ks = KubeSimThread(pod_ips="unique").start()
+    path = tmp_path / "kubeconfig"
+    ks.write_kubeconfig(path)
+    try:
+        yield str(path), ks
+    finally:
+        ks.stop()
+
+
+@pytest.fixture
+def kkernel(sim, notebook_dir):
+    from jupyter_client.manager import start_new_kernel
+
+    env = {**os.environ, "KREMOTE_KUBECONFIG": sim[0], "KREMOTE_BACKEND": "kubernetes"}
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(notebook_dir), env=env)
+    k = Kernel(km, kc, notebook_dir)
+    assert k.run("%load_ext jupyter_kremote").status == "ok"
+    try:
+        yield k
+    finally:
+        k.run("%remote shutdown --all", timeout=60)
+        kc.stop_channels()
+        km.shutdown_kernel()
+        assert wait_for(lambda: not managed(sim[0]), 20), managed(sim[0])
+
+
+def managed(kubeconfig: str) -> list[str]:
+    """Every Job, pod and Secret jupyter-kremote made that still exists."""
+    async def go() -> list[str]:
+        from kubernetes_asyncio import client, config
+
+        cfg = client.Configuration()
+        await config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+        async with client.ApiClient(cfg) as api:
+            core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+            out = []
+            for kind, fn in (("job", batch.list_job_for_all_namespaces),
+                             ("pod", core.list_pod_for_all_namespaces),
+                             ("secret", core.list_secret_for_all_namespaces)):
+                res = await fn(label_selector=MANAGED)
+                out += [f"{kind}/{o.metadata.name}" for o in res.items
+                        if not (kind == "pod" and o.metadata.deletion_timestamp)]
+            return out
+
+    return asyncio.run(go())
+
+
+def test_cells_files_variables_and_ranks_on_pods(kkernel, sim):
+    (kkernel.cwd / "helpers.py").write_text("def double(x):\n    return 2 * x\n")
+    res = kkernel.run(f"%%remote -n 2 --cpu 200m --mem 200Mi{IMAGE_FLAG}\n"
+                      "import os, helpers\n"
+                      "print('rank', os.environ['KREMOTE_RANK'], helpers.double(21))")
+    assert res.status == "ok", res.outputs
+    assert "[rank 0] rank 0 42\n" in res.stdout and "[rank 1] rank 1 42\n" in res.stdout
+    assert "rank 0: Running" in res.stderr  # start-up progress was shown
+    assert kkernel.run("v = [1, 2]\n%remote push v").status == "ok"
+    kkernel.run("%%remote\nw = v * int(os.environ['KREMOTE_RANK'])")
+    res = kkernel.run("%remote pull w\nprint(w)")
+    assert res.stdout == "[[], [1, 2]]\n"
+    status = kkernel.run("%remote status").stdout
+    assert "[kubernetes] 2 agent(s)" in status and "jupyter-kremote-default-" in status
+    assert sorted(n.split("/")[0] for n in managed(sim[0])) == ["job", "pod", "pod", "secret"]
+
+
+def test_interrupt_and_extend_on_pods(kkernel, sim):
+    assert kkernel.run(f"%%remote --ttl 60s{IMAGE_FLAG}\nkept = 1").status == "ok"
+    kkernel.kc.execute("%%remote\nimport time\nprint('go', flush=True)\ntime.sleep(60)")
+    while True:
+        msg = kkernel.kc.get_iopub_msg(timeout=30)
+        if msg["header"]["msg_type"] == "stream" and "go" in msg["content"]["text"]:
+            break
+    t0 = time.monotonic()
+    kkernel.km.interrupt_kernel()
+    reply = kkernel.kc.get_shell_msg(timeout=10)["content"]
+    assert reply["ename"] == "KeyboardInterrupt" and time.monotonic() - t0 < 2
+    assert kkernel.run("%%remote\nprint(kept)").stdout == "1\n"
+    assert kkernel.run("%remote extend 1h").status == "ok"
+    deadline = job_deadline(sim[0])
+    assert 3600 < deadline <= 3600 + 120
+
+
+def job_deadline(kubeconfig: str) -> int:
+    async def go() -> int:
+        from kubernetes_asyncio import client, config
+
+        cfg = client.Configuration()
+        await config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+        async with client.ApiClient(cfg) as api:
+            jobs = await client.BatchV1Api(api).list_job_for_all_namespaces(
+                label_selector=MANAGED)
+            return jobs.items[0].spec.active_deadline_seconds
+
+    return asyncio.run(go())
+
+
+def _start_fails(kkernel, line: str, expected: list[str], within: float):
+    t0 = time.monotonic()
+    res = kkernel.run(line + "\nran = 1", timeout=within + 30)
+    took = time.monotonic() - t0
+    assert res.status == "error"
+    assert res.error["ename"] in ("ClusterStartError", "ClusterEnded"), res.error
+    for text in expected:
+        assert text in res.error["evalue"], res.error["evalue"]
+    assert took < within, took
+    return res
+
+
+def test_unknown_image_fails_fast_and_leaves_nothing(kkernel, sim):
+    _start_fails(kkernel, "%%remote --image unknown/no-such-image:1 --connect-timeout 30",
+                 ["ErrImagePull", "the image could not be pulled", "last events:"], 15)
+    assert wait_for(lambda: not managed(sim[0]), 10), managed(sim[0])
+
+
+def test_unschedulable_gpu_request_names_the_scheduler_message(kkernel, sim):
+    _start_fails(kkernel, f"%%remote --gpu 4 --connect-timeout 3{IMAGE_FLAG}",
+                 ["no node can run it", "Insufficient nvidia.com/gpu",
+                  "--connect-timeout 3s"], 3 + 5)
+    assert wait_for(lambda: not managed(sim[0]), 10), managed(sim[0])
+
+
+def test_missing_secret_is_create_container_config_error(kkernel, sim):
+    (kkernel.cwd / "needs-secret.yaml").write_text(
+        "spec:\n  template:\n    spec:\n      containers:\n        - name: agent\n"
+        "          envFrom:\n            - secretRef:\n                name: not-there\n")
+    _start_fails(kkernel, f"%%remote -t needs-secret.yaml --connect-timeout 30{IMAGE_FLAG}",
+                 ["CreateContainerConfigError", "a Secret or ConfigMap it needs is missing"],
+                 15)
+
+
+def test_agent_crash_before_registering_shows_log_tail(kkernel, sim):
+    (kkernel.cwd / "crash.yaml").write_text(
+        "spec:\n  template:\n    spec:\n      containers:\n        - name: agent\n"
+        "          command: [python, -c, \"print('cannot start: bad config'); exit(3)\"]\n")
+    _start_fails(kkernel, "%%remote -t crash.yaml --connect-timeout 30",
+                 ["exited with code 3", "cannot start: bad config"], 15)
+
+
+@needs_sim
+def test_oom_killed_agent_fails_the_cell_and_next_cell_says_so(kkernel, sim):
+    assert kkernel.run("%%remote\nx = 1").status == "ok"
+    kkernel.kc.execute("%%remote\nimport time\nprint('go', flush=True)\ntime.sleep(60)")
+    while True:
+        msg = kkernel.kc.get_iopub_msg(timeout=30)
+        if msg["header"]["msg_type"] == "stream" and "go" in msg["content"]["text"]:
+            break
+    pod = [p for p in managed(sim[0]) if p.startswith("pod/")][0].split("/")[1]
+    t0 = time.monotonic()
+    sim[1].call("oom_kill", "default", pod)
+    reply = kkernel.kc.get_shell_msg(timeout=15)["content"]
+    assert time.monotonic() - t0 < 5
+    assert reply["ename"] == "AgentDied"
+    assert "OOMKilled" in reply["evalue"] and "--mem" in reply["evalue"]
+    res = kkernel.run("%%remote\nprint(x)")
+    assert res.error["ename"] == "ClusterEnded" and "OOMKilled" in res.error["evalue"]
+    assert "OOMKilling" in kkernel.run("%remote events").stdout or \
+        "OOMKilled" in kkernel.run("%remote status").stdout
+
+
+@needs_sim
+def test_evicted_pod_ends_the_cluster(kkernel, sim):
+    assert kkernel.run("%%remote\nx = 1").status == "ok"
+    pod = [p for p in managed(sim[0]) if p.startswith("pod/")][0].split("/")[1]
+    sim[1].call("evict", "default", pod, "The node was low on resource: memory.")
+    assert wait_for(lambda: "evicted" in kkernel.run("%remote status").stdout, 10)
+    res = kkernel.run("%%remote\nprint(x)")
+    assert res.error["ename"] == "ClusterEnded" and "was evicted" in res.error["evalue"]
+
+
+def test_ttl_deadline_ends_the_cluster(kkernel, sim):
+    assert kkernel.run(f"%%remote --ttl 3s{IMAGE_FLAG}\nx = 1").status == "ok"
+    time.sleep(5)
+    res = kkernel.run("%%remote\nprint(x)")
+    assert res.error["ename"] == "ClusterEnded"
+    assert "TTL ran out" in res.error["evalue"]
+
+
+def test_events_logs_and_render(kkernel, sim):
+    assert kkernel.run(f"%%remote{IMAGE_FLAG}\nprint('hello')").status == "ok"
+    events = kkernel.run("%remote events").stdout
+    assert "Scheduled" in events and "Started" in events
+    assert "listening on" in kkernel.run("%remote logs --rank 0").stdout
+    res = kkernel.run("%remote render -t gpu --gpu 1 --mem 8Gi -n 2 -e HOME")
+    assert res.status == "ok", res.outputs
+    assert "kind: Job" in res.stdout and "nvidia.com/gpu: 1" in res.stdout
+    assert "completions: 2" in res.stdout and "HOME: <redacted>" in res.stdout
+    assert os.environ["HOME"] not in res.stdout.replace("HOME: <redacted>", "")
+    bad = kkernel.run("%remote render --mem 4G1")
+    assert bad.reply["ename"] == "UsageError" and "--mem 4G1: not a Kubernetes quantity" in \
+        bad.stderr
+
+
+@pytest.mark.skipif(not shutil.which("kubectl"), reason="Debian's kubectl is not installed")
+def test_kubectl_sees_the_cluster(kkernel, sim):
+    assert kkernel.run(f"%%remote -n 2{IMAGE_FLAG}\nprint('from the agent')").status == "ok"
+    out = subprocess.run(["kubectl", "--kubeconfig", sim[0], "get", "jobs,pods", "-l",
+                          MANAGED], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    pods = [line for line in out.stdout.splitlines() if line.startswith("pod/")]
+    assert len(pods) == 2 and all("Running" in line for line in pods), out.stdout
+    assert "job.batch/jupyter-kremote-default-" in out.stdout
+    pod = [p for p in managed(sim[0]) if p.startswith("pod/")][0]
+    logs = subprocess.run(["kubectl", "--kubeconfig", sim[0], "logs", pod],
+                          capture_output=True, text=True, timeout=30)
+    assert "listening on" in logs.stdout, logs.stderr
