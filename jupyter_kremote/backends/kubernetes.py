@@ -305,9 +305,9 @@ class KubernetesBackend:
         opts = client.V1DeleteOptions(propagation_policy="Background")
         await retry(lambda: kl.batch.delete_namespaced_job(kube.job, kube.namespace, body=opts),
                     "delete Job", ok_status=(404,))
-        await retry(lambda: kl.core.delete_collection_namespaced_pod(
-            kube.namespace, label_selector=f"job-name={kube.job}"), "delete pods",
-            ok_status=(404,))
+        for pod in list(kube.state.pods):  # at once, not when the garbage collector gets to it
+            await retry(lambda pod=pod: kl.core.delete_namespaced_pod(pod, kube.namespace),
+                        "delete pod", ok_status=(404,))
         await retry(lambda: kl.core.delete_namespaced_secret(kube.secret, kube.namespace),
                     "delete Secret", ok_status=(404,))
 
