@@ -70,7 +70,9 @@ class Kernel:
                 outputs.append({"type": "error", "ename": c["ename"], "evalue": c["evalue"],
                                 "traceback": c["traceback"], "t": time.monotonic()})
 
-        reply = self.kc.execute_interactive(code, output_hook=hook, timeout=timeout)
+        # stop_on_error=False: an error must not abort the next test step queued right after it
+        reply = self.kc.execute_interactive(code, output_hook=hook, timeout=timeout,
+                                            stop_on_error=False)
         return CellResult(reply["content"]["status"], outputs, reply["content"])
 
     def agent_pids(self) -> list[int]:

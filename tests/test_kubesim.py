@@ -9,9 +9,12 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +127,13 @@ async def events_for(core: k8s.CoreV1Api, name: str) -> list[Any]:
         NS, field_selector=f"involvedObject.name={name}")).items
 
 
+async def watch_events(func: Any, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
+    """(type, name) of every event of a kubernetes_asyncio watch until the server ends it."""
+    async with k8s_watch.Watch() as w:
+        return [(e["type"], e["object"].metadata.name) async for e in w.stream(func, *args,
+                                                                               **kwargs)]
+
+
 async def wait_running(core: k8s.CoreV1Api, name: str) -> Any:
     async def running() -> Any:
         pod = await core.read_namespaced_pod(name, NS)
@@ -152,15 +162,16 @@ async def test_indexed_job_secret_env_watch_logs_selectors_and_background_delete
         "batch.kubernetes.io/controller-uid": created.metadata.uid}
 
     running: dict[str, Any] = {}
-    w = k8s_watch.Watch()
-    async for event in w.stream(core.list_namespaced_pod, NS, timeout_seconds=20,
-                                label_selector="kremote/cluster=c1,app.kubernetes.io/managed-by"):
-        pod = event["object"]
-        if pod.status.phase == "Running":
-            running[pod.metadata.name] = pod
-        if len(running) == 2:
-            w.stop()
-            break
+    async with k8s_watch.Watch() as w:
+        async for event in w.stream(
+                core.list_namespaced_pod, NS, timeout_seconds=20,
+                label_selector="kremote/cluster=c1,app.kubernetes.io/managed-by"):
+            pod = event["object"]
+            if pod.status.phase == "Running":
+                running[pod.metadata.name] = pod
+            if len(running) == 2:
+                w.stop()
+                break
     assert len(running) == 2
     for name, pod in running.items():
         index = pod.metadata.labels["batch.kubernetes.io/job-completion-index"]
@@ -186,6 +197,7 @@ async def test_indexed_job_secret_env_watch_logs_selectors_and_background_delete
             seen += await asyncio.wait_for(resp.content.readline(), 10)
     assert seen.decode().splitlines() == ["key s3cr3t index 1 home True", "tick 0", "tick 1",
                                           "tick 2", "bye"]
+    await eventually(lambda: _log_has(core, by_index["0"], "bye"))
     log0 = await core.read_namespaced_pod_log(by_index["0"], NS)
     assert log0.startswith("key s3cr3t index 0 home True\n")
     assert await core.read_namespaced_pod_log(by_index["0"], NS, tail_lines=2) == \
@@ -389,6 +401,13 @@ async def test_auth_requires_bearer_token(sim: KubeSim) -> None:
             assert r.status == 200 and (await r.json())["versions"] == ["v1"]
         async with http.get(f"{sim.url}/healthz") as r:
             assert r.status == 200
+        # watch=1 (Go's ParseBool) streams JSON lines; a client that leaves is noticed.
+        auth = {"Authorization": f"Bearer {sim.token}"}
+        async with http.get(f"{sim.url}/api/v1/namespaces/default/pods?watch=1",
+                            headers=auth) as r:
+            assert r.status == 200 and r.headers["Content-Type"] == "application/json"
+            assert sim.state()["watches"] == 1
+        await eventually(lambda: sim.state()["watches"] == 0, what="watch closed")
 
 
 # ---------------------------------------------------------------------------- watches
@@ -404,20 +423,17 @@ async def test_watch_resume_timeout_bookmarks_drop_and_410(sim: KubeSim, api: An
     await core.patch_namespaced_config_map("b", NS, {"metadata": {"labels": {"w": None}}})
     await core.delete_namespaced_config_map("a", NS)
 
-    seen = []
     started = time.monotonic()
-    async for event in k8s_watch.Watch().stream(core.list_namespaced_config_map, NS,
-                                                label_selector="w", resource_version=rv,
-                                                timeout_seconds=1):
-        seen.append((event["type"], event["object"].metadata.name))
+    seen = await watch_events(core.list_namespaced_config_map, NS, label_selector="w",
+                              resource_version=rv, timeout_seconds=1)
     assert 0.9 < time.monotonic() - started < 5  # the server closed the stream on time
     # b leaving the selector is a DELETED for this watch.
     assert seen == [("ADDED", "b"), ("MODIFIED", "a"), ("DELETED", "b"), ("DELETED", "a")]
 
     # No resourceVersion: synthetic ADDED for what exists.
     await core.create_namespaced_config_map(NS, {"metadata": {"name": "c", "labels": {"w": "1"}}})
-    initial = [(e["type"], e["object"].metadata.name) async for e in k8s_watch.Watch().stream(
-        core.list_namespaced_config_map, NS, label_selector="w", timeout_seconds=1)]
+    initial = await watch_events(core.list_namespaced_config_map, NS, label_selector="w",
+                                 timeout_seconds=1)
     assert initial == [("ADDED", "c")]
 
     # Bookmarks, and a dropped connection ends the stream.
@@ -437,9 +453,8 @@ async def test_watch_resume_timeout_bookmarks_drop_and_410(sim: KubeSim, api: An
     # Compaction: the old resourceVersion is gone (410 as a watch ERROR event).
     sim.compact()
     with pytest.raises(ApiException) as expired:
-        async for _ in k8s_watch.Watch().stream(core.list_namespaced_config_map, NS,
-                                                resource_version=rv, timeout_seconds=2):
-            pass
+        await watch_events(core.list_namespaced_config_map, NS, resource_version=rv,
+                           timeout_seconds=2)
     assert expired.value.status == 410 and "too old resource version" in expired.value.reason
 
 
@@ -607,6 +622,65 @@ async def test_eviction(sim: KubeSim, api: Any) -> None:
     await eventually(lambda: not pid_alive(pid), what="evicted process gone")
 
 
+@pytest.mark.asyncio
+async def test_crash_loop_back_off_and_previous_logs(sim: KubeSim, api: Any) -> None:
+    core = k8s.CoreV1Api(api)
+    pod = pod_manifest("crashy", "import sys; print('boom'); sys.exit(3)")
+    pod["spec"]["restartPolicy"] = "Always"
+    await core.create_namespaced_pod(NS, pod)
+
+    async def looping() -> Any:
+        p = await core.read_namespaced_pod("crashy", NS)
+        cs = p.status.container_statuses and p.status.container_statuses[0]
+        return cs if cs and cs.restart_count >= 2 else None
+    cs = await eventually(looping)
+    assert cs.last_state.terminated.exit_code == 3
+    assert cs.last_state.terminated.reason == "Error"
+    assert (await core.read_namespaced_pod("crashy", NS)).status.phase == "Running"
+    assert await core.read_namespaced_pod_log("crashy", NS, previous=True) == "boom\n"
+    assert any(e.reason == "BackOff" and "Back-off restarting failed container agent" in e.message
+               for e in await events_for(core, "crashy"))
+
+
+@pytest.mark.asyncio
+async def test_unique_pod_ips_and_tcp_readiness_probe(tmp_path: Path) -> None:
+    """Two pods listen on the same port, each on its own IP; Ready follows the probe."""
+    with socket.socket() as probe:  # a port nobody on this machine listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ("import os, socket, time\n"
+              "time.sleep(0.5)\n"
+              f"s = socket.socket(); s.bind((os.environ['POD_IP'], {port})); s.listen()\n"
+              "print('listening', os.environ['POD_IP'], flush=True)\n"
+              "time.sleep(120)")
+    async with KubeSim(pod_ips="unique", **FAST) as sim:
+        path = sim.write_kubeconfig(tmp_path / "kc")
+        cfg = k8s.Configuration()
+        await k8s_config.load_kube_config(config_file=path, client_configuration=cfg)
+        async with k8s.ApiClient(cfg) as client:
+            core = k8s.CoreV1Api(client)
+            for name in ("p1", "p2"):
+                await core.create_namespaced_pod(NS, pod_manifest(
+                    name, server, ports=[{"name": "agent", "containerPort": port}],
+                    env=[{"name": "POD_IP",
+                          "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+                    readinessProbe={"tcpSocket": {"port": "agent"}, "periodSeconds": 1}))
+            first = await wait_running(core, "p1")
+            assert first.status.container_statuses[0].ready is False  # not listening yet
+
+            async def ready(name: str) -> Any:
+                p = await core.read_namespaced_pod(name, NS)
+                return p if any(c.type == "Ready" and c.status == "True"
+                                for c in p.status.conditions) else None
+            p1 = await eventually(lambda: ready("p1"))
+            p2 = await eventually(lambda: ready("p2"))
+            assert p1.status.pod_ip != p2.status.pod_ip
+            assert all(p.status.pod_ip.startswith("127.") for p in (p1, p2))
+            for p in (p1, p2):
+                log = await core.read_namespaced_pod_log(p.metadata.name, NS)
+                assert log == f"listening {p.status.pod_ip}\n"
+
+
 # ---------------------------------------------------------------------------- lifecycle
 
 SPAWNER = ("import subprocess, sys, time\n"
@@ -651,14 +725,14 @@ def test_thread_helper_and_http_knobs(tmp_path: Path) -> None:
         assert sorted(state["objects"]["nodes"]) == ["/n1", "/n2", "/n3"]
         assert ks.call("processes") == []
         ctl.inject_error(code=503, count=1, verb="get")
-        import urllib.error
-        import urllib.request
         req = urllib.request.Request(f"{ks.url}/version",
                                      headers={"Authorization": f"Bearer {ks.token}"})
         with pytest.raises(urllib.error.HTTPError) as unavailable:
             urllib.request.urlopen(req, timeout=10)
         assert unavailable.value.code == 503
-        assert json.loads(urllib.request.urlopen(req, timeout=10).read())["gitVersion"]
+        unavailable.value.close()
+        with urllib.request.urlopen(req, timeout=10) as ok:
+            assert json.loads(ok.read())["gitVersion"]
         assert "private/agent:9" in ks.sim.config.unknown_images  # type: ignore[union-attr]
 
 
@@ -676,6 +750,7 @@ def test_standalone_process(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
+        proc.stdout.close()  # type: ignore[union-attr]
 
 
 # ---------------------------------------------------------------------------- kubectl

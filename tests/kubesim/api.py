@@ -87,6 +87,12 @@ def parse_route(request: web.Request) -> Route:
     return Route(rt, ns, name, sub, verb)
 
 
+def _gone(request: web.Request) -> bool:
+    """Whether the client of a streaming request has disconnected."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 def respond(body: Any, status: int = 200, headers: dict[str, str] | None = None
             ) -> web.Response:
     return web.Response(text=json.dumps(body), status=status, headers=headers,
@@ -251,6 +257,7 @@ class Api:
             return resp
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        last_sent = loop.time()
         self._streams.add(resp)
         try:
             await resp.prepare(request)
@@ -260,9 +267,13 @@ class Api:
                     break
                 wait = min(remaining, self.config.bookmark_interval) if bookmarks else remaining
                 try:
-                    item = await within(watcher.queue.get(), wait)
+                    item = await within(watcher.queue.get(), min(wait, 1.0))
                 except asyncio.TimeoutError:
-                    if bookmarks and loop.time() < deadline:
+                    if _gone(request):
+                        break
+                    if bookmarks and loop.time() < deadline and \
+                            loop.time() - last_sent >= self.config.bookmark_interval:
+                        last_sent = loop.time()
                         mark = {"kind": route.rt.kind, "apiVersion": route.rt.api_version,
                                 "metadata": {"resourceVersion":
                                              str(self.store.resource_version)}}
@@ -277,6 +288,7 @@ class Api:
                                                      obj["metadata"]["resourceVersion"]},
                                    request.query.get("includeObject", "Metadata"))
                 await resp.write(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
+                last_sent = loop.time()
         except (ConnectionResetError, ConnectionError):
             pass
         finally:
@@ -426,7 +438,7 @@ class Api:
         await resp.prepare(request)
         self._streams.add(resp)
         try:
-            async for chunk in buffer.follow(query):
+            async for chunk in buffer.follow(query, lambda: _gone(request)):
                 await resp.write(chunk)
         except (ConnectionResetError, ConnectionError):
             return resp

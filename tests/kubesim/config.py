@@ -21,8 +21,9 @@ class KubeSimConfig:
     # bearer tokens only to https servers. kubeconfigs point there unless told otherwise.
     tls: bool = True
     nodes: list[NodeSpec] = field(default_factory=lambda: [NodeSpec()])
-    # Pods: "shared" gives every pod 127.0.0.1; "unique" gives each its own 127.0.x.y (Linux
-    # routes all of 127/8 to lo), so several pods can listen on the same port.
+    # Pods: "shared" gives every pod 127.0.0.1; "unique" gives each its own 127.X.y.z (Linux
+    # routes all of 127/8 to lo; X is random per emulator), so several pods can listen on the
+    # same port if they bind their own IP (e.g. from the downward API's status.podIP).
     pod_ips: str = "shared"
     # Commands named python/python3 run with this interpreter.
     python: str = sys.executable

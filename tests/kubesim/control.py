@@ -67,7 +67,9 @@ class KubeSimControl:
             with urllib.request.urlopen(request, timeout=30, context=self._ssl) as resp:
                 return json.loads(resp.read())["result"]
         except urllib.error.HTTPError as exc:
-            raise RuntimeError(f"kubesim knob {name}: {exc.code} {exc.read().decode()}") from None
+            detail = exc.read().decode()
+            exc.close()
+            raise RuntimeError(f"kubesim knob {name}: {exc.code} {detail}") from None
 
     def __getattr__(self, name: str) -> Any:
         if name not in KNOBS:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import signal
 import time
@@ -20,7 +21,7 @@ from .config import KubeSimConfig
 from .events import EventRecorder
 from .logs import LogBuffer
 from .podenv import ConfigError, container_env, expand
-from .probes import probe_once
+from .probes import probe_once, resolve_port
 from .resources import NODES, PODS
 from .runtime import Container, PodRuntime, full_image_ref, valid_image
 from .scheduler import set_condition
@@ -46,6 +47,9 @@ class Kubelet:
         self.present_images: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._next_ip = 2
+        # A random 127.X/16 per emulator, so that emulators running side by side (parallel
+        # test sessions) do not hand out the same pod IPs.
+        self._ip_block = random.randint(1, 254)
         self._closing = False
 
     # ------------------------------------------------------------------ plumbing
@@ -61,7 +65,7 @@ class Kubelet:
         while True:
             n, self._next_ip = self._next_ip, self._next_ip + 1
             if n & 255 not in (0, 255):
-                return f"127.0.{(n >> 8) & 255}.{n & 255}"
+                return f"127.{self._ip_block}.{(n >> 8) & 255}.{n & 255}"
 
     def has_containers(self, uid: str) -> bool:
         rt = self.pods.get(uid)
@@ -399,7 +403,8 @@ class Kubelet:
             else:
                 ok, bad = 0, bad + 1
                 self._event(rt, "Warning", "Unhealthy", "Readiness probe failed: "
-                            f"{_probe_target(probe, rt.ip)}: connect: connection refused", c)
+                            f"{_probe_target(probe, c.spec, rt.ip)}: connect: connection "
+                            "refused", c)
                 if c.ready and bad >= need_bad:
                     c.ready = False
                     self.sync(rt)
@@ -532,8 +537,9 @@ class Kubelet:
         return c.logs[-1]
 
 
-def _probe_target(probe: dict[str, Any], ip: str) -> str:
+def _probe_target(probe: dict[str, Any], container: dict[str, Any], ip: str) -> str:
     for kind in ("tcpSocket", "httpGet"):
         if kind in probe:
-            return f"dial tcp {ip}:{(probe[kind] or {}).get('port')}"
+            spec = probe[kind] or {}
+            return f"dial tcp {spec.get('host') or ip}:{resolve_port(spec.get('port'), container)}"
     return "probe"

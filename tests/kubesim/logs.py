@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from .util import rfc3339_nano
+from .util import rfc3339_nano, wait_event
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,10 @@ class LogBuffer:
         data = self._render(self._first(query), len(self.records), query.timestamps)
         return data[:query.limit_bytes] if query.limit_bytes else data
 
-    async def follow(self, query: LogQuery) -> AsyncIterator[bytes]:
-        """Yield what is there, then what comes, until the container's output ends."""
+    async def follow(self, query: LogQuery, gone: Callable[[], bool] = lambda: False
+                     ) -> AsyncIterator[bytes]:
+        """Yield what is there, then what comes, until the container's output ends (or
+        `gone()`, checked every second, says the reader left)."""
         position = self._first(query)
         sent = 0
         while True:
@@ -93,6 +95,6 @@ class LogBuffer:
                 if query.limit_bytes and sent >= query.limit_bytes:
                     return
                 continue
-            if self.closed:
+            if self.closed or gone():
                 return
-            await grew.wait()
+            await wait_event(grew, 1.0)

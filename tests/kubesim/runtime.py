@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 from typing import Any
 
@@ -54,8 +55,8 @@ class Container:
                                "imageID": "", "started": "running" in self.state}
         if self.container_id:
             out["containerID"] = self.container_id
-            out["imageID"] = full_image_ref(image).split(":")[0] + "@sha256:" + (
-                "%064x" % (abs(hash(image)) % (1 << 256)))
+            digest = hashlib.sha256(image.encode()).hexdigest()
+            out["imageID"] = f"{full_image_ref(image).rsplit(':', 1)[0]}@sha256:{digest}"
         return out
 
     def waiting(self, reason: str, message: str | None = None) -> None:

@@ -223,7 +223,7 @@ class KubeSim:
                 "objects": {rt.plural: [f"{o['metadata'].get('namespace', '')}/"
                                         f"{o['metadata']['name']}"
                                         for o in self.store.iter_objects(rt)] for rt in ALL},
-                "processes": self.processes(),
+                "processes": self.processes(), "watches": self.store.watch_count,
                 "errors": [dataclasses.asdict(r) for r in self.injector.rules]}
 
 

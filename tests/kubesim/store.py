@@ -296,6 +296,10 @@ class Store:
         self._watchers.add(watcher)
         return watcher
 
+    @property
+    def watch_count(self) -> int:
+        return len(self._watchers)
+
     def unwatch(self, watcher: Watcher) -> None:
         self._watchers.discard(watcher)
 
