@@ -114,13 +114,9 @@ class ClusterClient:
                 events = poller.poll(TICK * 1000)
                 for sock, _ in events:
                     rank = socks[sock]
-                    while True:
+                    while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                         try:
-                            raw = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        try:
-                            msg = self.signer.decode(raw)
+                            _, msg = self.signer.receive(sock)
                         except ProtocolError:
                             continue
                         if msg.parent_id != msg_id:
@@ -159,7 +155,7 @@ class ClusterClient:
         while pending and time.monotonic() < end:
             for sock, _ in poller.poll(TICK * 1000):
                 try:
-                    msg = self.signer.decode(sock.recv_multipart(copy=False))
+                    _, msg = self.signer.receive(sock)
                 except ProtocolError:
                     continue
                 if msg.parent_id != msg_id:

@@ -32,12 +32,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
+import zmq
 
 PROTOCOL_VERSION = "1.0"
 #: buffers at least this large travel out-of-band, in frames of their own
 OOB_THRESHOLD = 64 * 1024
 #: messages older than this (seconds) are refused as possible replays
 MAX_AGE = 300.0
+#: large buffers travel in frames of this size: libzmq streams them faster than one
+#: huge frame, and the receiver lands them straight in one buffer (``recv_into``)
+CHUNK = 4 * 1024 * 1024
 
 
 class ProtocolError(Exception):
@@ -118,9 +122,14 @@ class Signer:
             has_payload = payload is not None
         frames_tail: list[Any] = []
         pickled: bytes | None = None
+        nbytes: list[int] = []
         if has_payload:
             pickled, buffers = dumps(payload)
-            frames_tail = [pickled, *buffers]
+            frames_tail = [pickled]
+            for buf in buffers:
+                view = buf.cast("B") if buf.contiguous else memoryview(bytes(buf))
+                nbytes.append(view.nbytes)
+                frames_tail += [view[i:i + CHUNK] for i in range(0, view.nbytes, CHUNK)]
         header = {
             "v": PROTOCOL_VERSION,
             "id": uuid.uuid4().hex,
@@ -130,28 +139,19 @@ class Signer:
             "parent": parent_id,
             "rank": rank,
             "pickled": has_payload,
-            "nbytes": [memoryview(f).nbytes for f in frames_tail[1:]],
+            "nbytes": nbytes,
             "content": content or {},
         }
         hbytes = json.dumps(header, separators=(",", ":")).encode()
         return [hbytes, self._digest(hbytes, pickled), *frames_tail]
 
-    def decode(self, frames: list[Any]) -> Message:
-        """Verify then decode; raise :class:`ProtocolError` on anything suspect.
-
-        Nothing is unpickled before the signature, freshness and replay checks pass.
-        """
+    def _verify(self, hraw: bytes, sig: bytes, payload: memoryview | None) -> dict[str, Any]:
+        """Check signature, freshness and replay; return the header. Counts rejections."""
         try:
-            if len(frames) < 2:
-                raise ProtocolError("truncated message")
-            hraw = _bytes_of(frames[0])
-            sig = _bytes_of(frames[1])
             header = json.loads(hraw)
-            pickled = bool(header.get("pickled"))
-            payload_frame = _view_of(frames[2]) if pickled and len(frames) > 2 else None
-            if pickled and payload_frame is None:
-                raise ProtocolError("missing payload frame")
-            if not hmac.compare_digest(sig, self._digest(hraw, payload_frame)):
+            if bool(header.get("pickled")) != (payload is not None):
+                raise ProtocolError("payload frame does not match the header")
+            if not hmac.compare_digest(sig, self._digest(hraw, payload)):
                 raise ProtocolError("bad signature")
             msg_id = header["id"]
             if abs(time.time() - float(header["time"])) > MAX_AGE:
@@ -161,25 +161,110 @@ class Signer:
             self._seen[msg_id] = None
             if len(self._seen) > 50_000:
                 self._seen.popitem(last=False)
-            buffers = [_view_of(f) for f in frames[3:]]
-            if [b.nbytes for b in buffers] != list(header.get("nbytes", [])):
-                raise ProtocolError("buffer lengths do not match the signed header")
+            return header
         except ProtocolError:
             self.rejected += 1
             raise
         except (ValueError, KeyError, TypeError) as exc:
             self.rejected += 1
             raise ProtocolError(f"malformed message: {exc}") from None
-        payload = loads(payload_frame, buffers) if payload_frame is not None else None
+
+    def decode(self, frames: list[Any]) -> Message:
+        """Verify then decode a whole list of frames (buffers possibly chunked).
+
+        Nothing is unpickled before the signature, freshness and replay checks pass.
+        """
+        if len(frames) < 2:
+            self.rejected += 1
+            raise ProtocolError("truncated message")
+        hraw, sig = _bytes_of(frames[0]), _bytes_of(frames[1])
+        try:
+            pickled = bool(json.loads(hraw).get("pickled"))
+        except ValueError:
+            pickled = False
+        payload = _view_of(frames[2]) if pickled and len(frames) > 2 else None
+        header = self._verify(hraw, sig, payload)
+        chunks = [_view_of(f) for f in frames[3:]]
+        buffers = []
+        for n in header.get("nbytes", []):
+            if chunks and chunks[0].nbytes == n:
+                buffers.append(chunks.pop(0))  # one frame: use its memory as it is
+                continue
+            buf = bytearray(n)
+            off = 0
+            while off < n and chunks:
+                c = chunks.pop(0)
+                buf[off:off + c.nbytes] = c
+                off += c.nbytes
+            if off != n:
+                break
+            buffers.append(memoryview(buf))
+        if len(buffers) != len(header.get("nbytes", [])) or chunks:
+            self.rejected += 1
+            raise ProtocolError("buffer lengths do not match the signed header")
+        return self._message(header, payload, buffers)
+
+    def receive(self, sock: Any, router: bool = False) -> tuple[bytes, Message]:
+        """Read one message from ``sock`` (a message must be waiting): verify header and
+        payload first, then receive the buffers straight into their final memory.
+
+        Returns (peer identity or b"", message). Unverified messages are drained and
+        dropped with ProtocolError, without allocating what their header asks for.
+        """
+        peer = sock.recv() if router else b""
+        parts = [sock.recv(copy=False)]
+        while parts[-1].more and len(parts) < 3:
+            parts.append(sock.recv(copy=False))
+        if len(parts) < 2:
+            self.rejected += 1
+            raise ProtocolError("truncated message")
+        payload = parts[2].buffer if len(parts) > 2 else None
+        try:
+            header = self._verify(parts[0].bytes, parts[1].bytes, payload)
+        except ProtocolError:
+            if parts[-1].more:
+                _drain(sock)
+            raise
+        buffers = []
+        more = parts[-1].more
+        for n in header.get("nbytes", []):
+            buf = bytearray(n)
+            view = memoryview(buf)
+            off = 0
+            while off < n and more:
+                got = sock.recv_into(view[off:])
+                more = sock.getsockopt(zmq.RCVMORE)
+                off += got
+            if off != n:
+                if more:
+                    _drain(sock)
+                self.rejected += 1
+                raise ProtocolError("buffer lengths do not match the signed header")
+            buffers.append(view)
+        if more:
+            _drain(sock)
+            self.rejected += 1
+            raise ProtocolError("buffer lengths do not match the signed header")
+        return peer, self._message(header, payload, buffers)
+
+    @staticmethod
+    def _message(header: dict[str, Any], payload: memoryview | None,
+                 buffers: list[memoryview]) -> Message:
+        value = loads(payload, buffers) if payload is not None else None
         return Message(
             kind=header["kind"],
             content=header.get("content") or {},
-            payload=payload,
-            has_payload=pickled,
-            msg_id=msg_id,
+            payload=value,
+            has_payload=payload is not None,
+            msg_id=header["id"],
             parent_id=header.get("parent", ""),
             rank=header.get("rank"),
         )
+
+
+def _drain(sock: Any) -> None:
+    while sock.getsockopt(zmq.RCVMORE):
+        sock.recv(copy=False)
 
 
 def _bytes_of(frame: Any) -> bytes:

@@ -113,10 +113,8 @@ class Agent:
             try:
                 if not poller.poll(200):
                     continue
-                frames = self.data.recv_multipart(copy=False)
-                peer, frames = frames[0].bytes, frames[1:]
                 try:
-                    msg = self.signer.decode(frames)
+                    peer, msg = self.signer.receive(self.data, router=True)
                 except ProtocolError as exc:
                     log.warning("dropped a message on the data socket: %s", exc)
                     continue

@@ -8,13 +8,17 @@ runs, so output reaches the notebook live.
 
 from __future__ import annotations
 
+import ast
 import io
+import re
 import os
 import sys
 import threading
 from typing import Any, Callable
 
 Emit = Callable[[str, dict[str, Any]], None]
+#: what makes a cell need IPython's transformers: magics, shell escapes, help, await
+_IPYTHON_SYNTAX = re.compile(r"^\s*[%!?]|=\s*[%!]|\?\s*$|\bawait\b|^\s*get_ipython", re.M)
 
 
 class _StreamWriter(io.TextIOBase):
@@ -87,14 +91,17 @@ class CellRunner:
         err = _StreamWriter("stderr", self._emit, self._real[1])
         sys.stdout, sys.stderr = out, err
         try:
-            result = self.shell.run_cell(code, store_history=True, silent=False)
+            if _IPYTHON_SYNTAX.search(code):
+                result = self.shell.run_cell(code, store_history=True, silent=False)
+                exc = result.error_before_exec or result.error_in_exec
+            else:
+                exc = self._run_plain(code)
             self._flush_figures()
         finally:
             out.flush()
             err.flush()
             sys.stdout, sys.stderr = self._real
         reply: dict[str, Any] = {"status": "ok", "execution_count": self.shell.execution_count - 1}
-        exc = result.error_before_exec or result.error_in_exec
         if exc is not None:
             reply.update(
                 status="error",
@@ -103,6 +110,43 @@ class CellRunner:
                 traceback=self.shell.last_traceback_lines,
             )
         return reply
+
+    def _run_plain(self, code: str) -> BaseException | None:
+        """Plain Python without IPython syntax: compile and run it directly.
+
+        The same namespace, display hook, traceback format and cell names (``Cell In[7]``)
+        as ``shell.run_cell``, without its input transformers and history database: a
+        trivial cell costs a few microseconds instead of ~0.3 ms.
+        """
+        shell = self.shell
+        count = shell.execution_count
+        filename = shell.compile.cache(code, count)
+        try:
+            tree = ast.parse(code, filename)
+            last = None
+            if tree.body and isinstance(tree.body[-1], ast.Expr):
+                last = ast.Expression(tree.body.pop().value)
+            module = shell.compile(tree, filename, "exec")
+            expr = shell.compile(last, filename, "eval") if last is not None else None
+        except (SyntaxError, ValueError, OverflowError) as exc:
+            shell.showsyntaxerror(filename)
+            shell.execution_count += 1
+            return exc
+        shell.execution_count += 1
+        try:
+            exec(module, shell.user_global_ns, shell.user_ns)
+            if expr is not None:
+                value = eval(expr, shell.user_global_ns, shell.user_ns)
+                shell.execution_count -= 1  # the displayhook numbers Out[] like the cell
+                try:
+                    shell.displayhook(value)
+                finally:
+                    shell.execution_count += 1
+        except BaseException as exc:  # noqa: BLE001 - reported like IPython does, agent lives
+            tb = exc.__traceback__
+            shell.showtraceback((type(exc), exc, tb.tb_next if tb else None))  # cell frames only
+            return exc
+        return None
 
     def _flush_figures(self) -> None:
         """Show open matplotlib figures as PNG, as the inline backend does after a cell."""
