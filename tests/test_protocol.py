@@ -72,3 +72,16 @@ def test_replay_and_stale_messages_are_refused(monkeypatch):
     monkeypatch.setattr(protocol.time, "time", lambda: 10**10)
     with pytest.raises(ProtocolError, match="stale"):
         r.decode(old)
+
+
+def test_receive_buffers_are_reused_only_when_nothing_refers_to_them():
+    from jupyter_kremote.protocol import BufferPool
+
+    pool = BufferPool()
+    kept = np.frombuffer(memoryview(pool.take(2 << 20)), dtype="uint8")
+    second = pool.take(2 << 20)
+    assert not np.shares_memory(kept, np.frombuffer(second, dtype="uint8"))  # still in use
+    del second
+    third = pool.take(2 << 20)
+    assert pool.reused == 1  # the freed one came back
+    assert not np.shares_memory(kept, np.frombuffer(third, dtype="uint8"))
