@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["LocalCluster", "load_ipython_extension", "unload_ipython_extension"]
+__all__ = ["KubeCluster", "LocalCluster", "PodSpec", "load_ipython_extension",
+           "unload_ipython_extension"]
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -23,8 +24,12 @@ def unload_ipython_extension(ipython: Any) -> None:  # noqa: ARG001
 
 
 def __getattr__(name: str) -> Any:
-    if name == "LocalCluster":
-        from .api import LocalCluster
+    if name in ("LocalCluster", "KubeCluster"):
+        from . import api
 
-        return LocalCluster
+        return getattr(api, name)
+    if name == "PodSpec":
+        from .spec import PodSpec
+
+        return PodSpec
     raise AttributeError(name)

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from .client import Message
 from .errors import RemoteError
 from .session import Cluster, ClusterOptions
-from .spec import parse_duration
+from .spec import PodSpec, parse_duration
 
 
 def _print_output(label: bool) -> Callable[[int, Message], None]:
@@ -129,3 +129,29 @@ class LocalCluster:
         if self._cluster is not None:
             cluster, self._cluster = self._cluster, None
             await asyncio.to_thread(cluster.shutdown)
+
+
+class KubeCluster(LocalCluster):
+    """A cluster of agent pods on Kubernetes, with the same API as :class:`LocalCluster`.
+
+    Example::
+
+        spec = PodSpec(image="myorg/train:1.4", cpu="2", mem="8Gi", gpu=1, count=2,
+                       templates=["gpu"], files=["model.py"])
+        async with KubeCluster(name="train", spec=spec) as c:
+            await c.run("import model; model.fit()")
+    """
+
+    backend = "kubernetes"
+
+    def __init__(self, name: str = "default", spec: PodSpec | None = None, *,
+                 root: str | Path = ".") -> None:
+        spec = spec or PodSpec()
+        super().__init__(spec.count, name=name, ttl=spec.ttl, env=spec.env, files=spec.files,
+                         root=root, connect_timeout=spec.connect_timeout)
+        o = self.options
+        o.secret_env = dict(spec.secret_env)
+        o.templates = list(spec.templates)
+        o.image, o.cpu, o.mem, o.gpu = spec.image, spec.cpu, spec.mem, spec.gpu
+        o.gpu_type, o.namespace = spec.gpu_type, spec.namespace
+

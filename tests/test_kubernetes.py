@@ -236,3 +236,61 @@ def test_kubectl_sees_the_cluster(kkernel, sim):
     logs = subprocess.run(["kubectl", "--kubeconfig", sim[0], "logs", pod],
                           capture_output=True, text=True, timeout=30)
     assert "listening on" in logs.stdout, logs.stderr
+
+
+@pytest.mark.asyncio
+async def test_kube_cluster_api(sim, tmp_path, monkeypatch):
+    from jupyter_kremote import KubeCluster, PodSpec
+    from jupyter_kremote.backends.kube_api import KubeLoop
+
+    monkeypatch.setenv("KREMOTE_KUBECONFIG", sim[0])
+    monkeypatch.setattr(KubeLoop, "_instance", None)  # this test's emulator, not a cached one
+    (tmp_path / "foo.py").write_text("def triple(x):\n    return 3 * x\n")
+    image = os.environ.get("KREMOTE_TEST_IMAGE")
+    spec = PodSpec(image=image, cpu="200m", mem="200Mi", gpu=0, count=2, files=["foo.py"])
+    async with KubeCluster(name="x", spec=spec, root=tmp_path) as c:
+        await c.run("import foo, os\nr = foo.triple(int(os.environ['KREMOTE_RANK']))")
+        assert await c.pull("r") == [0, 3]
+        assert await c.call(pow, 2, 5) == [32, 32]
+        await c.push(z=7)
+        assert await c.pull("z") == [7, 7]
+    assert await asyncio.to_thread(wait_for, lambda: not managed(sim[0]), 20)
+
+
+def _in_process_cluster(sim, monkeypatch):
+    from jupyter_kremote.backends.kube_api import KubeLoop
+    from jupyter_kremote.session import Cluster, ClusterOptions
+
+    monkeypatch.setenv("KREMOTE_KUBECONFIG", sim[0])
+    monkeypatch.setattr(KubeLoop, "_instance", None)
+    return lambda: Cluster("drift", ClusterOptions(backend="kubernetes", connect_timeout=30,
+                                                   image=os.environ.get("KREMOTE_TEST_IMAGE")))
+
+
+def test_python_version_drift_is_a_clear_error(sim, monkeypatch):
+    import jupyter_kremote.session as session
+    from jupyter_kremote.errors import ClusterEnded
+
+    start = _in_process_cluster(sim, monkeypatch)
+    real = session.runtime_info()
+    monkeypatch.setattr(session, "runtime_info", lambda: {**real, "python": "3.9.18"})
+    with pytest.raises(ClusterEnded) as info:
+        start()
+    msg = str(info.value)
+    assert "this kernel runs Python 3.9.18" in msg and f"runs Python {real['python']}" in msg
+    assert wait_for(lambda: not managed(sim[0]), 20), managed(sim[0])
+
+
+def test_package_version_drift_is_a_warning_naming_both(sim, monkeypatch):
+    import numpy
+
+    start = _in_process_cluster(sim, monkeypatch)
+    real = numpy.__version__
+    monkeypatch.setattr(numpy, "__version__", "1.0.0")
+    cluster = start()
+    try:
+        (warning,) = [w for w in cluster.warnings if w.startswith("numpy")]
+        assert f"numpy {real} on the agents, 1.0.0 in this kernel" in warning
+        assert "pin numpy==1.0.0" in warning
+    finally:
+        cluster.shutdown()
