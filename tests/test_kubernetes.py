@@ -294,3 +294,17 @@ def test_package_version_drift_is_a_warning_naming_both(sim, monkeypatch):
         assert "pin numpy==1.0.0" in warning
     finally:
         cluster.shutdown()
+
+
+@needs_sim
+def test_api_errors_are_retried_and_watches_resume(kkernel, sim):
+    ks = sim[1]
+    ks.call("inject_error", code=429, count=2, verb="create")
+    ks.call("inject_error", code=500, count=1, verb="create")
+    res = kkernel.run(f"%%remote{IMAGE_FLAG}\nx = 1")
+    assert res.status == "ok", res.outputs  # 429/500 on create were retried
+    ks.call("drop_watches")
+    ks.call("compact")  # the watches must re-list (410 Gone) to see what follows
+    pod = [p for p in managed(sim[0]) if p.startswith("pod/")][0].split("/")[1]
+    ks.call("evict", "default", pod, "The node was low on resource: memory.")
+    assert wait_for(lambda: "evicted" in kkernel.run("%remote status").stdout, 15)
