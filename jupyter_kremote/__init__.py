@@ -19,7 +19,7 @@ def load_ipython_extension(ipython: Any) -> None:
     register(ipython)
 
 
-def unload_ipython_extension(ipython: Any) -> None:  # noqa: ARG001
+def unload_ipython_extension(ipython: Any) -> None:
     pass
 
 

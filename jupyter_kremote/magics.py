@@ -115,7 +115,7 @@ class _Result:
     def __init__(self, bundle: dict[str, Any]) -> None:
         self.bundle = bundle
 
-    def _repr_mimebundle_(self, include=None, exclude=None):  # noqa: ARG002
+    def _repr_mimebundle_(self, include=None, exclude=None):
         return self.bundle
 
     def __repr__(self) -> str:
@@ -457,7 +457,7 @@ def _split(text: str) -> list[str]:
     return arg_split(text, posix=True)
 
 
-def show_error(shell, etype, value, tb, tb_offset=None):  # noqa: ARG001
+def show_error(shell, etype, value, tb, tb_offset=None):
     """Custom exception display: remote tracebacks as the agent saw them; our own errors
     as one line, without kernel-side frames a user cannot act on."""
     if isinstance(value, RemoteError):

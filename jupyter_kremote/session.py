@@ -14,15 +14,16 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .backends import ClusterHandle, StartRequest, get_backend
 from .client import ClusterClient, Message, OutputHook
 from .errors import AgentDied, ClusterEnded, ClusterTimeout, RemoteError
-from .protocol import runtime_info
 from .files import FileCollector, FileEntry
+from .protocol import runtime_info
 from .spec import PodSpec
 
 

@@ -323,7 +323,7 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 
 def install_signal_handlers(agent: Agent) -> None:
-    def on_term(signum, frame):  # noqa: ARG001
+    def on_term(signum, frame):
         agent._stop("terminated")
 
     signal.signal(signal.SIGTERM, on_term)

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import ast
 import io
-import re
 import os
+import re
 import sys
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 Emit = Callable[[str, dict[str, Any]], None]
 #: what makes a cell need IPython's transformers: magics, shell escapes, help, await
-_IPYTHON_SYNTAX = re.compile(r"^\s*[%!?]|=\s*[%!]|\?\s*$|\bawait\b|^\s*get_ipython", re.M)
+_IPYTHON_SYNTAX = re.compile(r"^\s*[%!?]|=\s*[%!]|\?\s*$|\bawait\b|^\s*get_ipython", re.MULTILINE)
 
 
 class _StreamWriter(io.TextIOBase):
@@ -163,14 +164,14 @@ def _make_shell(publish: Callable[[dict[str, Any], dict[str, Any] | None], None]
     """An InteractiveShell wired to ``publish`` for display and displayhook output."""
     from IPython.core.displayhook import DisplayHook
     from IPython.core.displaypub import DisplayPublisher
-    from traitlets import Type
     from IPython.core.interactiveshell import InteractiveShell
+    from traitlets import Type
 
     class WireDisplayPublisher(DisplayPublisher):
-        def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kw):  # noqa: ARG002
+        def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kw):
             publish(data, metadata)
 
-        def clear_output(self, wait=False):  # noqa: ARG002
+        def clear_output(self, wait=False):
             publish({"text/plain": ""}, {"kremote_clear": True})
 
     class WireDisplayHook(DisplayHook):

@@ -15,8 +15,9 @@ import logging
 import os
 import random
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 log = logging.getLogger("jupyter_kremote.kubernetes")
 T = TypeVar("T")

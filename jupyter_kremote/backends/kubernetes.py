@@ -15,9 +15,10 @@ import math
 import queue
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import zmq
 
@@ -283,7 +284,7 @@ class KubernetesBackend:
             kube.job, kube.namespace, body, _content_type="application/merge-patch+json"),
             "extend"), timeout=30)
 
-    def stop(self, handle: ClusterHandle, grace: float = 2.0) -> None:  # noqa: ARG002
+    def stop(self, handle: ClusterHandle, grace: float = 2.0) -> None:
         kube = self._clusters.pop(id(handle), None)
         if kube is not None:
             self._teardown(kube)
@@ -294,7 +295,7 @@ class KubernetesBackend:
         kl = self.kube
         try:
             kl.run(self._delete(kl, kube), timeout=60)
-        except Exception as exc:  # noqa: BLE001 - report, never leave silently
+        except Exception as exc:
             log.error("could not delete cluster %s: %s", kube.job, api_message(exc))
             raise
 

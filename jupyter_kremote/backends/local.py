@@ -141,7 +141,7 @@ class LocalBackend:
                 else:
                     time.sleep(0.2)
 
-    def events(self, handle: ClusterHandle, n: int = 50) -> list[str]:  # noqa: ARG002
+    def events(self, handle: ClusterHandle, n: int = 50) -> list[str]:
         return []
 
     def extend(self, handle: ClusterHandle, deadline: float) -> None:
