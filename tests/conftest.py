@@ -75,6 +75,18 @@ class Kernel:
                                             stop_on_error=False)
         return CellResult(reply["content"]["status"], outputs, reply["content"])
 
+    def start_long_cell(self, timeout: float = 30) -> None:
+        """Send a remote cell that prints "go" then sleeps, and return once "go" is shown
+        (so the remote code is surely running), without waiting for the cell's end."""
+        self.kc.execute("%%remote\nimport time\nprint('go', flush=True)\ntime.sleep(60)",
+                        stop_on_error=False)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            msg = self.kc.get_iopub_msg(timeout=timeout)
+            if msg["header"]["msg_type"] == "stream" and "go" in msg["content"]["text"]:
+                return
+        raise AssertionError("the long cell never printed 'go'")
+
     def agent_pids(self) -> list[int]:
         return agent_pids_of(self.km.provisioner.process.pid)
 

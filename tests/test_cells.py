@@ -67,13 +67,7 @@ def test_state_persists_and_ipython_syntax_works(kernel):
 
 def test_interrupt_stops_remote_code_and_keeps_state(kernel):
     kernel.run("%%remote\nkept = 'yes'")
-    kernel.kc.execute("%%remote\nimport time\nprint('start', flush=True)\ntime.sleep(60)\n", stop_on_error=False)
-    # wait until the remote cell runs, then press "stop"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        msg = kernel.kc.get_iopub_msg(timeout=20)
-        if msg["header"]["msg_type"] == "stream" and "start" in msg["content"]["text"]:
-            break
+    kernel.start_long_cell()  # then press "stop"
     t0 = time.monotonic()
     kernel.km.interrupt_kernel()
     reply = kernel.kc.get_shell_msg(timeout=10)

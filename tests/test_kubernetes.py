@@ -98,11 +98,7 @@ def test_cells_files_variables_and_ranks_on_pods(kkernel, sim):
 
 def test_interrupt_and_extend_on_pods(kkernel, sim):
     assert kkernel.run(f"%%remote --ttl 60s{IMAGE_FLAG}\nkept = 1").status == "ok"
-    kkernel.kc.execute("%%remote\nimport time\nprint('go', flush=True)\ntime.sleep(60)", stop_on_error=False)
-    while True:
-        msg = kkernel.kc.get_iopub_msg(timeout=30)
-        if msg["header"]["msg_type"] == "stream" and "go" in msg["content"]["text"]:
-            break
+    kkernel.start_long_cell()
     t0 = time.monotonic()
     kkernel.km.interrupt_kernel()
     reply = kkernel.kc.get_shell_msg(timeout=10)["content"]
@@ -172,11 +168,7 @@ def test_agent_crash_before_registering_shows_log_tail(kkernel, sim):
 @needs_sim
 def test_oom_killed_agent_fails_the_cell_and_next_cell_says_so(kkernel, sim):
     assert kkernel.run("%%remote\nx = 1").status == "ok"
-    kkernel.kc.execute("%%remote\nimport time\nprint('go', flush=True)\ntime.sleep(60)", stop_on_error=False)
-    while True:
-        msg = kkernel.kc.get_iopub_msg(timeout=30)
-        if msg["header"]["msg_type"] == "stream" and "go" in msg["content"]["text"]:
-            break
+    kkernel.start_long_cell()
     pod = [p for p in managed(sim[0]) if p.startswith("pod/")][0].split("/")[1]
     t0 = time.monotonic()
     sim[1].call("oom_kill", "default", pod)

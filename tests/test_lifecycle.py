@@ -21,11 +21,7 @@ def _rank_pid(kernel, rank: int) -> int:
 
 def test_killed_agent_fails_cell_fast_then_restart(kernel):
     assert kernel.run("%%remote -n 2\nx = 1").status == "ok"
-    kernel.kc.execute("%%remote\nimport time\nprint('go', flush=True)\ntime.sleep(60)", stop_on_error=False)
-    while True:
-        msg = kernel.kc.get_iopub_msg(timeout=20)
-        if msg["header"]["msg_type"] == "stream" and "go" in msg["content"]["text"]:
-            break
+    kernel.start_long_cell()
     t0 = time.monotonic()
     os.kill(_rank_pid(kernel, 1), signal.SIGKILL)
     reply = kernel.kc.get_shell_msg(timeout=10)["content"]
