@@ -1,0 +1,85 @@
+"""Plain, JSON-able models returned by the cluster manager, and its errors.
+
+The REST handlers send ``model.to_dict()`` as is; docs/api.md describes each field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: states a cluster goes through, in order
+STARTING, RUNNING, ENDED = "starting", "running", "ended"
+
+
+@dataclass
+class ClusterModel:
+    """One cluster as the panel sees it.
+
+    Example:
+        >>> ClusterModel(id="train-default", name="default", notebook="train.ipynb",
+        ...              backend="local", count=1).to_dict()["state"]
+        'starting'
+    """
+
+    id: str
+    name: str
+    notebook: str
+    backend: str
+    count: int
+    gpu: int = 0  # per pod
+    state: str = STARTING
+    created: float = 0.0  # Unix time
+    deadline: float | None = None  # Unix time at which the TTL ends; None while starting
+    ttl: float = 0.0  # asked for at creation, in seconds
+    last_activity: float | None = None  # Unix time
+    ended: str | None = None  # why the cluster ended ("its TTL ran out", ...)
+    ended_at: float | None = None
+    pods: list[dict[str, Any]] = field(default_factory=list)  # Cluster.status() rows
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LogsModel:
+    """The tail of one agent's own log (start-up, warnings, crashes)."""
+
+    id: str
+    rank: int
+    tail: int
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class KRemoteError(Exception):
+    """A refusal the user can act on; ``status`` is the HTTP status it maps to."""
+
+    status = 500
+
+
+class BadRequest(KRemoteError):
+    status = 400
+
+
+class OverLimit(KRemoteError):
+    status = 403
+
+
+class NotFound(KRemoteError):
+    status = 404
+
+
+class Conflict(KRemoteError):
+    """The cluster exists but ended, so it cannot do what was asked."""
+
+    status = 409
+
+
+class StartFailed(KRemoteError):
+    """The backend could not start the agents; the message says why."""
+
+    status = 500

@@ -1,0 +1,299 @@
+"""The jupyter-server extension: REST API over local clusters, limits, culling, auth."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import pytest_asyncio
+from tornado.httpclient import HTTPClientError
+
+try:
+    import jupyter_kremote_server  # noqa: F401 - installed with the wheel
+except ImportError:  # a source checkout: hatch maps server_ext/ into the wheel only
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server_ext"))
+
+from conftest import all_agent_pids, wait_for
+from jupyter_kremote_server.manager import ClusterManager, Limits
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+API = ("kremote", "api", "v1")
+
+
+@pytest_asyncio.fixture
+async def jp_asyncio_loop():
+    """Run the server on the loop that pytest-asyncio runs the (marked) test on.
+
+    pytest-jupyter otherwise serves on a loop of its own, and a ``@pytest.mark.asyncio`` test
+    awaiting ``jp_fetch`` on pytest-asyncio's loop would wait forever.
+    """
+    return asyncio.get_running_loop()
+
+
+@pytest.fixture
+def jp_server_config():
+    return {
+        "ServerApp": {"jpserver_extensions": {"jupyter_kremote_server": True}},
+        "KRemoteApp": {
+            "backend": "local",
+            "default_ttl": 600.0,
+            "max_ttl": 3600.0,
+            "max_clusters": 1,
+            "max_pods": 2,
+            "max_gpus": 2,
+            "cull_interval": 3600.0,  # tests call cull_once themselves
+        },
+    }
+
+
+@pytest.fixture(autouse=True)
+def no_agent_left():
+    before = all_agent_pids()
+    yield
+    assert wait_for(lambda: not (all_agent_pids() - before), 10), \
+        f"agents left behind: {all_agent_pids() - before}"
+
+
+@pytest.fixture
+def manager(jp_serverapp) -> ClusterManager:
+    return jp_serverapp.web_app.settings["kremote_manager"]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def _call(jp_fetch, *path: str, method: str = "GET", body=None, **kw):
+    if body is not None:
+        kw["body"] = json.dumps(body)
+    resp = await jp_fetch(*API, *path, method=method, **kw)
+    return resp.code, (json.loads(resp.body) if resp.body else None)
+
+
+async def _refused(jp_fetch, *path: str, method: str = "GET", body=None, **kw):
+    with pytest.raises(HTTPClientError) as info:
+        await _call(jp_fetch, *path, method=method, body=body, **kw)
+    return info.value.code, json.loads(info.value.response.body)["message"]
+
+
+@pytest.mark.asyncio
+async def test_every_endpoint_on_local_backend(jp_fetch):
+    code, model = await _call(jp_fetch, "clusters", method="POST",
+                              body={"name": "default", "notebook": "work/train.ipynb",
+                                    "count": 1})
+    assert code == 201
+    assert model["id"] == "train-default"
+    assert model["state"] == "running" and model["backend"] == "local"
+    assert model["ended"] is None
+
+    # ensure is idempotent: the same name and notebook give the same cluster
+    code, again = await _call(jp_fetch, "clusters", method="POST",
+                              body={"name": "default", "notebook": "work/train.ipynb"})
+    assert again["id"] == model["id"] and again["created"] == model["created"]
+
+    code, listing = await _call(jp_fetch, "clusters")
+    assert [c["id"] for c in listing["clusters"]] == ["train-default"]
+
+    code, got = await _call(jp_fetch, "clusters", "train-default")
+    assert code == 200
+    assert [p["rank"] for p in got["pods"]] == [0]
+    assert got["pods"][0]["state"] == "idle"
+    pid = got["pods"][0]["pid"]
+    assert psutil.pid_exists(pid)
+    assert 590 < got["deadline"] - time.time() <= 600
+
+    code, extended = await _call(jp_fetch, "clusters", "train-default", "extend",
+                                 method="POST", body={"seconds": 120})
+    assert code == 200
+    assert extended["deadline"] == pytest.approx(got["deadline"] + 120, abs=2)
+
+    assert wait_for(lambda: _log_has(got["pods"][0]["workdir"]), 5)
+    code, logs = await _call(jp_fetch, "clusters", "train-default", "logs",
+                             params={"rank": "0", "tail": "100"})
+    assert code == 200 and logs["rank"] == 0
+    assert "listening on" in logs["text"]
+
+    code, _ = await _call(jp_fetch, "clusters", "train-default", method="DELETE")
+    assert code == 204
+    assert wait_for(lambda: _gone(pid), 5)
+    code, listing = await _call(jp_fetch, "clusters")
+    assert listing["clusters"] == []
+
+    code, message = await _refused(jp_fetch, "clusters", "train-default")
+    assert code == 404 and "no cluster 'train-default'" in message
+
+
+def _log_has(workdir: str) -> bool:
+    log = Path(workdir).parent / "rank-0.log"
+    return log.exists() and "listening on" in log.read_text(errors="replace")
+
+
+@pytest.mark.asyncio
+async def test_unknown_id_and_bad_input(jp_fetch):
+    for path, method, body in [
+        (("clusters", "nope"), "GET", None),
+        (("clusters", "nope"), "DELETE", None),
+        (("clusters", "nope", "extend"), "POST", {"seconds": 10}),
+        (("clusters", "nope", "logs"), "GET", None),
+    ]:
+        code, message = await _refused(jp_fetch, *path, method=method, body=body)
+        assert code == 404, (path, method)
+        assert message == "no cluster 'nope' (clusters: none)"
+
+    for body, expect in [
+        ({"count": 0}, "--count 0: must be at least 1"),
+        ({"count": "two"}, "expected a whole number"),
+        ({"colour": "red"}, "unknown field 'colour'"),
+        ({"backend": "cloud"}, "backend 'cloud': expected local or kubernetes"),
+        ({"name": ""}, "expected a non-empty cluster name"),
+    ]:
+        code, message = await _refused(jp_fetch, "clusters", method="POST", body=body)
+        assert code == 400, body
+        assert expect in message and "\n" not in message
+    code, message = await _refused(jp_fetch, "clusters", method="POST", body=[1, 2])
+    assert code == 400
+
+
+@pytest.mark.asyncio
+async def test_limits_refuse_and_create_nothing(jp_fetch):
+    before = all_agent_pids()
+    code, message = await _refused(jp_fetch, "clusters", method="POST",
+                                   body={"name": "big", "gpu": 3})
+    assert code == 403
+    assert message == ("0 GPUs in use of 2 allowed and this cluster asks for 3; "
+                       "shut down a cluster or ask for fewer")
+    code, message = await _refused(jp_fetch, "clusters", method="POST",
+                                   body={"name": "many", "count": 3})
+    assert code == 403 and "0 pods in use of 2 allowed" in message
+    code, message = await _refused(jp_fetch, "clusters", method="POST",
+                                   body={"name": "long", "ttl": 7200})
+    assert code == 403 and message == "ttl 2h 00m is more than the 1h 00m allowed; ask for less"
+
+    code, first = await _call(jp_fetch, "clusters", method="POST", body={"name": "one"})
+    assert code == 201
+    code, message = await _refused(jp_fetch, "clusters", method="POST", body={"name": "two"})
+    assert code == 403
+    assert message == "1 clusters running of 1 allowed; shut down a cluster first"
+    code, listing = await _call(jp_fetch, "clusters")
+    assert [c["id"] for c in listing["clusters"]] == ["one"]
+    assert len(all_agent_pids() - before) == 1
+
+    # extending past max_ttl (1 h from creation) is refused and moves nothing
+    code, message = await _refused(jp_fetch, "clusters", "one", "extend", method="POST",
+                                   body={"seconds": 3500})
+    assert code == 403 and "more than the 1h 00m allowed" in message
+    code, got = await _call(jp_fetch, "clusters", "one")
+    assert got["deadline"] == pytest.approx(first["deadline"], abs=0.01)
+    code, message = await _refused(jp_fetch, "clusters", "one", "extend", method="POST",
+                                   body={"seconds": "soon"})
+    assert code == 400
+    code, message = await _refused(jp_fetch, "clusters", "one", "logs", params={"rank": "5"})
+    assert code == 400 and "no rank 5" in message
+
+    await _call(jp_fetch, "clusters", "one", method="DELETE")
+    code, _ = await _call(jp_fetch, "clusters", method="POST", body={"name": "two"})
+    assert code == 201
+    await _call(jp_fetch, "clusters", "two", method="DELETE")
+
+
+@pytest.mark.asyncio
+async def test_culling_a_cluster_past_its_ttl(jp_fetch, manager):
+    code, model = await _call(jp_fetch, "clusters", method="POST", body={"name": "old"})
+    pid = model["pods"][0]["pid"]
+    assert await manager.cull_once(now=time.time() + 60) == {}
+    culled = await manager.cull_once(now=model["deadline"] + 1)
+    assert culled == {"old": "its TTL ran out"}
+    assert wait_for(lambda: _gone(pid), 5)
+    code, got = await _call(jp_fetch, "clusters", "old")
+    assert got["state"] == "ended" and got["ended"] == "its TTL ran out"
+    assert got["pods"] == [] and got["ended_at"] is not None
+    code, message = await _refused(jp_fetch, "clusters", "old", "extend", method="POST",
+                                   body={"seconds": 10})
+    assert code == 409 and "its TTL ran out" in message
+    # an ended cluster does not count against the limits: a new one may start in its place
+    code, fresh = await _call(jp_fetch, "clusters", method="POST", body={"name": "old"})
+    assert fresh["state"] == "running" and fresh["id"] == "old"
+    await _call(jp_fetch, "clusters", "old", method="DELETE")
+
+
+@pytest.mark.asyncio
+async def test_idle_culling_without_a_server(tmp_path):
+    manager = ClusterManager(Limits(idle_cull_seconds=30), root=str(tmp_path))
+    try:
+        model = await manager.ensure("idle", "", {"count": 1})
+        assert model.id == "idle"
+        assert await manager.cull_once() == {}
+        culled = await manager.cull_once(now=time.time() + 31)
+        assert culled == {"idle": "it was idle for more than 30s"}
+        got = await manager.get("idle")
+        assert (got.state, got.ended) == ("ended", "it was idle for more than 30s")
+        assert [m.id for m in await manager.list_clusters()] == ["idle"]
+        await manager.shutdown("idle")
+        assert await manager.list_clusters() == []
+    finally:
+        await manager.shutdown_all()
+
+
+def _kremote_routes(web_app) -> list[tuple[str, type]]:
+    routes = []
+    for host_rule in web_app.default_router.rules:
+        for rule in getattr(host_rule.target, "rules", []):
+            pattern = getattr(rule.matcher, "regex", None)
+            if pattern is not None and "kremote/api" in pattern.pattern:
+                routes.append((pattern.pattern, rule.target))
+    return routes
+
+
+@pytest.mark.asyncio
+async def test_every_endpoint_requires_the_token(jp_serverapp, http_server_client,
+                                                 jp_auth_header):
+    routes = _kremote_routes(jp_serverapp.web_app)
+    assert len(routes) == 4
+    client = http_server_client  # a plain HTTP client: no token unless given
+    checked = 0
+    for pattern, handler in routes:
+        path = re.sub(r"\(\?P<\w+>[^)]*\)", "x", pattern).removesuffix("$").removesuffix("/?")
+        for method in ("GET", "POST", "DELETE"):
+            if method.lower() not in vars(handler):
+                continue
+            body = '{"colour": "red"}' if method == "POST" else None  # 400: starts nothing
+            anonymous = await client.fetch(path, method=method, body=body, raise_error=False)
+            assert anonymous.code in (401, 403), (method, path, anonymous.code)
+            # the same request with the token gets past authentication (400 or 404: no cluster x)
+            known = await client.fetch(path, method=method, body=body, raise_error=False,
+                                       headers=jp_auth_header)
+            assert known.code not in (401, 403), (method, path, known.code)
+            checked += 1
+    assert checked == 6
+
+
+@pytest.mark.asyncio
+async def test_culler_task_runs_in_the_server_and_stops_with_it(jp_serverapp, jp_fetch, manager):
+    ext = next(iter(jp_serverapp.extension_manager.extensions["jupyter_kremote_server"]
+                    .extension_points.values())).app
+    ext.cull_interval = 0.02
+    await ext._start_jupyter_server_extension(jp_serverapp)  # what the server's start calls
+    _, model = await _call(jp_fetch, "clusters", method="POST", body={"name": "ttl"})
+    pid = model["pods"][0]["pid"]
+    manager._entries["ttl"].cluster.handle.deadline = time.time() - 1  # as if the TTL passed
+    for _ in range(200):
+        if manager._entries["ttl"].model.state == "ended":
+            break
+        await asyncio.sleep(0.02)
+    assert manager._entries["ttl"].model.ended == "its TTL ran out"
+    assert wait_for(lambda: _gone(pid), 5)
+
+    await _call(jp_fetch, "clusters", method="POST", body={"name": "ttl"})
+    await ext.stop_extension()  # cancels the culler, shuts every cluster down
+    assert ext._culler is None
+    assert await manager.list_clusters() == []
