@@ -56,6 +56,8 @@ def kkernel(sim, notebook_dir):
         kc.stop_channels()
         km.shutdown_kernel()
         assert wait_for(lambda: not managed(sim[0]), 20), managed(sim[0])
+        if sim[1] is not None:  # and no agent process of any pod is left running
+            assert wait_for(lambda: not sim[1].call("processes"), 10), sim[1].call("processes")
 
 
 def managed(kubeconfig: str) -> list[str]:
@@ -135,9 +137,13 @@ def _start_fails(kkernel, line: str, expected: list[str], within: float):
     return res
 
 
-def test_unknown_image_fails_fast_and_leaves_nothing(kkernel, sim):
-    _start_fails(kkernel, "%%remote --image unknown/no-such-image:1 --connect-timeout 30",
-                 ["ErrImagePull", "the image could not be pulled", "last events:"], 15)
+@pytest.mark.parametrize("image, reason", [
+    ("unknown/no-such-image:1", "ErrImagePull: the image could not be pulled"),
+    ("Bad/Image:x", "InvalidImageName: the image name is not valid"),
+])
+def test_bad_image_fails_fast_and_leaves_nothing(kkernel, sim, image, reason):
+    _start_fails(kkernel, f"%%remote --image {image} --connect-timeout 30",
+                 [reason, "last events:"], 15)
     assert wait_for(lambda: not managed(sim[0]), 10), managed(sim[0])
 
 
@@ -198,6 +204,15 @@ def test_ttl_deadline_ends_the_cluster(kkernel, sim):
     res = kkernel.run("%%remote\nprint(x)")
     assert res.error["ename"] == "ClusterEnded"
     assert "TTL ran out" in res.error["evalue"]
+
+
+def test_logs_follow_on_pods(kkernel, sim):
+    assert kkernel.run(f"%%remote --ttl 4s{IMAGE_FLAG}\nimport os\nos.system('echo pod-line')"
+                       ).status == "ok"
+    t0 = time.monotonic()
+    res = kkernel.run("%remote logs --follow", timeout=60)
+    assert res.status == "ok" and "pod-line" in res.stdout
+    assert time.monotonic() - t0 < 30  # it ended with the pod
 
 
 def test_events_logs_and_render(kkernel, sim):
