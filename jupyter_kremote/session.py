@@ -71,6 +71,10 @@ class Cluster:
         self.warnings: list[str] = []
         try:
             self._check_drift()
+            if self.options.backend != "local":  # torch.distributed: rank 0's pod is master
+                rank0 = self.handle.endpoints[0].host
+                self.client.request("env", {"env": {"MASTER_ADDR": rank0,
+                                                    "MASTER_PORT": "29500"}}, timeout=30)
         except BaseException:
             self.shutdown()
             raise

@@ -85,9 +85,15 @@ def test_cells_files_variables_and_ranks_on_pods(kkernel, sim):
     (kkernel.cwd / "helpers.py").write_text("def double(x):\n    return 2 * x\n")
     res = kkernel.run(f"%%remote -n 2 --cpu 200m --mem 200Mi{IMAGE_FLAG}\n"
                       "import os, helpers\n"
-                      "print('rank', os.environ['KREMOTE_RANK'], helpers.double(21))")
+                      "print('rank', os.environ['KREMOTE_RANK'], helpers.double(21))\n"
+                      "print(*[os.environ[k] for k in ('RANK', 'WORLD_SIZE', 'MASTER_PORT')])\n"
+                      "import socket\n"
+                      "print('master is rank 0:', socket.gethostbyname(os.environ['MASTER_ADDR'])"
+                      " == os.environ['KREMOTE_HOST'] if os.environ['RANK'] == '0' else '-')")
     assert res.status == "ok", res.outputs
     assert "[rank 0] rank 0 42\n" in res.stdout and "[rank 1] rank 1 42\n" in res.stdout
+    assert "[rank 0] 0 2 29500\n" in res.stdout and "[rank 1] 1 2 29500\n" in res.stdout
+    assert "[rank 0] master is rank 0: True\n" in res.stdout
     assert "rank 0: Running" in res.stderr  # start-up progress was shown
     assert kkernel.run("v = [1, 2]\n%remote push v").status == "ok"
     kkernel.run("%%remote\nw = v * int(os.environ['KREMOTE_RANK'])")

@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     if str(workdir) not in sys.path:
         sys.path.insert(0, str(workdir))  # shipped modules import like local ones
     os.environ.update(KREMOTE_RANK=str(rank), KREMOTE_COUNT=str(count))
+    for name, value in (("RANK", rank), ("WORLD_SIZE", count), ("LOCAL_RANK", 0),
+                        ("LOCAL_WORLD_SIZE", 1)):  # pods: one agent per pod
+        os.environ.setdefault(name, str(value))
     agent = Agent(AgentSettings(key=key, rank=rank, count=count, host=args.host,
                                 port=args.port, control_port=control_port,
                                 workdir=workdir, ttl=args.ttl, parent_pid=args.parent_pid,

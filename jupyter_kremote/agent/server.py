@@ -220,6 +220,11 @@ class Agent:
         importlib.invalidate_caches()
         return {"status": "ok"}, None, False
 
+    def _do_env(self, msg: Message) -> tuple[dict[str, Any], Any, bool]:
+        """Settings known only once every agent is up (MASTER_ADDR on pods)."""
+        os.environ.update({k: str(v) for k, v in (msg.content.get("env") or {}).items()})
+        return {"status": "ok"}, None, False
+
     def _do_info(self, msg: Message) -> tuple[dict[str, Any], Any, bool]:
         name = msg.content.get("import")
         if name:  # the version of a package the kernel uses, even if no cell imported it yet
