@@ -321,3 +321,25 @@ def test_api_errors_are_retried_and_watches_resume(kkernel, sim):
     pod = [p for p in managed(sim[0]) if p.startswith("pod/")][0].split("/")[1]
     ks.call("evict", "default", pod, "The node was low on resource: memory.")
     assert wait_for(lambda: "evicted" in kkernel.run("%remote status").stdout, 15)
+
+
+def test_configmap_template_is_read_from_the_cluster(kkernel, sim):
+    async def make() -> None:
+        from kubernetes_asyncio import client, config
+
+        cfg = client.Configuration()
+        await config.load_kube_config(config_file=sim[0], client_configuration=cfg)
+        async with client.ApiClient(cfg) as api:
+            await client.CoreV1Api(api).create_namespaced_config_map("default", {
+                "metadata": {"name": "kremote-templates"},
+                "data": {"team.yaml": "spec:\n  template:\n    spec:\n"
+                                      "      priorityClassName: team-high\n"}})
+
+    asyncio.run(make())
+    res = kkernel.run("%remote render -t configmap:kremote-templates/team.yaml")
+    assert res.status == "ok", res.outputs
+    assert "priorityClassName: team-high" in res.stdout
+    bad = kkernel.run("%remote render -t configmap:kremote-templates/nope.yaml")
+    assert bad.status == "error"
+    assert bad.stderr == ("UsageError: template 'configmap:kremote-templates/nope.yaml': "
+                          "ConfigMap kremote-templates has no key nope.yaml\n")
