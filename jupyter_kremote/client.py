@@ -16,7 +16,7 @@ from typing import Any
 import zmq
 
 from .errors import AgentDied, ClusterTimeout
-from .protocol import Message, ProtocolError, Signer
+from .protocol import Message, ProtocolError, Signer, send
 
 OutputHook = Callable[[int, Message], None]
 #: returns None while the rank is alive, else a description of how it ended
@@ -95,7 +95,7 @@ class ClusterClient:
         frames = self.signer.encode(kind, content, payload, has_payload=has_payload)
         msg_id = _header_id(frames)
         for r in ranks:
-            self.channels[r].data.send_multipart(frames, copy=False)
+            send(self.channels[r].data, frames)
         return self._collect(msg_id, ranks, on_output, timeout)
 
     def _collect(self, msg_id: str, ranks: list[int], on_output: OutputHook | None,

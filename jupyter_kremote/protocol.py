@@ -298,6 +298,12 @@ class BufferPool:
 RECEIVE_POOL = BufferPool()
 
 
+def send(sock: Any, frames: list[Any]) -> None:
+    """Send frames: small messages copied (cheaper than pinning), large ones zero-copy."""
+    small = all(memoryview(f).nbytes < OOB_THRESHOLD for f in frames)
+    sock.send_multipart(frames, copy=small)
+
+
 def _drain(sock: Any) -> None:
     while sock.getsockopt(zmq.RCVMORE):
         sock.recv(copy=False)

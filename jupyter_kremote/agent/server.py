@@ -26,7 +26,7 @@ from typing import Any
 
 import zmq
 
-from ..protocol import Message, ProtocolError, Signer, runtime_info
+from ..protocol import Message, ProtocolError, Signer, runtime_info, send
 from .files import FileStore
 
 log = logging.getLogger("jupyter_kremote.agent")
@@ -165,10 +165,10 @@ class Agent:
               has_payload: bool | None = None, parent: str = "") -> None:
         while self._pending:
             p, frames = self._pending.popleft()
-            self.data.send_multipart([p, *frames], copy=False)
+            send(self.data, [p, *frames])
         frames = self.signer.encode(kind, content, payload, has_payload=has_payload,
                                     parent_id=parent, rank=self.settings.rank)
-        self.data.send_multipart([peer, *frames], copy=False)
+        send(self.data, [peer, *frames])
 
     # -- request handlers: each returns (reply content, payload, has_payload) --------
     def _do_execute(self, msg: Message) -> tuple[dict[str, Any], Any, bool]:
