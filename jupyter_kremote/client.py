@@ -92,8 +92,7 @@ class ClusterClient:
         AgentDied; replies with ``status: error`` are returned, not raised.
         """
         ranks = self.ranks if ranks is None else ranks
-        frames = self.signer.encode(kind, content, payload, has_payload=has_payload)
-        msg_id = _header_id(frames)
+        msg_id, frames = self.signer.request(kind, content, payload, has_payload=has_payload)
         for r in ranks:
             send(self.channels[r].data, frames)
         return self._collect(msg_id, ranks, on_output, timeout)
@@ -112,21 +111,7 @@ class ClusterClient:
         next_check = start + TICK
         while pending:
             try:
-                events = poller.poll(TICK * 1000)
-                for sock, _ in events:
-                    rank = socks[sock]
-                    while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                        try:
-                            _, msg = self.signer.receive(sock)
-                        except ProtocolError:
-                            continue
-                        if msg.parent_id != msg_id:
-                            continue  # late output of an earlier, abandoned request
-                        if msg.kind == "reply":
-                            replies[rank] = msg
-                            pending.discard(rank)
-                        elif on_output is not None:
-                            on_output(rank, msg)
+                self._take_ready(poller, socks, msg_id, pending, replies, on_output)
                 now = time.monotonic()
                 if pending and now >= next_check:
                     next_check = now + TICK
@@ -138,7 +123,11 @@ class ClusterClient:
                         break
             except KeyboardInterrupt:
                 self.interrupt(sorted(pending))
-                self._finish_interrupted(msg_id, pending, replies, socks, on_output)
+                streams = None if on_output is None else (
+                    lambda r, m: on_output(r, m) if m.kind == "stream" else None)
+                end = time.monotonic() + INTERRUPT_GRACE  # show what they print until they stop
+                while pending and time.monotonic() < end:
+                    self._take_ready(poller, socks, msg_id, pending, replies, streams)
                 raise
         if deadline and interrupted_at is not None:
             raise ClusterTimeout(
@@ -146,26 +135,24 @@ class ClusterClient:
                 f"the agents kept their variables")
         return replies
 
-    def _finish_interrupted(self, msg_id: str, pending: set[int], replies: dict[int, Message],
-                            socks: dict[zmq.Socket, int], on_output: OutputHook | None) -> None:
-        """After an interrupt, show what the agents still print until they report back."""
-        end = time.monotonic() + INTERRUPT_GRACE
-        poller = zmq.Poller()
-        for s in socks:
-            poller.register(s, zmq.POLLIN)
-        while pending and time.monotonic() < end:
-            for sock, _ in poller.poll(TICK * 1000):
+    def _take_ready(self, poller: zmq.Poller, socks: dict[zmq.Socket, int], msg_id: str,
+                    pending: set[int], replies: dict[int, Message],
+                    on_output: OutputHook | None) -> None:
+        """Wait up to one tick; route what arrived for request ``msg_id``."""
+        for sock, _ in poller.poll(TICK * 1000):
+            rank = socks[sock]
+            while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 try:
                     _, msg = self.signer.receive(sock)
                 except ProtocolError:
                     continue
                 if msg.parent_id != msg_id:
-                    continue
+                    continue  # late output of an earlier, abandoned request
                 if msg.kind == "reply":
-                    replies[socks[sock]] = msg
-                    pending.discard(socks[sock])
-                elif on_output is not None and msg.kind == "stream":
-                    on_output(socks[sock], msg)
+                    replies[rank] = msg
+                    pending.discard(rank)
+                elif on_output is not None:
+                    on_output(rank, msg)
 
     def _check_alive(self, ranks: set[int]) -> None:
         for r in sorted(ranks):
@@ -181,8 +168,7 @@ class ClusterClient:
                 ranks: list[int] | None = None, timeout: float = 2.0) -> dict[int, dict]:
         """A control request (ping, interrupt, extend, shutdown); missing answers omitted."""
         ranks = self.ranks if ranks is None else ranks
-        frames = self.signer.encode(kind, content)
-        msg_id = _header_id(frames)
+        msg_id, frames = self.signer.request(kind, content)
         poller = zmq.Poller()
         socks = {}
         for r in ranks:
@@ -204,9 +190,3 @@ class ClusterClient:
 
     def interrupt(self, ranks: list[int] | None = None) -> dict[int, dict]:
         return self.control("interrupt", ranks=ranks)
-
-
-def _header_id(frames: list[Any]) -> str:
-    import json
-
-    return json.loads(frames[0])["id"]

@@ -119,6 +119,20 @@ class Signer:
         rank: int | None = None,
     ) -> list[Any]:
         """Frames for one message; pass ``payload`` to pickle an object along."""
+        return self.request(kind, content, payload, has_payload=has_payload,
+                            parent_id=parent_id, rank=rank)[1]
+
+    def request(
+        self,
+        kind: str,
+        content: dict[str, Any] | None = None,
+        payload: Any = None,
+        *,
+        has_payload: bool | None = None,
+        parent_id: str = "",
+        rank: int | None = None,
+    ) -> tuple[str, list[Any]]:
+        """(message id, frames): the id is what replies name as their parent."""
         if has_payload is None:
             has_payload = payload is not None
         frames_tail: list[Any] = []
@@ -144,7 +158,7 @@ class Signer:
             "content": content or {},
         }
         hbytes = json.dumps(header, separators=(",", ":")).encode()
-        return [hbytes, self._digest(hbytes, pickled), *frames_tail]
+        return header["id"], [hbytes, self._digest(hbytes, pickled), *frames_tail]
 
     def _verify(self, hraw: bytes, sig: bytes, payload: memoryview | None) -> dict[str, Any]:
         """Check signature, freshness and replay; return the header. Counts rejections."""
@@ -321,10 +335,14 @@ def _view_of(frame: Any) -> memoryview:
     return frame.buffer  # zmq.Frame: the receive memory itself, writable, no copy
 
 
+#: packages whose versions must match on both sides for pickled objects to load alike
+TRACKED_PACKAGES = ("numpy", "pandas", "torch", "cloudpickle")
+
+
 def runtime_info() -> dict[str, Any]:
     """Python and imported package versions, for drift checks against the kernel."""
     versions = {}
-    for name in ("numpy", "pandas", "cloudpickle", "torch"):
+    for name in TRACKED_PACKAGES:
         mod = sys.modules.get(name)
         if mod is not None:
             versions[name] = getattr(mod, "__version__", "")

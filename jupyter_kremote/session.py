@@ -23,7 +23,7 @@ from .backends import ClusterHandle, StartRequest, get_backend
 from .client import ClusterClient, Message, OutputHook
 from .errors import AgentDied, ClusterEnded, ClusterTimeout, RemoteError
 from .files import FileCollector, FileEntry
-from .protocol import runtime_info
+from .protocol import TRACKED_PACKAGES, runtime_info
 from .spec import PodSpec
 
 
@@ -84,7 +84,9 @@ class Cluster:
         if self.options.backend == "local":
             return  # the kernel's own interpreter
         here = runtime_info()
-        replies = self.client.request("info", timeout=30)
+        # one round trip: the agents also import what this kernel has imported, to compare
+        names = [n for n in TRACKED_PACKAGES if n in sys.modules]
+        replies = self.client.request("info", {"imports": names}, timeout=60)
         for rank, msg in sorted(replies.items()):
             there = msg.content
             if there.get("python", "").rsplit(".", 1)[0] != here["python"].rsplit(".", 1)[0]:
@@ -93,11 +95,9 @@ class Cluster:
                     f"Python {here['python']}; use an image with Python "
                     f"{here['python'].rsplit('.', 1)[0]} (--image), since objects travel "
                     "pickled")
-        names = [n for n in ("numpy", "pandas", "torch", "cloudpickle") if n in sys.modules]
+        theirs = replies[min(replies)].content.get("packages", {})
         for name in names:
-            mine = getattr(sys.modules[name], "__version__", "")
-            theirs = self.client.request("info", {"import": name}, ranks=[0], timeout=60)
-            other = theirs[0].content.get("packages", {}).get(name)
+            mine, other = here["packages"].get(name), theirs.get(name)
             if other and mine and other != mine:
                 self.warnings.append(
                     f"{name} {other} on the agents, {mine} in this kernel: objects may not "

@@ -26,7 +26,7 @@ from typing import Any
 
 import zmq
 
-from ..protocol import Message, ProtocolError, Signer, runtime_info, send
+from ..protocol import TRACKED_PACKAGES, Message, ProtocolError, Signer, runtime_info, send
 from .files import FileStore
 
 log = logging.getLogger("jupyter_kremote.agent")
@@ -226,12 +226,12 @@ class Agent:
         return {"status": "ok"}, None, False
 
     def _do_info(self, msg: Message) -> tuple[dict[str, Any], Any, bool]:
-        name = msg.content.get("import")
-        if name:  # the version of a package the kernel uses, even if no cell imported it yet
-            try:
-                importlib.import_module(name)
-            except ImportError:
-                pass
+        for name in msg.content.get("imports") or []:  # what the kernel uses, even if no
+            if name in TRACKED_PACKAGES:                 # cell imported it here yet
+                try:
+                    importlib.import_module(name)
+                except ImportError:
+                    pass
         return {"status": "ok", **runtime_info()}, None, False
 
     # -- control plane (side thread) ----------------------------------------------------

@@ -16,7 +16,7 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
 from .manager import ClusterManager
-from .models import KRemoteError
+from .models import ApiError
 
 AUTH_RESOURCE = "kremote"
 API = "kremote/api/v1"
@@ -36,7 +36,7 @@ class KRemoteHandler(ExtensionHandlerMixin, APIHandler):
         """Await a manager call, turning its refusals into JSON HTTP errors."""
         try:
             return await work
-        except KRemoteError as exc:
+        except ApiError as exc:
             raise web.HTTPError(exc.status, str(exc)) from None
 
     def body(self) -> dict[str, Any]:

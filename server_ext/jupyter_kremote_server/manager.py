@@ -72,7 +72,7 @@ class _Entry:
 
 
 class ClusterManager:
-    """Clusters by id; every public method returns JSON-able models or raises KRemoteError."""
+    """Clusters by id; every public method returns JSON-able models or raises ApiError."""
 
     def __init__(self, limits: Limits | None = None, root: str = ".") -> None:
         self.limits = limits or Limits()

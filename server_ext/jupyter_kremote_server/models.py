@@ -55,31 +55,31 @@ class LogsModel:
         return asdict(self)
 
 
-class KRemoteError(Exception):
+class ApiError(Exception):
     """A refusal the user can act on; ``status`` is the HTTP status it maps to."""
 
     status = 500
 
 
-class BadRequest(KRemoteError):
+class BadRequest(ApiError):
     status = 400
 
 
-class OverLimit(KRemoteError):
+class OverLimit(ApiError):
     status = 403
 
 
-class NotFound(KRemoteError):
+class NotFound(ApiError):
     status = 404
 
 
-class Conflict(KRemoteError):
+class Conflict(ApiError):
     """The cluster exists but ended, so it cannot do what was asked."""
 
     status = 409
 
 
-class StartFailed(KRemoteError):
+class StartFailed(ApiError):
     """The backend could not start the agents; the message says why."""
 
     status = 500
