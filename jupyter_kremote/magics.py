@@ -300,6 +300,7 @@ class RemoteMagics(Magics):
         Examples::
 
             %remote status
+            %remote top
             %remote push df model
             %remote pull result --rank 0
             %remote logs --rank 1
@@ -312,14 +313,14 @@ class RemoteMagics(Magics):
         """
         words = line.split()
         if not words:
-            raise UsageError("usage: %remote status | push NAME... | pull NAME... [--rank R] | "
-                             "logs [--rank R] [--follow] | events | render [options] | "
-                             "extend DURATION | restart | shutdown")
+            raise UsageError("usage: %remote status | top | push NAME... | pull NAME... "
+                             "[--rank R] | logs [--rank R] [--follow] | events | "
+                             "render [options] | extend DURATION | restart | shutdown")
         sub, rest = words[0], " ".join(words[1:])
         handler = getattr(self, f"_cmd_{sub}", None)
         if handler is None:
-            raise UsageError(f"%remote {sub}: unknown command; use one of status, push, pull, "
-                             "logs, events, render, extend, restart, shutdown")
+            raise UsageError(f"%remote {sub}: unknown command; use one of status, top, push, "
+                             "pull, logs, events, render, extend, restart, shutdown")
         if sub == "render":  # takes %%remote's own options
             return handler(argparse.Namespace(rest=rest))
         parser = _SUBPARSERS[sub]
@@ -335,7 +336,8 @@ class RemoteMagics(Magics):
             left = cluster.deadline - time.time()
             state = f"ended ({cluster.ended})" if cluster.ended else (
                 f"TTL {format_duration(max(left, 0))} left")
-            print(f"cluster {name!r} [{cluster.options.backend}] "
+            held = " held by the Jupyter server" if cluster.shared else ""
+            print(f"cluster {name!r} [{cluster.options.backend}{held}] "
                   f"{len(cluster.ranks)} agent(s), {state}")
             print(f"  {'rank':>4}  {'state':<40} {'where':<36} dropped")
             for row in cluster.status():
@@ -343,6 +345,26 @@ class RemoteMagics(Magics):
                 if row.get("node"):
                     where += f" on {row['node']}"
                 print(f"  {row['rank']:>4}  {row['state']:<40} {where:<36} {row['dropped']}")
+
+    def _cmd_top(self, args: argparse.Namespace) -> None:
+        """CPU, memory and GPUs per agent, like ``arena top node``."""
+        if not self.session.clusters:
+            print("no clusters; a %%remote cell starts one")
+            return
+        cluster = self._get(args.name)
+        rows = cluster.status()
+        if cluster.telemetry():  # CPU use is over the time since the last sample: measure
+            time.sleep(0.5)      # over the next half second, not since whenever that was
+        samples = cluster.telemetry()
+        left = cluster.deadline - time.time()
+        state = f"ended ({cluster.ended})" if cluster.ended else (
+            f"TTL {format_duration(max(left, 0))} left")
+        held = " held by the Jupyter server" if getattr(cluster, "shared", False) else ""
+        print(f"cluster {cluster.name!r} [{cluster.options.backend}{held}] "
+              f"{len(cluster.ranks)} agent(s), {state}")
+        print(_top_table(rows, samples, cluster.options), end="")
+        if any("gpus" not in samples.get(r["rank"], {}) for r in rows):
+            print("  GPU figures need nvidia-ml-py and a GPU on the agent")
 
     def _cmd_push(self, args: argparse.Namespace) -> None:
         ns = self.shell.user_ns
@@ -437,6 +459,7 @@ def _parser(prog: str, *specs: tuple[tuple[str, ...], dict[str, Any]]) -> MagicA
 _RANK = (("--rank",), {"type": _ranks, "default": None})
 _SUBPARSERS: dict[str, MagicArgumentParser] = {
     "status": _parser("status"),
+    "top": _parser("top"),
     "push": _parser("push", (("names",), {"nargs": "+"}), _RANK),
     "pull": _parser("pull", (("names",), {"nargs": "+"}), _RANK),
     "logs": _parser("logs", _RANK, (("--tail",), {"type": int, "default": 200}),
@@ -449,6 +472,41 @@ _SUBPARSERS: dict[str, MagicArgumentParser] = {
 }
 for _p in _SUBPARSERS.values():
     _p.parse_argstring = lambda s, _p=_p: _p.parse_args(_split(s))  # type: ignore[attr-defined]
+
+
+def _top_table(rows: list[dict[str, Any]], samples: dict[int, dict[str, Any]],
+               options: ClusterOptions) -> str:
+    """``%remote top``'s table: a line per agent, a further line per extra GPU."""
+    def used_of(used: Any, total: Any) -> str:
+        if used is None:
+            return "-"
+        return human_size(used) + ("" if total is None else f" / {human_size(total)}")
+
+    head = ["RANK", "POD", "STATE", "CPU %", "MEMORY", "GPUS", "GPU", "UTIL %", "GPU MEMORY"]
+    right = {0, 3, 5, 6, 7}  # numbers align right
+    table = [head]
+    allocated = str(options.gpu) if options.backend != "local" or options.gpu else "-"
+    for row in rows:
+        sample = samples.get(row["rank"], {})
+        where = f"pid {row['pid']}" if "pid" in row else str(row.get("where", "-"))
+        cpu = sample.get("cpu_percent")
+        gpus = sample.get("gpus") or [{}]
+        for i, gpu in enumerate(gpus):
+            pod = [str(row["rank"]), where, str(row["state"]),
+                   "-" if cpu is None else f"{cpu:.1f}",
+                   used_of(sample.get("mem_bytes"), sample.get("mem_total_bytes")),
+                   allocated] if i == 0 else [""] * 6
+            table.append(pod + [
+                str(gpu.get("index", "-")),
+                "-" if gpu.get("util_percent") is None else str(gpu["util_percent"]),
+                used_of(gpu.get("mem_used_bytes"), gpu.get("mem_total_bytes"))])
+    widths = [max(len(r[c]) for r in table) for c in range(len(head))]
+    lines = []
+    for r in table:
+        cells = [v.rjust(w) if c in right else v.ljust(w)
+                 for c, (v, w) in enumerate(zip(r, widths))]
+        lines.append("  " + "  ".join(cells).rstrip() + "\n")
+    return "".join(lines)
 
 
 def _split(text: str) -> list[str]:

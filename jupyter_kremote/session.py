@@ -10,6 +10,7 @@ to go on.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
 import threading
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .backends import ClusterHandle, StartRequest, get_backend
+from .backends import Backend, ClusterHandle, StartRequest, get_backend
 from .client import ClusterClient, Message, OutputHook
 from .errors import AgentDied, ClusterEnded, ClusterTimeout, RemoteError
 from .files import FileCollector, FileEntry
@@ -53,16 +54,22 @@ class ClusterOptions:
                        namespace=self.namespace)
 
 
+#: how an agent ends *because* another failed; the other one names the cause
+_CONSEQUENCES = ("code 0", "pod is gone", "the Job failed")
+
+
 class Cluster:
     """One running cluster of agents."""
 
     def __init__(self, name: str, options: ClusterOptions, root: str | Path = ".",
-                 progress: Callable[[str], None] | None = None, notebook: str = "") -> None:
+                 progress: Callable[[str], None] | None = None, notebook: str = "", *,
+                 backend: Backend | None = None, handle: ClusterHandle | None = None) -> None:
+        """Start a cluster, or with ``handle`` attach to one that runs already (adoption)."""
         self.name = name
         self.options = options
-        self.backend = get_backend(options.backend)
+        self.backend = backend or get_backend(options.backend)
         self.files = FileCollector(root)
-        self.handle: ClusterHandle = self.backend.start(StartRequest(
+        self.handle: ClusterHandle = handle or self.backend.start(StartRequest(
             name=name, spec=options.to_spec(), notebook=notebook, progress=progress))
         self.client = ClusterClient(self.handle.key, self.handle.endpoints, self._liveness)
         self.ended: str | None = None  # why the cluster can no longer run work
@@ -118,14 +125,19 @@ class Cluster:
     def check_usable(self) -> None:
         """Raise ClusterEnded if the TTL ran out or an agent is gone."""
         if self.ended is None:
-            if time.time() >= self.deadline:
+            # a backend that shares the cluster (the Jupyter server) knows why it ended
+            cluster_ended = getattr(self.backend, "ended", None)
+            why = cluster_ended(self.handle) if cluster_ended else None
+            if why:
+                self.ended = why
+            elif time.time() >= self.deadline:
                 self.ended = "its TTL ran out"
             else:
-                for r in self.ranks:
-                    why = self._liveness(r)
-                    if why is not None:
-                        self.ended = f"agent rank {r} {why}"
-                        break
+                gone = [(r, why) for r in self.ranks if (why := self._liveness(r)) is not None]
+                # name the cause: a rank that failed, not one stopped because of it (code 0)
+                gone.sort(key=lambda rw: any(t in rw[1] for t in _CONSEQUENCES))
+                if gone:
+                    self.ended = f"agent rank {gone[0][0]} {gone[0][1]}"
         if self.ended is not None:
             raise ClusterEnded(
                 f"cluster {self.name!r} ended: {self.ended}. Start a fresh one with "
@@ -228,8 +240,8 @@ class Cluster:
         self._targets([rank])
         self.backend.follow_logs(self.handle, rank, write)
 
-    def status(self) -> list[dict[str, Any]]:
-        pings = self.client.control("ping", timeout=1.0) if self.ended is None else {}
+    def status(self, timeout: float = 1.0) -> list[dict[str, Any]]:
+        pings = self.client.control("ping", timeout=timeout) if self.ended is None else {}
         rows = []
         for r in self.ranks:
             why = self._liveness(r)
@@ -237,12 +249,31 @@ class Cluster:
             state = (why if why else "busy" if ping.get("busy") else
                      "idle" if ping else "not answering")
             rows.append({"rank": r, "state": state, **self.backend.describe(self.handle, r),
-                         "dropped": ping.get("dropped", 0)})
+                         "dropped": ping.get("dropped", 0),
+                         "last_request": ping.get("last_request")})
         return rows
+
+    def telemetry(self, timeout: float = 1.0) -> dict[int, dict[str, Any]]:
+        """Each answering rank's telemetry sample (docs/api.md), asked on the control
+        socket so that busy agents answer too; ranks that do not answer are left out."""
+        if self.ended is not None:
+            return {}
+        answers = self.client.control("telemetry", timeout=timeout)
+        return {r: a["sample"] for r, a in sorted(answers.items())
+                if a.get("status") == "ok" and isinstance(a.get("sample"), dict)}
 
     def logs(self, rank: int, tail: int = 200) -> str:
         self._targets([rank])
         return self.backend.logs(self.handle, rank, tail)
+
+    @property
+    def shared(self) -> bool:
+        """True when the cluster outlives this process (held by the Jupyter server)."""
+        return bool(getattr(self.backend, "keeps_clusters", False))
+
+    def detach(self) -> None:
+        """Close this process's connections and leave the agents running."""
+        self.client.close()
 
     def shutdown(self) -> None:
         if self.ended is None:
@@ -265,15 +296,59 @@ def _read_blob(path: Path) -> bytes:
 
 
 class Session:
-    """The clusters of one kernel, by name; all are shut down when the kernel exits."""
+    """The clusters of one kernel, by name.
 
-    def __init__(self, root: str | Path | None = None, notebook: str = "") -> None:
+    Inside a Jupyter server with the kremote extension the server holds the clusters (they
+    outlive a kernel restart, and a new kernel reattaches to them); otherwise they belong to
+    this process and are shut down when it exits.
+    """
+
+    def __init__(self, root: str | Path | None = None, notebook: str = "",
+                 server: Any = "auto") -> None:
         self.root = Path(root or Path.cwd())
+        if server == "auto":
+            from .server_link import ServerLink
+
+            server = ServerLink.discover()
+        #: the Jupyter server's extension holding this kernel's clusters, or None
+        self.server = server
         #: the notebook's path, for labels; JupyterLab's kernels get it in JPY_SESSION_NAME
-        self.notebook = notebook or os.environ.get("JPY_SESSION_NAME", "") or str(self.root)
+        self.notebook = (notebook or os.environ.get("JPY_SESSION_NAME", "")
+                         or ("" if server else str(self.root)))
+        if server is not None and server.info.root_dir and os.path.isabs(self.notebook):
+            # the server names notebooks by their path under its root, like the panel
+            with contextlib.suppress(ValueError):
+                self.notebook = Path(self.notebook).relative_to(server.info.root_dir).as_posix()
         self.clusters: dict[str, Cluster] = {}
         self.specs: dict[str, ClusterOptions] = {}
         atexit.register(self.shutdown_all)
+        if self.server is not None:
+            self.reattach()
+
+    def reattach(self) -> list[str]:
+        """Connect to the server's running clusters of this notebook (after a restart)."""
+        from .server_link import ServerBackend
+
+        names = []
+        for model in self.server.request("GET", "clusters")["clusters"]:
+            name = model["name"]
+            if (model["notebook"] != self.notebook or model["state"] != "running"
+                    or name in self.clusters):
+                continue
+            options = ClusterOptions(count=model["count"], backend=model["backend"],
+                                     ttl=model["ttl"], gpu=model["gpu"],
+                                     templates=list(model.get("templates") or []),
+                                     namespace=model.get("namespace"))
+            backend = ServerBackend(self.server, options.backend)
+            try:
+                handle = backend.attach(model)
+                self.clusters[name] = Cluster(name, options, self.root, notebook=self.notebook,
+                                              backend=backend, handle=handle)
+            except Exception:  # noqa: BLE001, S112 - it ended meanwhile: a cell starts anew
+                continue
+            self.specs[name] = options
+            names.append(name)
+        return names
 
     def get(self, name: str) -> Cluster:
         if name not in self.clusters:
@@ -285,8 +360,13 @@ class Session:
                progress: Callable[[str], None] | None = None) -> Cluster:
         cluster = self.clusters.get(name)
         if cluster is None:
+            backend = None
+            if self.server is not None:
+                from .server_link import ServerBackend
+
+                backend = ServerBackend(self.server, options.backend)
             cluster = Cluster(name, options, self.root, progress=progress,
-                              notebook=self.notebook)
+                              notebook=self.notebook, backend=backend)
             self.clusters[name] = cluster
             self.specs[name] = options
         return cluster
@@ -305,7 +385,9 @@ class Session:
     def shutdown_all(self) -> None:
         for name in list(self.clusters):
             try:
-                self.clusters.pop(name).shutdown()
+                cluster = self.clusters.pop(name)
+                # the server's clusters outlive a kernel restart: only let go of them
+                cluster.detach() if cluster.shared else cluster.shutdown()
             except Exception:  # noqa: BLE001 - best effort at exit
                 pass
 

@@ -7,7 +7,9 @@ A name resolves, first match wins:
 2. ``configmap:NAME/KEY``: read through the injected ``configmap_loader(name, key)``, since this
    module never talks to the API server (an admin's ConfigMap can also be mounted as a folder);
 3. the admin's template folders, in the order given (``NAME.yaml`` or ``NAME.yml``);
-4. the builtin templates shipped with the package.
+4. the admin's ConfigMap of templates, if one is named (key ``NAME.yaml``;
+   ``c.KRemoteApp.template_configmap`` or ``KREMOTE_TEMPLATE_CONFIGMAP``);
+5. the builtin templates shipped with the package.
 
 Variables
 ---------
@@ -140,9 +142,12 @@ class TemplateResolver:
         *,
         configmap_loader: ConfigMapLoader | None = None,
         builtin_dir: str | Path | None = None,
+        configmap: str | None = None,
     ) -> None:
         self.folders = [Path(f).expanduser() for f in folders]
         self.configmap_loader = configmap_loader
+        #: the admin's ConfigMap of templates (key ``<name>.yaml``), searched after the folders
+        self.configmap = configmap
         self.builtin_dir = Path(builtin_dir) if builtin_dir else builtin_template_dir()
 
     def available(self) -> list[str]:
@@ -166,7 +171,12 @@ class TemplateResolver:
                 raise TemplateError(f"template file {name} not found")
         stem = name[: -len(Path(name).suffix)] if name.endswith(_SUFFIXES) else name
         if _NAME_RE.fullmatch(stem):
-            for folder in [*self.folders, self.builtin_dir]:
+            for folder in [*self.folders, None, self.builtin_dir]:
+                if folder is None:  # between the admin's folders and the builtins
+                    found = self._from_admin_configmap(name, stem)
+                    if found is not None:
+                        return found
+                    continue
                 for suffix in _SUFFIXES:
                     path = folder / f"{stem}{suffix}"
                     if path.is_file():
@@ -175,6 +185,17 @@ class TemplateResolver:
             f"unknown template {name!r}; available: {', '.join(self.available())} "
             "(or a path to a .yaml file)"
         )
+
+    def _from_admin_configmap(self, name: str, stem: str) -> TemplateSource | None:
+        if not self.configmap or self.configmap_loader is None:
+            return None
+        for suffix in _SUFFIXES:
+            try:
+                text = self.configmap_loader(self.configmap, f"{stem}{suffix}")
+            except LookupError:
+                continue
+            return TemplateSource(name, f"configmap:{self.configmap}/{stem}{suffix}", text)
+        return None
 
     def _from_configmap(self, name: str) -> TemplateSource:
         match = _CONFIGMAP_RE.fullmatch(name)

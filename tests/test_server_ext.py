@@ -48,6 +48,9 @@ def jp_server_config():
             "max_clusters": 1,
             "max_pods": 2,
             "max_gpus": 2,
+            "max_cpu": "1",
+            "max_memory": "1Gi",
+            "allowed_templates": ["gpu", "shm"],
             "cull_interval": 3600.0,  # tests call cull_once themselves
         },
     }
@@ -176,6 +179,19 @@ async def test_limits_refuse_and_create_nothing(jp_fetch):
                                    body={"name": "many", "count": 3})
     assert code == 403 and "0 pods in use of 2 allowed" in message
     code, message = await _refused(jp_fetch, "clusters", method="POST",
+                                   body={"name": "cpu", "count": 2, "cpu": "600m"})
+    assert code == 403
+    assert message == ("0 of 1 CPUs allowed in use and this cluster asks for 1.2; "
+                       "shut down a cluster or ask for less")
+    code, message = await _refused(jp_fetch, "clusters", method="POST",
+                                   body={"name": "mem", "mem": "1536Mi"})
+    assert code == 403 and message.startswith(
+        "0 of 1Gi memory allowed in use and this cluster asks for 1.5Gi")
+    code, message = await _refused(jp_fetch, "clusters", method="POST",
+                                   body={"name": "q", "templates": ["kueue"]})
+    assert code == 403
+    assert message == "template 'kueue' is not allowed here; the admin allows gpu, shm"
+    code, message = await _refused(jp_fetch, "clusters", method="POST",
                                    body={"name": "long", "ttl": 7200})
     assert code == 403 and message == "ttl 2h 00m is more than the 1h 00m allowed; ask for less"
 
@@ -256,13 +272,15 @@ def _kremote_routes(web_app) -> list[tuple[str, type]]:
 
 @pytest.mark.asyncio
 async def test_every_endpoint_requires_the_token(jp_serverapp, http_server_client,
-                                                 jp_auth_header):
+                                                 jp_auth_header, jp_ws_fetch):
     routes = _kremote_routes(jp_serverapp.web_app)
-    assert len(routes) == 4
+    assert len(routes) == 8
     client = http_server_client  # a plain HTTP client: no token unless given
     checked = 0
     for pattern, handler in routes:
         path = re.sub(r"\(\?P<\w+>[^)]*\)", "x", pattern).removesuffix("$").removesuffix("/?")
+        if path.endswith("/stream"):
+            continue  # the WebSocket, below
         for method in ("GET", "POST", "DELETE"):
             if method.lower() not in vars(handler):
                 continue
@@ -274,7 +292,20 @@ async def test_every_endpoint_requires_the_token(jp_serverapp, http_server_clien
                                        headers=jp_auth_header)
             assert known.code not in (401, 403), (method, path, known.code)
             checked += 1
-    assert checked == 6
+    assert checked == 9
+
+    # the WebSocket: refused without the token, a snapshot with it
+    from tornado.websocket import websocket_connect
+
+    port = jp_serverapp.port
+    base = jp_serverapp.base_url
+    with pytest.raises(HTTPClientError) as info:
+        await websocket_connect(f"ws://localhost:{port}{base}kremote/api/v1/stream")
+    assert info.value.code in (401, 403)
+    ws = await jp_ws_fetch(*API, "stream")
+    first = json.loads(await ws.read_message())
+    assert first == {"type": "snapshot", "clusters": []}
+    ws.close()
 
 
 @pytest.mark.asyncio
@@ -297,3 +328,120 @@ async def test_culler_task_runs_in_the_server_and_stops_with_it(jp_serverapp, jp
     await ext.stop_extension()  # cancels the culler, shuts every cluster down
     assert ext._culler is None
     assert await manager.list_clusters() == []
+
+
+async def _next(ws, want, timeout: float = 1.0):
+    """The first message within ``timeout`` seconds for which ``want(msg)`` is true."""
+    end = time.monotonic() + timeout
+    while True:
+        left = end - time.monotonic()
+        assert left > 0, "no such message in time"
+        raw = await asyncio.wait_for(ws.read_message(), left)
+        assert raw is not None, "the stream closed"
+        msg = json.loads(raw)
+        if want(msg):
+            return msg
+
+
+@pytest.mark.asyncio
+async def test_stream_sends_changes_within_a_second(jp_fetch, jp_ws_fetch, manager):
+    ws = await jp_ws_fetch(*API, "stream")
+    assert json.loads(await ws.read_message())["type"] == "snapshot"
+    # a second client: the server still runs one monitor, and both get every change
+    ws2 = await jp_ws_fetch(*API, "stream")
+    await ws2.read_message()
+    assert manager.hub.subscribers == 2
+
+    code, model = await _call(jp_fetch, "clusters", method="POST",
+                              body={"name": "live", "notebook": "nb/live.ipynb"})
+    running = await _next(ws, lambda m: m["type"] == "cluster"
+                          and m["cluster"]["state"] == "running")
+    pod = running["cluster"]["pods"][0]
+    assert (pod["rank"], pod["name"], pod["phase"], pod["restarts"]) == (0, "rank-0",
+                                                                         "Running", 0)
+    assert pod["node"] and pod["started"] >= model["created"] - 1
+    assert running["cluster"]["user"] and running["cluster"]["notebook"] == "nb/live.ipynb"
+    ready = await _next(ws2, lambda m: m["type"] == "event")
+    assert ready["event"]["reason"] == "Ready" and ready["id"] == "live-live"
+
+    # the TTL moved from the REST API shows in the stream within a second
+    t0 = time.monotonic()
+    await _call(jp_fetch, "clusters", "live-live", "extend", method="POST",
+                body={"seconds": 300})
+    moved = await _next(ws, lambda m: m["type"] == "cluster"
+                        and m["cluster"]["deadline"] >= model["deadline"] + 299)
+    assert time.monotonic() - t0 < 1.0
+    assert moved["cluster"]["events"][0]["reason"] == "Extended"
+
+    # telemetry samples arrive every 2 s, and the history is served
+    sample = await _next(ws, lambda m: m["type"] == "telemetry", timeout=5)
+    assert sample["rank"] == 0 and sample["sample"]["mem_bytes"] > 10_000_000
+    assert "gpus" not in sample["sample"]  # no NVML on this machine: absent, not zero
+    code, history = await _call(jp_fetch, "clusters", "live-live", "telemetry")
+    assert history["pods"]["0"][-1]["time"] >= sample["sample"]["time"]
+
+    # an agent killed outside the server: the stream says so within a second
+    import os
+    import signal
+
+    os.kill(pod["pid"], signal.SIGKILL)
+    t0 = time.monotonic()
+    ended = await _next(ws, lambda m: m["type"] == "ended")
+    assert time.monotonic() - t0 < 1.0
+    assert ended == {"type": "ended", "id": "live-live",
+                     "reason": "agent rank 0 was killed by SIGKILL"}
+    after = await _next(ws, lambda m: m["type"] == "cluster")
+    assert after["cluster"]["state"] == "ended" and after["cluster"]["pods"] == []
+    code, events = await _call(jp_fetch, "clusters", "live-live", "events")
+    assert [e["reason"] for e in events["events"]][:1] == ["Ended"]
+    assert events["events"][0]["type"] == "Warning"
+
+    await _call(jp_fetch, "clusters", "live-live", method="DELETE")
+    removed = await _next(ws2, lambda m: m["type"] == "removed")
+    assert removed == {"type": "removed", "id": "live-live"}
+    ws.close()
+    ws2.close()
+
+
+@pytest.mark.asyncio
+async def test_connection_lets_a_client_run_code_and_logs_follow(jp_fetch, jp_serverapp,
+                                                                 jp_auth_header):
+    import base64
+
+    from jupyter_kremote.client import ClusterClient, Endpoint
+
+    code, model = await _call(jp_fetch, "clusters", method="POST", body={"name": "conn"})
+    code, conn = await _call(jp_fetch, "clusters", "conn", "connection")
+    assert code == 200 and set(conn) == {"id", "key", "deadline", "endpoints"}
+    key = base64.b64decode(conn["key"])
+    eps = [Endpoint(e["rank"], e["host"], e["port"], e["control_port"])
+           for e in conn["endpoints"]]
+    client = ClusterClient(key, eps, lambda r: None)
+    try:
+        replies = await asyncio.to_thread(client.request, "execute",
+                                          {"code": "print('via the server', 6 * 7)",
+                                           "env": {}}, timeout=30)
+        assert replies[0].content["status"] == "ok"
+        # the key never shows in the models the panel reads
+        code, listing = await _call(jp_fetch, "clusters")
+        assert conn["key"] not in json.dumps(listing)
+
+        # logs?follow=1 streams the log as it grows
+        from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+        chunks: list[str] = []
+        url = (f"http://localhost:{jp_serverapp.port}{jp_serverapp.base_url}"
+               "kremote/api/v1/clusters/conn/logs?rank=0&follow=1")
+        request = HTTPRequest(url, headers=jp_auth_header, request_timeout=30,
+                              streaming_callback=lambda b: chunks.append(b.decode()))
+        fetch = asyncio.ensure_future(AsyncHTTPClient().fetch(request))
+        assert await asyncio.to_thread(wait_for, lambda: "listening on" in "".join(chunks), 5)
+        await asyncio.to_thread(client.request, "execute",
+                                {"code": "import logging; logging.getLogger('jupyter_kremote"
+                                         ".agent').warning('a warning for the log')",
+                                 "env": {}}, timeout=30)
+        await _call(jp_fetch, "clusters", "conn", method="DELETE")
+        await asyncio.wait_for(fetch, 10)  # the stream ends with the agent
+        assert "listening on" in "".join(chunks)
+    finally:
+        client.close()

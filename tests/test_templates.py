@@ -250,11 +250,11 @@ def test_rbac_objects_and_minimal_verbs() -> None:
         ("batch", "jobs"): {"create", "list", "watch", "patch", "delete"},
         ("", "pods"): {"list", "watch", "delete"},
         ("", "pods/log"): {"get"},
-        ("", "secrets"): {"create", "delete"},
+        ("", "secrets"): {"create", "get", "delete"},  # get: adoption after a restart
         ("", "configmaps"): {"get"},
         ("", "events"): {"list", "watch"},
     }
-    assert sum(len(rule["verbs"]) for rule in role["rules"]) == 14  # no duplicate rules
+    assert sum(len(rule["verbs"]) for rule in role["rules"]) == 15  # no duplicate rules
     binding = docs[2]
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -687,3 +687,32 @@ def test_modules_do_not_import_the_kubernetes_client() -> None:
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_admin_configmap_templates_come_after_folders_and_before_builtins(tmp_path) -> None:
+    """``c.KRemoteApp.template_configmap``: ``-t NAME`` finds key NAME.yaml in that ConfigMap."""
+    calls: list[tuple[str, str]] = []
+    data = {"a100.yaml": "spec:\n  template:\n    spec:\n      priorityClassName: gpu-high\n",
+            "gpu.yaml": "spec:\n  template:\n    spec:\n      priorityClassName: from-cm\n"}
+
+    def loader(name: str, key: str) -> str:  # what KubernetesBackend reads from the API
+        calls.append((name, key))
+        if key not in data:
+            raise KeyError(key)
+        return data[key]
+
+    folder = tmp_path / "admin"
+    folder.mkdir()
+    (folder / "gpu.yaml").write_text("spec:\n  template:\n    spec:\n"
+                                     "      priorityClassName: from-folder\n")
+    resolver = TemplateResolver(folders=[folder], configmap_loader=loader,
+                                configmap="kremote-templates")
+    src = resolver.locate("a100")
+    assert src.origin == "configmap:kremote-templates/a100.yaml"
+    assert resolver.load_fragment("a100", {})["spec"]["template"]["spec"] == {
+        "priorityClassName": "gpu-high"}
+    assert resolver.locate("gpu").origin == str(folder / "gpu.yaml")  # folders come first
+    assert resolver.locate("shm").origin.endswith("shm.yaml")  # then the builtins
+    assert ("kremote-templates", "shm.yaml") in calls
+    with pytest.raises(TemplateError, match="unknown template 'nope'"):
+        resolver.locate("nope")

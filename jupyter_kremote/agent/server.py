@@ -4,9 +4,9 @@ served by a side thread.
 Cells must run on the main thread (signals, matplotlib, user expectations), so the
 main thread owns the *data* ROUTER socket: it receives a request, runs it and sends
 replies and live output on that same socket with no thread hand-off. A second
-*control* ROUTER socket, served by a daemon thread, answers ``ping``, ``interrupt``
-(SIGINT to the main thread), ``extend`` and ``shutdown`` while a cell is busy, and
-enforces the TTL and the parent-process watchdog. Unsigned or badly signed messages
+*control* ROUTER socket, served by a daemon thread, answers ``ping``, ``telemetry``,
+``interrupt`` (SIGINT to the main thread), ``extend`` and ``shutdown`` while a cell is
+busy, and enforces the TTL and the parent-process watchdog. Unsigned or badly signed messages
 are dropped and counted on both sockets.
 """
 
@@ -28,6 +28,7 @@ import zmq
 
 from ..protocol import TRACKED_PACKAGES, Message, ProtocolError, Signer, runtime_info, send
 from .files import FileStore
+from .telemetry import Sampler
 
 log = logging.getLogger("jupyter_kremote.agent")
 
@@ -67,6 +68,7 @@ class Agent:
                 sock.curve_secretkey = settings.curve_secret
         self.deadline = time.time() + settings.ttl
         self.busy_since: float | None = None
+        self.last_request: float | None = None
         self.stopping = threading.Event()
         self.stop_reason = ""
         self._main_ident = threading.get_ident()
@@ -74,6 +76,7 @@ class Agent:
         self._current: tuple[bytes, str] | None = None  # (peer, request id) of the running cell
         self._runner: Any = None
         self.files = FileStore(settings.workdir)
+        self.sampler = Sampler()  # primed now: the first "telemetry" already has CPU use
 
     # -- start-up -------------------------------------------------------------------
     def bind(self) -> tuple[int, int]:
@@ -142,6 +145,7 @@ class Agent:
             reply = _error(type(exc).__name__, str(exc))
         finally:
             self.busy_since = None
+            self.last_request = time.time()  # the server's idle culler reads it from pings
         try:
             self._send(peer, "reply", reply, payload, has_payload=has_payload, parent=msg.msg_id)
         except KeyboardInterrupt:
@@ -268,8 +272,11 @@ class Agent:
             return {"status": "ok"}
         if msg.kind == "ping":
             return {"status": "ok", "busy": self.busy_since is not None,
+                    "last_request": self.last_request,
                     "deadline": self.deadline, "dropped": self.signer.rejected,
                     "pid": os.getpid()}
+        if msg.kind == "telemetry":
+            return {"status": "ok", "sample": self.sampler.sample()}
         return _error("ValueError", f"unknown control kind {msg.kind!r}")
 
     def _watchdog(self) -> None:

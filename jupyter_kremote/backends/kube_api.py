@@ -39,6 +39,8 @@ class KubeSettings:
     image: str | None = field(default_factory=lambda: os.environ.get("KREMOTE_IMAGE"))
     template_path: list[str] = field(default_factory=lambda: [
         p for p in os.environ.get("KREMOTE_TEMPLATE_PATH", "").split(os.pathsep) if p])
+    template_configmap: str | None = field(
+        default_factory=lambda: os.environ.get("KREMOTE_TEMPLATE_CONFIGMAP") or None)
     gpu_type_label: str = field(default_factory=lambda: os.environ.get(
         "KREMOTE_GPU_TYPE_LABEL", "nvidia.com/gpu.product"))
     user: str = field(default_factory=lambda: os.environ.get("JUPYTERHUB_USER")

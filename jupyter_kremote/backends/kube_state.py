@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
@@ -159,11 +160,30 @@ class ClusterState:
                 out[rank] = pod
         return out
 
+    def _sorted_events(self) -> list[dict[str, Any]]:
+        return sorted(self.events.copy().values(), key=_event_time)  # the loop thread adds
+
     def recent_events(self, n: int = 5) -> list[str]:
-        evs = sorted(self.events.values(), key=lambda e: e.get("lastTimestamp")
-                     or e.get("eventTime") or e.get("metadata", {}).get("creationTimestamp")
-                     or "")
-        return [format_event(e) for e in evs[-n:]]
+        return [format_event(e) for e in self._sorted_events()[-n:]]
+
+    def event_records(self, n: int = 100) -> list[dict[str, Any]]:
+        """The newest ``n`` events as plain records, oldest first."""
+        out = []
+        for ev in self._sorted_events()[-n:]:
+            obj = ev.get("involvedObject") or {}
+            when = _event_time(ev)
+            out.append({
+                "time": datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp()
+                if when else None,
+                "type": ev.get("type") or "Normal", "reason": ev.get("reason") or "",
+                "object": f"{str(obj.get('kind', '')).lower()}/{obj.get('name', '')}",
+                "message": ev.get("message") or "", "count": ev.get("count") or 1})
+        return out
+
+
+def _event_time(ev: dict[str, Any]) -> str:
+    return (ev.get("lastTimestamp") or ev.get("eventTime")
+            or ev.get("metadata", {}).get("creationTimestamp") or "")
 
 
 def _created(obj: dict[str, Any]) -> str:

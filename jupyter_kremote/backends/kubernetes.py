@@ -10,6 +10,7 @@ kernel is gone; ``extend`` patches it.
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import queue
@@ -24,9 +25,17 @@ import zmq
 
 from ..client import ClusterClient, Endpoint
 from ..errors import ClusterEnded
-from ..manifests import AGENT_PORT, LABEL_CLUSTER, render_cluster
+from ..manifests import (
+    AGENT_PORT,
+    KEY_ENV,
+    LABEL_CLUSTER,
+    LABEL_USER,
+    MANAGED_BY,
+    render_cluster,
+    secret_name,
+)
 from ..protocol import new_key
-from ..spec import dns_safe_name
+from ..spec import dns_safe_name, label_value
 from ..templates import TemplateResolver
 from .base import ClusterHandle, StartRequest
 from .kube_api import KubeLoop, KubeSettings, Reflector, api_message, api_status, retry
@@ -79,12 +88,15 @@ class KubernetesBackend:
                                f"{', '.join(sorted(data)) or 'no keys'}")
             return data[key]
 
-        return TemplateResolver(folders=self.settings.template_path, configmap_loader=configmap)
+        return TemplateResolver(folders=self.settings.template_path, configmap_loader=configmap,
+                                configmap=self.settings.template_configmap)
 
     def render(self, request: StartRequest, *, key: str | None, redact: bool,
                curve_secret: str | None = None, namespace: str | None = None,
                cluster_id: str | None = None) -> list[dict[str, Any]]:
         spec = request.spec
+        if spec.name is None:
+            spec.name = request.name  # the Job's kremote/name annotation, for adoption
         if spec.image is None and self.settings.image:
             spec.image = self.settings.image
         ns = spec.namespace or namespace or self.settings.namespace or "default"
@@ -112,14 +124,7 @@ class KubernetesBackend:
         started = time.time()
         try:
             kl.run(self._create(kl, ns, secret_doc, job_doc), timeout=60)
-            kube.watches = [
-                kl.spawn(Reflector(kl.core.list_namespaced_pod, ns, kube.state.on_pod,
-                                   label_selector=f"{LABEL_CLUSTER}={label}").run()),
-                kl.spawn(Reflector(kl.batch.list_namespaced_job, ns, kube.state.on_job,
-                                   field_selector=f"metadata.name={kube.job}").run()),
-                kl.spawn(Reflector(kl.core.list_namespaced_event, ns,
-                                   kube.state.on_event).run()),
-            ]
+            self._watch(kl, kube, label)
             endpoints = self._wait_ready(request, kube, key, curve_public)
         except BaseException:
             self._teardown(kube)
@@ -129,6 +134,81 @@ class KubernetesBackend:
                                deadline=started + request.spec.ttl)
         self._clusters[id(handle)] = kube
         return handle
+
+    @staticmethod
+    def _watch(kl: KubeLoop, kube: _Kube, label: str) -> None:
+        ns = kube.namespace
+        kube.watches = [
+            kl.spawn(Reflector(kl.core.list_namespaced_pod, ns, kube.state.on_pod,
+                               label_selector=f"{LABEL_CLUSTER}={label}").run()),
+            kl.spawn(Reflector(kl.batch.list_namespaced_job, ns, kube.state.on_job,
+                               field_selector=f"metadata.name={kube.job}").run()),
+            kl.spawn(Reflector(kl.core.list_namespaced_event, ns, kube.state.on_event).run()),
+        ]
+
+    # -- adoption (a restarted Jupyter server takes its running clusters back) ---------------
+    def find_running(self, user: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        """The unfinished Jobs of ``user`` (by label) in ``namespace``, as dicts."""
+        kl = self.kube
+        ns = namespace or self.settings.namespace or kl.namespace
+        selector = f"app.kubernetes.io/managed-by={MANAGED_BY},{LABEL_USER}={label_value(user)}"
+
+        async def go() -> list[dict[str, Any]]:
+            res = await retry(lambda: kl.batch.list_namespaced_job(
+                ns, label_selector=selector, _preload_content=False), "list Jobs")
+            import json
+
+            return json.loads(await res.read()).get("items", [])  # type: ignore[union-attr]
+
+        jobs = kl.run(go(), timeout=60)
+        return [j for j in jobs if not any(
+            c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+            for c in j.get("status", {}).get("conditions") or [])
+            and not j.get("metadata", {}).get("deletionTimestamp")]
+
+    def attach(self, job: dict[str, Any], wait: float = 30.0) -> ClusterHandle:
+        """A handle on a running cluster's Job (its key read back from its Secret)."""
+        kl = self.kube
+        meta = job["metadata"]
+        ns, label = meta["namespace"], meta["labels"][LABEL_CLUSTER]
+        secret = kl.run(kl.core.read_namespaced_secret(secret_name(label), ns), timeout=30)
+        data = secret.data or {}
+        key = base64.b64decode(data[KEY_ENV])
+        curve_public = zmq.curve_public(base64.b64decode(data["KREMOTE_CURVE_SECRET"]))
+        kube = _Kube(ns, meta["name"], secret.metadata.name, ClusterState(meta["name"]))
+        self._watch(kl, kube, label)
+        count = job.get("spec", {}).get("completions") or 1
+        end = time.monotonic() + wait
+        try:
+            while True:
+                running = {r: p for r, p in kube.state.by_rank().items()
+                           if pod_stage(p) == "Running" and pod_ip(p)}
+                if len(running) == count:
+                    break
+                if time.monotonic() > end:
+                    raise ClusterEnded(f"Job {meta['name']}: {len(running)} of {count} agents "
+                                       "running; not adopted")
+                kube.state.changed.wait(0.2)
+                kube.state.changed.clear()
+        except BaseException:
+            for w in kube.watches:
+                w.cancel()
+            raise
+        status = job.get("status", {})
+        began = _parse_time(status.get("startTime") or meta["creationTimestamp"])
+        ttl = job.get("spec", {}).get("activeDeadlineSeconds") or 3600
+        name = (meta.get("annotations") or {}).get("kremote/name") or label
+        handle = ClusterHandle(name=name, backend=self.name, key=key,
+                               endpoints=self._endpoints(running, curve_public),
+                               started=began, deadline=began + ttl)
+        self._clusters[id(handle)] = kube
+        return handle
+
+    def release(self, handle: ClusterHandle) -> None:
+        """Stop watching a cluster and leave it running (its TTL still ends it)."""
+        kube = self._clusters.pop(id(handle), None)
+        for w in kube.watches if kube else []:
+            w.cancel()
 
     async def _create(self, kl: KubeLoop, ns: str, secret: dict, job: dict) -> None:
         await retry(lambda: kl.core.create_namespaced_secret(ns, secret), "create Secret")
@@ -212,7 +292,7 @@ class KubernetesBackend:
         if job_failed and "TTL" in job_failed:
             return f"ended: {job_failed}"
         pod = kube.state.by_rank().get(rank)
-        failure = pod_failure(pod) if pod is not None else "its pod is gone"
+        failure = pod_failure(pod) if pod is not None else (job_failed or "its pod is gone")
         failure = failure or job_failed
         return f"ended: {failure}" if failure else None
 
@@ -220,9 +300,19 @@ class KubernetesBackend:
         kube = self._clusters.get(id(handle))
         pod = kube.state.by_rank().get(rank) if kube else None
         if pod is None:
-            return {"where": "-"}
-        return {"where": pod["metadata"]["name"], "node": pod.get("spec", {}).get("nodeName"),
-                "phase": pod.get("status", {}).get("phase"), "ip": pod_ip(pod)}
+            return {"where": "-", "phase": "Pending"}
+        status = pod.get("status", {})
+        started = status.get("startTime")
+        return {"where": pod["metadata"]["name"], "name": pod["metadata"]["name"],
+                "node": pod.get("spec", {}).get("nodeName"), "phase": status.get("phase"),
+                "ip": pod_ip(pod), "restarts": sum(c.get("restartCount", 0) for c in
+                                                    status.get("containerStatuses") or []),
+                "started": _parse_time(started) if started else None}
+
+    def event_records(self, handle: ClusterHandle, n: int = 100) -> list[dict[str, Any]]:
+        """The cluster's Kubernetes events as dicts (see docs/api.md), oldest first."""
+        kube = self._clusters.get(id(handle))
+        return kube.state.event_records(n) if kube else []
 
     def events(self, handle: ClusterHandle, n: int = 50) -> list[str]:
         kube = self._clusters.get(id(handle))

@@ -149,9 +149,12 @@ class LocalBackend:
 
     def describe(self, handle: ClusterHandle, rank: int) -> dict[str, Any]:
         procs = self._procs.get(id(handle), [])
-        info: dict[str, Any] = {"where": "local"}
+        info: dict[str, Any] = {"where": "local", "name": f"rank-{rank}",
+                                "node": socket.gethostname(), "restarts": 0,
+                                "started": handle.started}
         if rank < len(procs):
             info["pid"] = procs[rank].pid
+            info["phase"] = "Running" if procs[rank].poll() is None else "Failed"
         base = self._dirs.get(id(handle))
         if base is not None:
             info["workdir"] = str(base / f"rank-{rank}")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import os
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Float, Int, List, Unicode
+from traitlets import Bool, Float, Int, List, Unicode, default
 
 from .handlers import default_handlers
 from .manager import ClusterManager, Limits
@@ -25,12 +26,18 @@ class KRemoteApp(ExtensionApp):
              "Example: c.KRemoteApp.backend = 'kubernetes'")
     namespace = Unicode(
         "", config=True,
-        help="Kubernetes namespace of clusters that do not name one ('' = the kubeconfig's). "
-             "Example: c.KRemoteApp.namespace = 'ml-team'")
+        help="Kubernetes namespace of clusters that do not name one ('' = the kubeconfig's); "
+             "{username} is replaced by the user, for per-user namespaces. "
+             "Example: c.KRemoteApp.namespace = 'kremote-{username}'")
     template_path = List(
         Unicode(), [], config=True,
         help="Folders of admin pod templates, searched before the builtin ones. "
              "Example: c.KRemoteApp.template_path = ['/etc/jupyter/kremote-templates']")
+    template_configmap = Unicode(
+        "", config=True,
+        help="A ConfigMap in the cluster's namespace whose keys NAME.yaml are templates users "
+             "name with -t NAME (searched after template_path, before the builtins). "
+             "Example: c.KRemoteApp.template_configmap = 'kremote-templates'")
     default_ttl = Float(
         3600.0, config=True,
         help="TTL in seconds of clusters that do not ask for one. "
@@ -60,17 +67,71 @@ class KRemoteApp(ExtensionApp):
         help="Most GPUs the user may hold at once, over all clusters (0 = unlimited). "
              "Example: c.KRemoteApp.max_gpus = 4")
 
+    max_cpu = Unicode(
+        "", config=True,
+        help="Most CPU the user may request at once, over all pods ('' = unlimited). "
+             "Example: c.KRemoteApp.max_cpu = '16'")
+    max_memory = Unicode(
+        "", config=True,
+        help="Most memory the user may request at once, over all pods ('' = unlimited). "
+             "Example: c.KRemoteApp.max_memory = '64Gi'")
+    allowed_templates = List(
+        Unicode(), [], config=True,
+        help="Templates users may name with -t ([] = any). "
+             "Example: c.KRemoteApp.allowed_templates = ['gpu', 'shm']")
+    user = Unicode(
+        config=True,
+        help="Whose clusters this server shows and labels (default: $JUPYTERHUB_USER, else "
+             "the login name). Example: c.KRemoteApp.user = 'alice'")
+    adopt = Bool(
+        True, config=True,
+        help="On start, take back this user's running Kubernetes clusters (labelled with the "
+             "user) that a previous server left. Example: c.KRemoteApp.adopt = False")
+    keep_on_exit = List(
+        Unicode(), ["kubernetes"], config=True,
+        help="Backends whose clusters outlive a server stop (their TTL still ends them; the "
+             "next server adopts them). Local agents always stop with the server. "
+             "Example: c.KRemoteApp.keep_on_exit = []")
+    monitor_interval = Float(
+        0.5, config=True,
+        help="Seconds between two looks at the pods, events and agents for the live view. "
+             "Example: c.KRemoteApp.monitor_interval = 1.0")
+    telemetry_interval = Float(
+        2.0, config=True,
+        help="Seconds between two telemetry samples (CPU, memory, GPU) of each agent. "
+             "Example: c.KRemoteApp.telemetry_interval = 5")
+    telemetry_history = Int(
+        150, config=True,
+        help="Telemetry samples kept per pod for the panel's sparklines. "
+             "Example: c.KRemoteApp.telemetry_history = 300")
+
+    @default("user")
+    def _default_user(self) -> str:
+        return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+
     manager: ClusterManager
     _culler: asyncio.Task | None = None
 
     def initialize_settings(self) -> None:
+        if "local" in self.keep_on_exit:
+            raise ValueError("c.KRemoteApp.keep_on_exit: local agents stop with the server; "
+                             "remove 'local'")
         limits = Limits(max_clusters=self.max_clusters, max_pods=self.max_pods,
-                        max_gpus=self.max_gpus, default_ttl=self.default_ttl,
+                        max_gpus=self.max_gpus, max_cpu=self.max_cpu,
+                        max_memory=self.max_memory,
+                        allowed_templates=list(self.allowed_templates),
+                        default_ttl=self.default_ttl,
                         max_ttl=self.max_ttl, idle_cull_seconds=self.idle_cull_seconds,
-                        backend=self.backend, namespace=self.namespace or None)
+                        backend=self.backend,
+                        namespace=self.namespace.format(username=self.user) or None,
+                        user=self.user, monitor_interval=self.monitor_interval,
+                        telemetry_interval=self.telemetry_interval,
+                        telemetry_history=self.telemetry_history)
         if self.template_path and "KREMOTE_TEMPLATE_PATH" not in os.environ:
             # the Kubernetes backend reads its template folders from the environment
             os.environ["KREMOTE_TEMPLATE_PATH"] = os.pathsep.join(self.template_path)
+        if self.template_configmap and "KREMOTE_TEMPLATE_CONFIGMAP" not in os.environ:
+            os.environ["KREMOTE_TEMPLATE_CONFIGMAP"] = self.template_configmap
         root = getattr(self.serverapp, "root_dir", None) or os.getcwd()
         self.manager = ClusterManager(limits, root=root)
         self.settings["kremote_manager"] = self.manager
@@ -80,6 +141,14 @@ class KRemoteApp(ExtensionApp):
 
     async def _start_jupyter_server_extension(self, serverapp) -> None:
         self._culler = asyncio.get_running_loop().create_task(self._cull_forever())
+        if self.adopt and self.backend == "kubernetes":
+            try:
+                adopted = await self.manager.adopt()
+            except Exception as exc:  # noqa: BLE001 - the server must start anyway
+                self.log.warning("kremote: could not look for clusters to adopt: %s", exc)
+            else:
+                if adopted:
+                    self.log.info("kremote: adopted %s", ", ".join(adopted))
 
     async def _cull_forever(self) -> None:
         while True:
@@ -95,7 +164,7 @@ class KRemoteApp(ExtensionApp):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._culler
             self._culler = None
-        await self.manager.shutdown_all()
+        await self.manager.close(keep=tuple(self.keep_on_exit))
 
 
 _load_jupyter_server_extension = KRemoteApp._load_jupyter_server_extension

@@ -6,14 +6,16 @@ of the manager's error: 400 bad input, 403 over a limit, 404 unknown id, 409 end
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from jupyter_server.auth.decorator import authorized
-from jupyter_server.base.handlers import APIHandler
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth.decorator import authorized, ws_authenticated
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
-from tornado import web
+from tornado import iostream, web, websocket
 
 from .manager import ClusterManager
 from .models import ApiError
@@ -86,8 +88,9 @@ class ExtendHandler(KRemoteHandler):
     @web.authenticated
     @authorized
     async def post(self, cluster_id: str) -> None:
-        seconds = self.body().get("seconds")
-        model = await self.call(self.manager.extend(cluster_id, seconds))
+        body = self.body()
+        model = await self.call(self.manager.extend(cluster_id, body.get("seconds"),
+                                                    body.get("deadline")))
         self.send(model.to_dict())
 
 
@@ -96,14 +99,111 @@ class LogsHandler(KRemoteHandler):
     @authorized
     async def get(self, cluster_id: str) -> None:
         rank = self.get_query_argument("rank", "0")
+        if self.get_query_argument("follow", "0") not in ("0", "", "false"):
+            await self._follow(cluster_id, rank)
+            return
         tail = self.get_query_argument("tail", "200")
         model = await self.call(self.manager.logs(cluster_id, rank, tail))
         self.send(model.to_dict())
 
+    async def _follow(self, cluster_id: str, rank: str) -> None:
+        """Stream the log as text/plain, chunk by chunk, until the agent or the client ends."""
+        chunks = self.manager.follow_logs(cluster_id, rank)
+        try:
+            first = await self.call(anext(chunks))
+        except StopAsyncIteration:
+            first = ""
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")  # proxies must not hold it back
+        try:
+            self.write(first)
+            await self.flush()
+            async for chunk in chunks:
+                self.write(chunk)
+                await self.flush()
+        except iostream.StreamClosedError:
+            pass
+        finally:
+            await chunks.aclose()
+        if not self.request.connection.stream.closed():  # type: ignore[union-attr]
+            self.finish()
 
-default_handlers: list[tuple[str, type[KRemoteHandler]]] = [
+
+class ConnectionHandler(KRemoteHandler):
+    """Key and endpoints for the kernel's own ZeroMQ connection (never logged)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, cluster_id: str) -> None:
+        self.set_header("Cache-Control", "no-store")
+        self.send(await self.call(self.manager.connection(cluster_id)))
+
+
+class EventsHandler(KRemoteHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, cluster_id: str) -> None:
+        self.send(await self.call(self.manager.events(cluster_id)))
+
+
+class TelemetryHandler(KRemoteHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, cluster_id: str) -> None:
+        self.send(await self.call(self.manager.telemetry(cluster_id)))
+
+
+class StreamHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHandler):
+    """Every change of every cluster, as JSON messages (docs/api.md, "WebSocket")."""
+
+    auth_resource = AUTH_RESOURCE
+
+    @property
+    def manager(self) -> ClusterManager:
+        return self.settings["kremote_manager"]
+
+    @ws_authenticated
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        allowed = await ensure_async(
+            self.authorizer.is_authorized(self, self.current_user, "read", AUTH_RESOURCE))
+        if not allowed:
+            raise web.HTTPError(403)
+        res = super().get(*args, **kwargs)
+        if res is not None:
+            await res
+
+    def open(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        self._queue = self.manager.hub.subscribe()
+        self.manager.start_monitor()
+        self.write_message(json.dumps({"type": "snapshot", "clusters": self.manager.snapshot()},
+                                      default=str))
+        self._pump = asyncio.get_running_loop().create_task(self._forward())
+
+    async def _forward(self) -> None:
+        while (message := await self._queue.get()) is not None:
+            try:
+                await self.write_message(json.dumps(message, default=str))
+            except websocket.WebSocketClosedError:
+                break
+        self.close()
+
+    def on_message(self, message: str | bytes) -> None:
+        pass  # the stream is one-way
+
+    def on_close(self) -> None:
+        self.manager.hub.unsubscribe(self._queue)
+        if not self._pump.done():
+            self._pump.cancel()
+
+
+default_handlers: list[tuple[str, type[JupyterHandler]]] = [
     (rf"/{API}/clusters/?", ClustersHandler),
     (rf"/{API}/clusters/{_ID}/?", ClusterHandler),
     (rf"/{API}/clusters/{_ID}/extend/?", ExtendHandler),
     (rf"/{API}/clusters/{_ID}/logs/?", LogsHandler),
+    (rf"/{API}/clusters/{_ID}/connection/?", ConnectionHandler),
+    (rf"/{API}/clusters/{_ID}/events/?", EventsHandler),
+    (rf"/{API}/clusters/{_ID}/telemetry/?", TelemetryHandler),
+    (rf"/{API}/stream/?", StreamHandler),
 ]

@@ -15,17 +15,26 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import dataclasses
+import functools
+import json
 import logging
+import threading
 import time
+from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
 
+from jupyter_kremote.backends import Backend, get_backend
 from jupyter_kremote.errors import ClusterEnded
 from jupyter_kremote.session import Cluster, ClusterOptions
-from jupyter_kremote.spec import dns_safe_name, format_duration
+from jupyter_kremote.spec import dns_safe_name, format_duration, parse_quantity
 
+from .hub import Hub
 from .models import (
     ENDED,
     RUNNING,
@@ -45,6 +54,8 @@ log = logging.getLogger("jupyter_kremote_server")
 OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(ClusterOptions))
 #: ended clusters stay visible (state "ended", with the reason) this long, then are forgotten
 KEEP_ENDED_SECONDS = 3600.0
+#: events kept per cluster (the newest)
+MAX_EVENTS = 100
 
 
 @dataclass
@@ -54,11 +65,18 @@ class Limits:
     max_clusters: int = 0
     max_pods: int = 0
     max_gpus: int = 0
+    max_cpu: str = ""  # a quantity over all pods ("16", "8000m"); "" = unlimited
+    max_memory: str = ""  # a quantity over all pods ("64Gi"); "" = unlimited
+    allowed_templates: list[str] = field(default_factory=list)  # [] = any
     default_ttl: float = 3600.0
     max_ttl: float = 86400.0
     idle_cull_seconds: float = 0.0  # 0: never cull idle clusters
     backend: str = "local"
     namespace: str | None = None
+    user: str = "user"  # clusters are labelled with it; other users' are invisible
+    monitor_interval: float = 0.5  # seconds between looks at pods, events and agents
+    telemetry_interval: float = 2.0
+    telemetry_history: int = 150
 
 
 @dataclass
@@ -69,6 +87,11 @@ class _Entry:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     started: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None  # the start, kept so that it is not garbage-collected
+    events: deque = field(default_factory=lambda: deque(maxlen=MAX_EVENTS))  # newest first
+    seen_events: set = field(default_factory=set)
+    telemetry: dict[int, deque] = field(default_factory=dict)
+    last_sample: float = 0.0
+    published: str = ""  # the model as last sent to the WebSocket clients
 
 
 class ClusterManager:
@@ -79,6 +102,169 @@ class ClusterManager:
         self.root = root
         self._entries: dict[str, _Entry] = {}
         self._lock = asyncio.Lock()  # guards the registry and the limit checks
+        self._backends: dict[str, Backend] = {}
+        self.hub = Hub()
+        self._monitor: asyncio.Task | None = None
+
+    def backend(self, name: str) -> Backend:
+        """One backend object per kind for all clusters (the Kubernetes one keeps the user)."""
+        if name not in self._backends:
+            backend = get_backend(name)
+            settings = getattr(backend, "settings", None)
+            if settings is not None:
+                settings.user = self.limits.user
+                if self.limits.namespace and not settings.namespace:
+                    settings.namespace = self.limits.namespace
+            self._backends[name] = backend
+        return self._backends[name]
+
+    # -- the live view: one monitor for every client ------------------------------------------
+    def start_monitor(self) -> None:
+        if self._monitor is None or self._monitor.done():
+            self._monitor = asyncio.get_running_loop().create_task(self._monitor_forever())
+
+    async def _monitor_forever(self) -> None:
+        while True:
+            try:
+                await self.monitor_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("kremote: monitor pass failed")
+            await asyncio.sleep(self.limits.monitor_interval)
+
+    async def monitor_once(self) -> None:
+        """Look at every running cluster once and publish what changed."""
+        entries = [e for e in list(self._entries.values()) if e.cluster is not None]
+        await asyncio.gather(*(self._observe(e) for e in entries))
+
+    async def _observe(self, entry: _Entry) -> None:
+        now = time.time()
+        want_sample = now - entry.last_sample >= self.limits.telemetry_interval
+        async with entry.lock:
+            cluster = entry.cluster
+            if cluster is None:
+                return
+            ended = None
+            try:
+                await asyncio.to_thread(cluster.check_usable)
+            except ClusterEnded:
+                ended = cluster.ended
+            rows = await asyncio.to_thread(cluster.status, 0.3) if ended is None else []
+            samples: dict[int, dict[str, Any]] = {}
+            if want_sample and ended is None and hasattr(cluster, "telemetry"):
+                entry.last_sample = now
+                samples = await asyncio.to_thread(cluster.telemetry, 0.5)
+            records = getattr(cluster.backend, "event_records", None)
+            kube_events = await asyncio.to_thread(records, cluster.handle) if records else []
+        for rank, sample in sorted(samples.items()):
+            history = entry.telemetry.setdefault(
+                rank, deque(maxlen=self.limits.telemetry_history))
+            history.append(sample)
+            self.hub.publish({"type": "telemetry", "id": entry.model.id, "rank": rank,
+                              "sample": sample})
+        for ev in kube_events:
+            self._add_event(entry, ev)
+        last = [r.get("last_request") for r in rows if r.get("last_request")]
+        if last and cluster.last_activity < max(last):
+            cluster.last_activity = max(last)  # the kernel talks to the agents directly
+        if ended is not None:
+            self._add_event(entry, {"type": "Warning", "reason": "Ended", "message": ended})
+            await self._stop(entry, ended)
+            return
+        entry.model.pods = [self._row(entry, r) for r in rows]
+        self._refresh(entry)
+        self._publish(entry)
+
+    def _row(self, entry: _Entry, row: dict[str, Any]) -> dict[str, Any]:
+        history = entry.telemetry.get(row["rank"])
+        return {**row, "telemetry": history[-1] if history else None}
+
+    def _add_event(self, entry: _Entry, event: dict[str, Any]) -> None:
+        ev = {"time": time.time(), "type": "Normal", "object": f"cluster/{entry.model.id}",
+              **{k: v for k, v in event.items() if v is not None}}
+        key = (ev.get("object"), ev.get("reason"), ev.get("message"), ev.get("count"))
+        if key in entry.seen_events:
+            return
+        entry.seen_events.add(key)
+        entry.events.appendleft(ev)
+        entry.model.events = list(entry.events)
+        self.hub.publish({"type": "event", "id": entry.model.id, "event": ev})
+
+    def _publish(self, entry: _Entry, force: bool = False) -> None:
+        data = entry.model.to_dict()
+        text = json.dumps(data, sort_keys=True, default=str)
+        if force or text != entry.published:
+            entry.published = text
+            self.hub.publish({"type": "cluster", "cluster": data})
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [self._entries[i].model.to_dict() for i in sorted(self._entries)]
+
+    async def close(self, keep: tuple[str, ...] = ()) -> None:
+        """Stop the monitor; shut clusters down, except those of the ``keep`` backends.
+
+        Kubernetes clusters are kept by default: their Job's deadline still ends them, and the
+        next server adopts them.
+        """
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+            self._monitor = None
+        for cluster_id, entry in list(self._entries.items()):
+            if entry.cluster is not None and entry.model.backend in keep:
+                entry.cluster.detach()
+                release = getattr(entry.cluster.backend, "release", None)
+                if release:
+                    release(entry.cluster.handle)
+                entry.cluster = None
+                del self._entries[cluster_id]
+        await self.shutdown_all()
+        self.hub.close()
+
+    async def adopt(self) -> list[str]:
+        """Take back this user's running Kubernetes clusters (after a server restart)."""
+        backend = self.backend("kubernetes")
+        jobs = await asyncio.to_thread(backend.find_running, self.limits.user,  # type: ignore[attr-defined]
+                                       self.limits.namespace)
+        adopted = []
+        for job in jobs:
+            meta = job["metadata"]
+            notes = meta.get("annotations") or {}
+            name = notes.get("kremote/name") or "default"
+            notebook = notes.get("kremote/notebook-path", "")
+            if self._find(name, notebook) is not None:
+                continue
+            try:
+                handle = await asyncio.to_thread(backend.attach, job)  # type: ignore[attr-defined]
+            except Exception as exc:  # noqa: BLE001 - one broken Job must not stop the rest
+                log.warning("kremote: could not adopt Job %s: %s", meta.get("name"), exc)
+                continue
+            spec = job.get("spec", {})
+            opts = ClusterOptions(count=spec.get("completions") or 1, backend="kubernetes",
+                                  ttl=handle.deadline - handle.started,
+                                  namespace=meta.get("namespace"))
+            cluster = await asyncio.to_thread(functools.partial(
+                Cluster, name, opts, self.root, notebook=notebook, backend=backend,
+                handle=handle))
+            async with self._lock:
+                cluster_id = self._new_id(name, notebook)
+                entry = _Entry(ClusterModel(
+                    id=cluster_id, name=name, notebook=notebook, backend="kubernetes",
+                    count=opts.count, user=self.limits.user, namespace=opts.namespace,
+                    created=handle.started, ttl=opts.ttl, state=RUNNING,
+                    deadline=handle.deadline, last_activity=time.time()), opts, cluster)
+                entry.started.set()
+                self._entries[cluster_id] = entry
+            self._add_event(entry, {"reason": "Adopted",
+                                    "message": f"Job {meta['name']} taken back after a "
+                                               "server restart"})
+            self._publish(entry)
+            adopted.append(cluster_id)
+        if adopted:
+            self.start_monitor()
+        return adopted
 
     # -- queries -------------------------------------------------------------------------------
     async def list_clusters(self) -> list[ClusterModel]:
@@ -86,14 +272,66 @@ class ClusterManager:
         return list(await asyncio.gather(*(self.get(i) for i in ids)))
 
     async def get(self, cluster_id: str) -> ClusterModel:
+        """The cluster as the monitor last saw it (at most ``monitor_interval`` s old)."""
         entry = self._entry(cluster_id)
-        if entry.cluster is not None and entry.model.state == RUNNING:
-            async with entry.lock:
-                if entry.cluster is not None:
-                    self._refresh(entry)
-                    if entry.model.state == RUNNING:
-                        entry.model.pods = await asyncio.to_thread(entry.cluster.status)
-        return dataclasses.replace(entry.model, pods=list(entry.model.pods))
+        self._refresh(entry)
+        return dataclasses.replace(entry.model, pods=list(entry.model.pods),
+                                   events=list(entry.events))
+
+    async def connection(self, cluster_id: str) -> dict[str, Any]:
+        """What a kernel needs to reach the agents itself: key and endpoints (secret!)."""
+        entry = self._entry(cluster_id)
+        cluster = self._running(entry)
+        handle = cluster.handle
+        return {"id": cluster_id, "key": base64.b64encode(handle.key).decode(),
+                "deadline": handle.deadline,
+                "endpoints": [{"rank": e.rank, "host": e.host, "port": e.port,
+                               "control_port": e.control_port,
+                               "curve_serverkey": e.curve_serverkey.decode()
+                               if e.curve_serverkey else None} for e in handle.endpoints]}
+
+    async def events(self, cluster_id: str) -> dict[str, Any]:
+        entry = self._entry(cluster_id)
+        return {"id": cluster_id, "events": list(entry.events)}
+
+    async def telemetry(self, cluster_id: str) -> dict[str, Any]:
+        entry = self._entry(cluster_id)
+        return {"id": cluster_id, "interval": self.limits.telemetry_interval,
+                "pods": {str(r): list(h) for r, h in sorted(entry.telemetry.items())}}
+
+    async def follow_logs(self, cluster_id: str, rank: Any = 0) -> AsyncIterator[str]:
+        """The agent's log so far, then each new chunk until the agent ends."""
+        entry = self._entry(cluster_id)
+        rank_i = _whole(rank, "rank", 0)
+        cluster = self._running(entry)
+        try:
+            cluster._targets([rank_i])
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[str | None] = asyncio.Queue()
+        closed = threading.Event()
+
+        def write(text: str) -> None:
+            if closed.is_set():
+                raise EOFError("the client went away")
+            loop.call_soon_threadsafe(chunks.put_nowait, text)
+
+        def follow() -> None:
+            try:
+                cluster.follow_logs(rank_i, write)
+            except Exception:  # noqa: BLE001 - EOFError, or the agent is gone
+                pass
+            finally:
+                if not closed.is_set():
+                    loop.call_soon_threadsafe(chunks.put_nowait, None)
+
+        threading.Thread(target=follow, name=f"kremote-logs-{cluster_id}", daemon=True).start()
+        try:
+            while (chunk := await chunks.get()) is not None:
+                yield chunk
+        finally:
+            closed.set()
 
     async def logs(self, cluster_id: str, rank: Any = 0, tail: Any = 200) -> LogsModel:
         entry = self._entry(cluster_id)
@@ -130,9 +368,13 @@ class ClusterManager:
                 cluster_id = existing.model.id if existing else self._new_id(name, notebook)
                 entry = _Entry(ClusterModel(
                     id=cluster_id, name=name, notebook=notebook, backend=opts.backend,
-                    count=opts.count, gpu=opts.gpu, created=time.time(), ttl=opts.ttl), opts)
+                    count=opts.count, gpu=opts.gpu, created=time.time(), ttl=opts.ttl,
+                    user=self.limits.user, templates=list(opts.templates),
+                    namespace=opts.namespace), opts)
                 self._entries[cluster_id] = entry
+                self._publish(entry)
                 entry.task = asyncio.get_running_loop().create_task(self._start(entry))
+                self.start_monitor()
         await entry.started.wait()
         if entry.model.state == ENDED and entry.cluster is None and entry.model.ended_at is None:
             raise StartFailed(entry.model.ended or "the cluster did not start")
@@ -140,26 +382,41 @@ class ClusterManager:
 
     async def _start(self, entry: _Entry) -> None:
         m = entry.model
+        backend = self.backend(entry.options.backend)
         try:
             cluster = await asyncio.to_thread(Cluster, m.name, entry.options, self.root,
-                                              notebook=m.notebook)
+                                              notebook=m.notebook, backend=backend)
         except BaseException as exc:  # noqa: BLE001 - reported to whoever waits
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             m.state, m.ended = ENDED, f"could not start: {reason}"
             async with self._lock:
                 if self._entries.get(m.id) is entry:
                     del self._entries[m.id]
+            self.hub.publish({"type": "removed", "id": m.id})
             log.warning("kremote cluster %s %s", m.id, m.ended)
         else:
             entry.cluster = cluster
             m.state, m.deadline = RUNNING, cluster.deadline
             m.last_activity, m.warnings = cluster.last_activity, list(cluster.warnings)
+            m.pods = [self._row(entry, r) for r in await asyncio.to_thread(cluster.status, 1.0)]
+            self._add_event(entry, {"reason": "Ready", "message": f"{m.count} {m.backend} "
+                                    f"agent{'s' if m.count > 1 else ''} ready"})
+            self._publish(entry)
             log.info("kremote cluster %s started (%d %s agents)", m.id, m.count, m.backend)
         finally:
             entry.started.set()
 
-    async def extend(self, cluster_id: str, seconds: Any) -> ClusterModel:
+    async def extend(self, cluster_id: str, seconds: Any = None,
+                     deadline: Any = None) -> ClusterModel:
+        """Move the deadline ``seconds`` later, or to ``deadline`` (a Unix time, kernels)."""
         entry = self._entry(cluster_id)
+        if deadline is not None and seconds is None:
+            if isinstance(deadline, bool) or not isinstance(deadline, (int, float)):
+                raise BadRequest(f"deadline {deadline!r}: expected a Unix time in seconds")
+            cluster = self._running(entry)
+            seconds = deadline - max(cluster.deadline, time.time())
+            if seconds <= 0:
+                return await self.get(cluster_id)  # already at least that late
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
             raise BadRequest(f"seconds {seconds!r}: expected a positive number of seconds")
         async with entry.lock:
@@ -176,6 +433,9 @@ class ClusterManager:
             except ClusterEnded as exc:
                 self._refresh(entry)
                 raise Conflict(str(exc)) from None
+        self._add_event(entry, {"reason": "Extended", "message": f"TTL extended by "
+                                f"{format_duration(seconds)}", "time": time.time()})
+        self._publish(entry)
         return await self.get(cluster_id)
 
     async def shutdown(self, cluster_id: str) -> None:
@@ -187,6 +447,7 @@ class ClusterManager:
         async with self._lock:
             if self._entries.get(cluster_id) is entry:
                 del self._entries[cluster_id]
+        self.hub.publish({"type": "removed", "id": cluster_id})
 
     async def shutdown_all(self) -> None:
         await asyncio.gather(*(self.shutdown(i) for i in list(self._entries)),
@@ -204,9 +465,11 @@ class ClusterManager:
             if entry.cluster is None:  # starting, or ended and released
                 if m.ended_at is not None and now - m.ended_at > KEEP_ENDED_SECONDS:
                     self._entries.pop(cluster_id, None)
+                    self.hub.publish({"type": "removed", "id": cluster_id})
                 continue
             reason = await self._cull_reason(entry, now)
             if reason:
+                self._add_event(entry, {"type": "Warning", "reason": "Culled", "message": reason})
                 await self._stop(entry, reason, now)
                 culled[cluster_id] = reason
                 log.info("kremote cluster %s culled: %s", cluster_id, reason)
@@ -243,6 +506,8 @@ class ClusterManager:
             if m.state != ENDED or m.ended_at is None:
                 m.state, m.ended, m.ended_at = ENDED, m.ended or reason, now or time.time()
                 m.pods = []
+                self.hub.publish({"type": "ended", "id": m.id, "reason": m.ended})
+                self._publish(entry)
 
     def _refresh(self, entry: _Entry) -> None:
         """Mirror the cluster's own view of whether it ended (agent died, TTL) in the model."""
@@ -256,6 +521,8 @@ class ClusterManager:
         if cluster.ended is not None and entry.model.state == RUNNING:
             entry.model.state, entry.model.ended = ENDED, cluster.ended
             entry.model.ended_at, entry.model.pods = time.time(), []
+            self.hub.publish({"type": "ended", "id": entry.model.id, "reason": cluster.ended})
+            self._publish(entry)
             # the processes or pods are released by the culler's next pass
 
     def _running(self, entry: _Entry) -> Cluster:
@@ -304,6 +571,11 @@ class ClusterManager:
             opts.to_spec()  # validates every field, naming the option
         except (TypeError, ValueError, AttributeError) as exc:
             raise BadRequest(str(exc).splitlines()[0]) from None
+        allowed = self.limits.allowed_templates
+        refused = [t for t in opts.templates if allowed and t not in allowed]
+        if refused:
+            raise OverLimit(f"template {refused[0]!r} is not allowed here; the admin allows "
+                            f"{', '.join(allowed)}")
         if opts.ttl > self.limits.max_ttl:
             raise OverLimit(f"ttl {format_duration(opts.ttl)} is more than the "
                             f"{format_duration(self.limits.max_ttl)} allowed; ask for less")
@@ -320,11 +592,31 @@ class ClusterManager:
         if lim.max_pods and pods + opts.count > lim.max_pods:
             raise OverLimit(f"{pods} pods in use of {lim.max_pods} allowed and this cluster "
                             f"asks for {opts.count}; shut down a cluster or ask for fewer")
+        for what, limit, ask, unit in (
+                ("CPUs", lim.max_cpu, lambda o: o.cpu, ""),
+                ("memory", lim.max_memory, lambda o: o.mem, "B")):
+            if not limit:
+                continue
+            used = sum(parse_quantity(ask(o)) * o.count for o in live if ask(o))
+            want_q = parse_quantity(ask(opts)) * opts.count if ask(opts) else 0
+            if used + want_q > parse_quantity(limit):
+                raise OverLimit(f"{_q(used, unit)} of {limit} {what} allowed in use and this "
+                                f"cluster asks for {_q(want_q, unit)}; shut down a cluster or "
+                                "ask for less")
         gpus = sum(o.gpu * o.count for o in live)
         want = opts.gpu * opts.count
         if lim.max_gpus and want and gpus + want > lim.max_gpus:
             raise OverLimit(f"{gpus} GPUs in use of {lim.max_gpus} allowed and this cluster "
                             f"asks for {want}; shut down a cluster or ask for fewer")
+
+
+def _q(value: Any, unit: str) -> str:
+    """A quantity for a message: 2 CPUs, 0.5 CPUs, 8GiB."""
+    if unit and value >= 2**30:
+        return f"{float(value) / 2**30:g}Gi"
+    if unit and value >= 2**20:
+        return f"{float(value) / 2**20:g}Mi"
+    return f"{float(value):g}"
 
 
 def _whole(value: Any, what: str, minimum: int) -> int:

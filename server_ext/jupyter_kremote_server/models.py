@@ -28,6 +28,9 @@ class ClusterModel:
     backend: str
     count: int
     gpu: int = 0  # per pod
+    user: str = ""
+    templates: list[str] = field(default_factory=list)
+    namespace: str | None = None  # Kubernetes only
     state: str = STARTING
     created: float = 0.0  # Unix time
     deadline: float | None = None  # Unix time at which the TTL ends; None while starting
@@ -37,6 +40,7 @@ class ClusterModel:
     ended_at: float | None = None
     pods: list[dict[str, Any]] = field(default_factory=list)  # Cluster.status() rows
     warnings: list[str] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)  # newest first
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

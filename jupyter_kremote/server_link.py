@@ -1,0 +1,274 @@
+"""The kernel's link to its Jupyter server's kremote extension (the control plane).
+
+A kernel started by a jupyter-server that runs the ``jupyter_kremote_server`` extension asks
+that server for its clusters, so that they outlive a kernel restart and the panel shows
+them; the kernel still talks to the agents itself over ZeroMQ (the data plane), with the
+key and endpoints the server hands out. Without such a server the magics start their
+agents in-process, as before.
+
+Finding the server: ``KREMOTE_SERVER_URL`` (and ``KREMOTE_SERVER_TOKEN``) name one
+explicitly; otherwise the ``jpserver-<pid>.json`` runtime files jupyter-server writes are
+matched to this kernel by pid: the server is one of the kernel's ancestor processes.
+``KREMOTE_SERVER=off`` keeps the kernel on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .backends.base import ClusterHandle, StartRequest
+from .client import Endpoint
+from .errors import ClusterEnded, KRemoteError
+
+API = "kremote/api/v1"
+#: how long a cached view of a cluster is trusted before asking the server again (seconds)
+FRESH_FOR = 1.0
+
+
+class ServerError(KRemoteError):
+    """The Jupyter server refused or failed a request; the message is the server's."""
+
+
+@dataclass
+class ServerInfo:
+    url: str  # with the base URL, ending in "/"
+    token: str
+    root_dir: str = ""
+    pid: int | None = None
+
+
+def _runtime_dir() -> Path:
+    try:
+        from jupyter_core.paths import jupyter_runtime_dir
+
+        return Path(jupyter_runtime_dir())
+    except ImportError:  # no Jupyter here at all
+        return Path(os.environ.get("JUPYTER_RUNTIME_DIR", "~/.local/share/jupyter/runtime")
+                    ).expanduser()
+
+
+def _ancestors() -> set[int]:
+    import psutil
+
+    try:
+        return {p.pid for p in psutil.Process().parents()}
+    except psutil.Error:
+        return set()
+
+
+def find_server(env: dict[str, str] | None = None) -> ServerInfo | None:
+    """The Jupyter server this kernel belongs to, or None."""
+    env = dict(os.environ if env is None else env)
+    if env.get("KREMOTE_SERVER", "").lower() in ("off", "0", "no", "false"):
+        return None
+    if env.get("KREMOTE_SERVER_URL"):
+        url = env["KREMOTE_SERVER_URL"].rstrip("/") + "/"
+        return ServerInfo(url, env.get("KREMOTE_SERVER_TOKEN", ""))
+    ancestors = _ancestors()
+    for path in sorted(_runtime_dir().glob("jpserver-*.json")):
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if info.get("pid") in ancestors and info.get("url"):
+            return ServerInfo(info["url"].rstrip("/") + "/", info.get("token", ""),
+                              info.get("root_dir", ""), info.get("pid"))
+    return None
+
+
+class ServerLink:
+    """A small synchronous JSON client of the extension's REST API (token auth)."""
+
+    def __init__(self, info: ServerInfo, timeout: float = 30.0) -> None:
+        self.info = info
+        self.timeout = timeout
+
+    @classmethod
+    def discover(cls) -> ServerLink | None:
+        """A link to this kernel's server if it runs the kremote extension, else None."""
+        info = find_server()
+        if info is None:
+            return None
+        link = cls(info, timeout=5.0)
+        try:
+            link.request("GET", "clusters")
+        except (ServerError, OSError):
+            return None  # a server without the extension (or gone): stay in-process
+        link.timeout = 30.0
+        return link
+
+    def _url(self, path: str, query: dict[str, Any] | None = None) -> str:
+        url = f"{self.info.url}{API}/{path}"
+        return url + ("?" + urllib.parse.urlencode(query) if query else "")
+
+    def _open(self, method: str, path: str, body: Any = None,
+              query: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self._url(path, query), data=data, method=method)
+        if self.info.token:
+            req.add_header("Authorization", f"token {self.info.token}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            return urllib.request.urlopen(req, timeout=timeout or self.timeout)
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.loads(exc.read() or b"{}").get("message")
+            except ValueError:
+                message = None
+            raise ServerError(message or f"the Jupyter server answered {exc.code} to "
+                              f"{method} {path}") from None
+
+    def request(self, method: str, path: str, body: Any = None,
+                query: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+        with self._open(method, path, body, query, timeout) as resp:
+            raw = resp.read()
+        return json.loads(raw) if raw else None
+
+    def stream(self, path: str, query: dict[str, Any], write: Callable[[str], None]) -> None:
+        """Copy a streamed text answer to ``write`` until it ends (Ctrl-C stops)."""
+        with self._open("GET", path, query=query, timeout=3600) as resp:
+            while True:
+                chunk = resp.read1(65536) if hasattr(resp, "read1") else resp.read(4096)
+                if not chunk:
+                    return
+                write(chunk.decode(errors="replace"))
+
+
+class ServerBackend:
+    """A backend whose clusters the Jupyter server holds; this kernel only connects.
+
+    The server starts and stops the agents (local processes or pods) and tells the kernel
+    the key and endpoints; shutting the kernel down only lets go of them.
+    """
+
+    name = "server"
+    keeps_clusters = True
+
+    def __init__(self, link: ServerLink, backend: str) -> None:
+        self.link = link
+        self.inner = backend  # what the server starts: local or kubernetes
+        self._ids: dict[int, str] = {}
+        self._models: dict[int, tuple[float, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self, request: StartRequest) -> ClusterHandle:
+        from .session import ClusterOptions
+
+        spec = request.spec
+        body: dict[str, Any] = {"name": request.name, "notebook": request.notebook,
+                                "backend": self.inner}
+        for f in fields(ClusterOptions):
+            if f.name != "backend" and hasattr(spec, f.name):
+                body[f.name] = getattr(spec, f.name)
+        if request.progress:
+            request.progress(f"asking the Jupyter server for cluster {request.name!r}")
+        model = self.link.request("POST", "clusters", body,
+                                  timeout=spec.connect_timeout + 60)
+        return self.attach(model)
+
+    def attach(self, model: dict[str, Any]) -> ClusterHandle:
+        """A handle on the server's running cluster ``model`` (key and endpoints fetched)."""
+        conn = self.link.request("GET", f"clusters/{model['id']}/connection")
+        endpoints = [Endpoint(e["rank"], e["host"], e["port"], e.get("control_port"),
+                              e["curve_serverkey"].encode() if e.get("curve_serverkey")
+                              else None) for e in conn["endpoints"]]
+        handle = ClusterHandle(name=model["name"], backend=self.name,
+                               key=base64.b64decode(conn["key"]), endpoints=endpoints,
+                               started=model["created"], deadline=conn["deadline"])
+        with self._lock:
+            self._ids[id(handle)] = model["id"]
+            self._models[id(handle)] = (time.monotonic(), model)
+        return handle
+
+    def cluster_id(self, handle: ClusterHandle) -> str:
+        return self._ids[id(handle)]
+
+    def model(self, handle: ClusterHandle, max_age: float = FRESH_FOR) -> dict[str, Any] | None:
+        """The server's view of the cluster (cached ``max_age`` s); None if it forgot it."""
+        key = id(handle)
+        with self._lock:
+            cached = self._models.get(key)
+        if cached and time.monotonic() - cached[0] < max_age:
+            return cached[1]
+        try:
+            model = self.link.request("GET", f"clusters/{self._ids[key]}", timeout=5)
+        except ServerError:
+            model = None  # 404: shut down from the panel or aged out
+        except OSError:
+            return cached[1] if cached else {}  # the server is briefly away: assume no change
+        with self._lock:
+            self._models[key] = (time.monotonic(), model)  # type: ignore[assignment]
+        if model and model.get("deadline"):
+            handle.deadline = model["deadline"]  # extended from the panel, say
+        return model
+
+    def ended(self, handle: ClusterHandle) -> str | None:
+        model = self.model(handle)
+        if model is None:
+            return "it was shut down from the Jupyter server"
+        if model.get("state") == "ended":
+            return model.get("ended") or "it ended"
+        return None
+
+    def liveness(self, handle: ClusterHandle, rank: int) -> str | None:
+        model = self.model(handle)
+        if model is None:
+            return "was shut down from the Jupyter server"
+        if model.get("state") == "ended":
+            return f"ended: {model.get('ended')}"
+        return None
+
+    def describe(self, handle: ClusterHandle, rank: int) -> dict[str, Any]:
+        model = self.model(handle) or {}
+        row = next((p for p in model.get("pods", []) if p.get("rank") == rank), {})
+        keep = ("name", "where", "node", "phase", "pid", "workdir", "restarts")
+        return {"where": "server", **{k: row[k] for k in keep if row.get(k) is not None}}
+
+    def logs(self, handle: ClusterHandle, rank: int, tail: int = 200) -> str:
+        reply = self.link.request("GET", f"clusters/{self._ids[id(handle)]}/logs",
+                                  query={"rank": rank, "tail": tail})
+        return reply["text"]
+
+    def follow_logs(self, handle: ClusterHandle, rank: int, write: Callable[[str], None]) -> None:
+        self.link.stream(f"clusters/{self._ids[id(handle)]}/logs",
+                         {"rank": rank, "tail": 200, "follow": 1}, write)
+
+    def events(self, handle: ClusterHandle, n: int = 50) -> list[str]:
+        reply = self.link.request("GET", f"clusters/{self._ids[id(handle)]}/events")
+        events = list(reversed(reply["events"][:n]))  # oldest first, like the other backends
+        return [f"{e['type']} {e['reason']} {e.get('object') or ''}: {e['message']}"
+                for e in events]
+
+    def extend(self, handle: ClusterHandle, deadline: float) -> None:
+        try:
+            model = self.link.request("POST", f"clusters/{self._ids[id(handle)]}/extend",
+                                      {"deadline": deadline})
+        except ServerError as exc:
+            raise ClusterEnded(str(exc)) from None
+        with self._lock:
+            self._models[id(handle)] = (time.monotonic(), model)
+
+    def stop(self, handle: ClusterHandle, grace: float = 2.0) -> None:
+        cluster_id = self._ids.pop(id(handle), None)
+        self._models.pop(id(handle), None)
+        if cluster_id is not None:
+            try:
+                self.link.request("DELETE", f"clusters/{cluster_id}")
+            except ServerError:
+                pass  # already gone
+
+
+__all__ = ["ServerBackend", "ServerError", "ServerInfo", "ServerLink", "find_server"]

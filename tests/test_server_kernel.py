@@ -1,0 +1,220 @@
+"""A kernel started by a real Jupyter server uses the server's clusters (the control plane).
+
+The server runs as its own process with the extension, exactly as ``jupyter lab`` would; the
+kernel finds it through the runtime file the server writes, and a kernel restart reattaches
+to the same agents, whose variables are still there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import Kernel, all_agent_pids, wait_for
+
+TOKEN = "kremote-test-token"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A ``jupyter server`` subprocess with the kremote extension, and a tiny REST client."""
+
+    def __init__(self, root: Path, runtime: Path, extension: bool = True,
+                 args: tuple[str, ...] = ()) -> None:
+        self.root, self.runtime = root, runtime
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime),
+               "JUPYTER_CONFIG_DIR": str(runtime.parent / "config"), "KREMOTE_SERVER": ""}
+        env.pop("KREMOTE_SERVER_URL", None)
+        self.log = open(runtime.parent / "server.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root",
+             f"--port={self.port}", "--ip=127.0.0.1", f"--IdentityProvider.token={TOKEN}",
+             f"--ServerApp.root_dir={root}",
+             f"--ServerApp.jpserver_extensions={{'jupyter_kremote_server': {extension}}}",
+             *args],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        ok = wait_for(self._up, 30, 0.2)
+        assert ok, (runtime.parent / "server.log").read_text()[-3000:]
+
+    def _up(self) -> bool:
+        try:
+            self.call("GET", "api/status")
+            return True
+        except OSError:
+            return False
+
+    def call(self, method: str, path: str, body=None):
+        req = urllib.request.Request(self.url + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode())
+        req.add_header("Authorization", f"token {TOKEN}")
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            raw = resp.read()
+        return json.loads(raw) if raw else None
+
+    def kernel(self, kernel_id: str, cwd: Path) -> Kernel:
+        from jupyter_client import BlockingKernelClient
+
+        kc = BlockingKernelClient(connection_file=str(self.runtime / f"kernel-{kernel_id}.json"))
+        kc.load_connection_file()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+        return Kernel(None, kc, cwd)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    root = tmp_path / "root"
+    (root / "work").mkdir(parents=True)
+    runtime = tmp_path / "runtime"
+    before = all_agent_pids()
+    srv = Server(root, runtime)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        assert wait_for(lambda: not (all_agent_pids() - before), 10), "agents left behind"
+
+
+def test_kernel_uses_the_server_and_reattaches_after_a_restart(server):
+    session = server.call("POST", "api/sessions", {
+        "path": "work/train.ipynb", "name": "train.ipynb", "type": "notebook",
+        "kernel": {"name": "python3"}})
+    kernel_id = session["kernel"]["id"]
+    k = server.kernel(kernel_id, server.root / "work")
+    try:
+        assert k.run("%load_ext jupyter_kremote").status == "ok"
+        (server.root / "work" / "helpers.py").write_text("def answer():\n    return 41\n")
+        res = k.run("%%remote\nimport helpers, os\nx = helpers.answer()\nprint('x is', x)")
+        assert res.status == "ok", res.traceback_text
+        assert "x is 41" in res.stdout
+
+        # the server holds the cluster, named after the notebook the kernel belongs to
+        listing = server.call("GET", "kremote/api/v1/clusters")["clusters"]
+        assert [(c["id"], c["notebook"], c["state"]) for c in listing] == [
+            ("train-default", "work/train.ipynb", "running")]
+        created = listing[0]["created"]
+        status = k.run("%remote status")
+        assert "server" in status.stdout and "idle" in status.stdout
+
+        # a kernel restart: the new kernel reattaches, and x is still on the agent
+        server.call("POST", f"api/kernels/{kernel_id}/restart")
+        k.kc.stop_channels()
+        k = server.kernel(kernel_id, server.root / "work")
+        assert k.run("%load_ext jupyter_kremote").status == "ok"
+        res = k.run("%%remote\nprint('x + 1 =', x + 1)")
+        assert res.status == "ok", res.traceback_text
+        assert "x + 1 = 42" in res.stdout
+        listing = server.call("GET", "kremote/api/v1/clusters")["clusters"]
+        assert [c["created"] for c in listing] == [created]  # the same cluster
+
+        # the TTL moved from the notebook shows in the server's view
+        deadline = listing[0]["deadline"]
+        assert k.run("%remote extend 30m").status == "ok"
+        got = server.call("GET", "kremote/api/v1/clusters/train-default")
+        assert got["deadline"] == pytest.approx(deadline + 1800, abs=5)
+
+        # shut down from the server (the panel's button): the next cell says so
+        pids = [p["pid"] for p in got["pods"]]
+        server.call("DELETE", "kremote/api/v1/clusters/train-default")
+        assert wait_for(lambda: not any(_alive(p) for p in pids), 10)
+        time.sleep(1.1)  # the kernel's cached view of the cluster expires
+        res = k.run("%%remote\nprint(x)")
+        assert res.status == "error"
+        assert "shut down from the Jupyter server" in res.error["evalue"]
+        assert "%remote restart" in res.error["evalue"]
+
+        # restart from the notebook gives a fresh cluster through the server
+        res = k.run("%remote restart")
+        assert res.status == "ok", res.traceback_text
+        res = k.run("%%remote\nprint('fresh', 'x' in globals())")
+        assert "fresh False" in res.stdout
+        assert k.run("%remote shutdown").status == "ok"
+        assert server.call("GET", "kremote/api/v1/clusters")["clusters"] == []
+    finally:
+        k.kc.stop_channels()
+        server.call("DELETE", f"api/sessions/{session['id']}")
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_kernels_without_the_extension_run_agents_themselves(tmp_path):
+    """A server that does not run the extension: the magics start agents in-process."""
+    root = tmp_path / "root"
+    root.mkdir()
+    srv = Server(root, tmp_path / "runtime", extension=False)
+    try:
+        session = srv.call("POST", "api/sessions", {
+            "path": "plain.ipynb", "name": "plain.ipynb", "type": "notebook",
+            "kernel": {"name": "python3"}})
+        k = srv.kernel(session["kernel"]["id"], root)
+        try:
+            assert k.run("%load_ext jupyter_kremote").status == "ok"
+            res = k.run("%%remote\nprint('local', 1 + 1)")
+            assert res.status == "ok" and "local 2" in res.stdout
+            assert "local" in k.run("%remote status").stdout
+        finally:
+            k.run("%remote shutdown")
+            k.kc.stop_channels()
+    finally:
+        srv.stop()
+
+
+def test_an_idle_cluster_is_culled_and_the_next_cell_says_so(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    srv = Server(root, tmp_path / "runtime", args=("--KRemoteApp.idle_cull_seconds=3",
+                                                   "--KRemoteApp.cull_interval=0.5"))
+    try:
+        session = srv.call("POST", "api/sessions", {
+            "path": "idle.ipynb", "name": "idle.ipynb", "type": "notebook",
+            "kernel": {"name": "python3"}})
+        k = srv.kernel(session["kernel"]["id"], root)
+        try:
+            assert k.run("%load_ext jupyter_kremote").status == "ok"
+            # a cell longer than the idle time is work, not idleness
+            res = k.run("%%remote\nimport time; time.sleep(4); print('slept')")
+            assert "slept" in res.stdout
+            model = srv.call("GET", "kremote/api/v1/clusters")["clusters"][0]
+            assert model["state"] == "running"
+            pids = [p["pid"] for p in model["pods"]]
+            assert wait_for(lambda: srv.call("GET", "kremote/api/v1/clusters/idle-default")
+                            ["state"] == "ended", 10)
+            res = k.run("%%remote\nprint('again')")
+            assert res.error["ename"] == "ClusterEnded"
+            assert "it was idle for more than 3s" in res.error["evalue"]
+            got = srv.call("GET", "kremote/api/v1/clusters/idle-default")
+            assert got["events"][0]["reason"] == "Culled"
+            assert wait_for(lambda: not any(_alive(p) for p in pids), 10)
+        finally:
+            k.kc.stop_channels()
+    finally:
+        srv.stop()

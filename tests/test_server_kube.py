@@ -1,0 +1,165 @@
+"""The server extension on the Kubernetes backend, against the kubesim emulator.
+
+Every endpoint with pods, the stream seeing a pod's phase change, adoption of a previous
+server's clusters, and users who cannot see each other's clusters. With
+``KREMOTE_TEST_KUBECONFIG`` set, the same run against that cluster (fault knobs skipped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+try:
+    import jupyter_kremote_server  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server_ext"))
+
+from conftest import wait_for
+from jupyter_kremote_server.manager import ClusterManager, Limits
+from test_kubernetes import REAL, managed, sim  # noqa: F401 - sim is a fixture
+from test_server_ext import API, _call, _next, _refused
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+IMAGE = os.environ.get("KREMOTE_TEST_IMAGE")
+
+
+@pytest_asyncio.fixture
+async def jp_asyncio_loop():
+    return asyncio.get_running_loop()
+
+
+@pytest.fixture
+def kube_env(sim, monkeypatch):  # noqa: F811
+    from jupyter_kremote.backends.kube_api import KubeLoop
+
+    monkeypatch.setenv("KREMOTE_KUBECONFIG", sim[0])
+    monkeypatch.setattr(KubeLoop, "_instance", None)  # this test's emulator
+    return sim
+
+
+def _limits(user: str) -> Limits:
+    return Limits(backend="kubernetes", user=user, default_ttl=600, max_ttl=3600)
+
+
+@pytest_asyncio.fixture
+async def left_by_earlier_servers(kube_env, tmp_path):
+    """Clusters that servers of alice and of bob started, then left running on their exit."""
+    for user, notebook in (("alice", "old/prev.ipynb"), ("bob", "bob/secret.ipynb")):
+        manager = ClusterManager(_limits(user), root=str(tmp_path))
+        model = await manager.ensure("default", notebook,
+                                     {"cpu": "100m", "mem": "100Mi", "image": IMAGE})
+        assert model.state == "running"
+        await manager.close(keep=("kubernetes",))
+    yield kube_env
+    bob = ClusterManager(_limits("bob"), root=str(tmp_path))
+    await bob.adopt()
+    await bob.shutdown_all()
+
+
+@pytest.fixture
+def jp_server_config(left_by_earlier_servers):
+    return {
+        "ServerApp": {"jpserver_extensions": {"jupyter_kremote_server": True}},
+        "KRemoteApp": {"backend": "kubernetes", "user": "alice", "default_ttl": 600.0,
+                       "max_ttl": 3600.0, "cull_interval": 3600.0,
+                       "telemetry_interval": 1.0},
+    }
+
+
+def _ext(jp_serverapp):
+    return next(iter(jp_serverapp.extension_manager.extensions["jupyter_kremote_server"]
+                     .extension_points.values())).app
+
+
+@pytest.mark.asyncio
+async def test_kubernetes_clusters_through_the_server(jp_serverapp, jp_fetch, jp_ws_fetch,
+                                                      left_by_earlier_servers):
+    kubeconfig, ks = left_by_earlier_servers
+    ext = _ext(jp_serverapp)
+    await ext._start_jupyter_server_extension(jp_serverapp)  # what the server's start calls
+
+    # adoption: alice's earlier cluster is back, bob's is not visible at all
+    code, listing = await _call(jp_fetch, "clusters")
+    assert [(c["id"], c["notebook"], c["state"], c["user"]) for c in listing["clusters"]] == [
+        ("prev-default", "old/prev.ipynb", "running", "alice")]
+    assert listing["clusters"][0]["events"][0]["reason"] == "Adopted"
+    code, message = await _refused(jp_fetch, "clusters", "secret-default")
+    assert code == 404
+    code, message = await _refused(jp_fetch, "clusters", "secret-default", method="DELETE")
+    assert code == 404
+    # the adopted cluster works: its agent kept running, the key came back from its Secret
+    code, conn = await _call(jp_fetch, "clusters", "prev-default", "connection")
+    await _run_via(conn, "print('adopted ok')")
+    await _call(jp_fetch, "clusters", "prev-default", method="DELETE")
+    assert not any("prev" in m for m in await asyncio.to_thread(managed, kubeconfig))
+
+    ws = await jp_ws_fetch(*API, "stream")
+    assert json.loads(await ws.read_message())["type"] == "snapshot"
+
+    code, model = await _call(jp_fetch, "clusters", method="POST", body={
+        "name": "default", "notebook": "nb/train.ipynb", "count": 2, "cpu": "100m",
+        "mem": "100Mi", "image": IMAGE})
+    assert code == 201 and model["backend"] == "kubernetes"
+    rows = model["pods"]
+    assert [r["rank"] for r in rows] == [0, 1]
+    for r in rows:
+        assert r["phase"] == "Running" and r["node"] and r["restarts"] == 0
+        assert r["name"].startswith("jupyter-kremote-") and r["started"]
+    # Kubernetes events of the Job and its pods reach the model and the stream
+    reasons: set[str] = set()
+    for _ in range(20):  # the monitor copies them every half second
+        code, events = await _call(jp_fetch, "clusters", "train-default", "events")
+        reasons = {e["reason"] for e in events["events"]}
+        if "Scheduled" in reasons:
+            break
+        await asyncio.sleep(0.25)
+    assert {"Ready", "Scheduled"} <= reasons, reasons
+
+    code, logs = await _call(jp_fetch, "clusters", "train-default", "logs",
+                             params={"rank": "1", "tail": "50"})
+    assert "listening on" in logs["text"]
+
+    code, extended = await _call(jp_fetch, "clusters", "train-default", "extend",
+                                 method="POST", body={"seconds": 600})
+    assert extended["deadline"] == pytest.approx(model["deadline"] + 600, abs=5)
+    msg = await _next(ws, lambda m: m["type"] == "cluster" and m["cluster"]["id"] ==
+                      "train-default" and m["cluster"]["deadline"] == extended["deadline"])
+    assert msg["cluster"]["events"][0]["reason"] == "Extended"
+
+    if ks is not None:  # a pod's phase change reaches the stream within a second
+        pod = rows[1]["name"]
+        t0 = time.monotonic()
+        ks.call("evict", "default", pod, "The node was low on resource: memory.")
+        ended = await _next(ws, lambda m: m["type"] == "ended", timeout=3)
+        took = time.monotonic() - t0
+        assert "rank 1" in ended["reason"] and "evicted" in ended["reason"], ended
+        assert took < 1.0, took
+    await _call(jp_fetch, "clusters", "train-default", method="DELETE")
+    ws.close()
+    assert await asyncio.to_thread(wait_for, lambda: not [
+        m for m in managed(kubeconfig) if "train" in m], 20)
+
+
+async def _run_via(conn: dict, code: str) -> None:
+    from jupyter_kremote.client import ClusterClient, Endpoint
+
+    eps = [Endpoint(e["rank"], e["host"], e["port"], e["control_port"],
+                    e["curve_serverkey"].encode() if e["curve_serverkey"] else None)
+           for e in conn["endpoints"]]
+    client = ClusterClient(base64.b64decode(conn["key"]), eps, lambda r: None)
+    try:
+        replies = await asyncio.to_thread(client.request, "execute",
+                                          {"code": code, "env": {}}, timeout=30)
+        assert all(m.content["status"] == "ok" for m in replies.values()), replies
+    finally:
+        client.close()
+
