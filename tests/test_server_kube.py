@@ -114,7 +114,18 @@ async def test_kubernetes_clusters_through_the_server(jp_serverapp, jp_fetch, jp
     for r in rows:
         assert r["phase"] == "Running" and r["node"] and r["restarts"] == 0
         assert r["name"].startswith("jupyter-kremote-") and r["started"]
-    # Kubernetes events of the Job and its pods reach the model and the stream
+    # a second cluster in the namespace: still one set of watches, each sees its own pods
+    from jupyter_kremote.backends.kube_watch import NamespaceWatch
+
+    code, other = await _call(jp_fetch, "clusters", method="POST", body={
+        "name": "other", "notebook": "nb/train.ipynb", "cpu": "100m", "mem": "100Mi",
+        "image": IMAGE})
+    assert [r["rank"] for r in other["pods"]] == [0]
+    assert other["pods"][0]["name"] not in {r["name"] for r in rows}
+    assert NamespaceWatch.count() == 1
+    await _call(jp_fetch, "clusters", "train-other", method="DELETE")
+
+    # Kubernetes events of the Job and its pods reach the model
     reasons: set[str] = set()
     for _ in range(20):  # the monitor copies them every half second
         code, events = await _call(jp_fetch, "clusters", "train-default", "events")

@@ -17,7 +17,7 @@ import queue
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -38,7 +38,7 @@ from ..protocol import new_key
 from ..spec import dns_safe_name, label_value
 from ..templates import TemplateResolver
 from .base import ClusterHandle, StartRequest
-from .kube_api import KubeLoop, KubeSettings, Reflector, api_message, api_status, retry
+from .kube_api import KubeLoop, KubeSettings, api_message, api_status, retry
 from .kube_state import (
     ClusterState,
     job_failure,
@@ -47,6 +47,7 @@ from .kube_state import (
     pod_stage,
     unschedulable,
 )
+from .kube_watch import NamespaceWatch
 
 log = logging.getLogger("jupyter_kremote.kubernetes")
 
@@ -63,7 +64,7 @@ class _Kube:
     job: str
     secret: str
     state: ClusterState
-    watches: list[Any] = field(default_factory=list)
+    watched: bool = False  # registered with the namespace's shared watch
 
 
 class KubernetesBackend:
@@ -137,14 +138,14 @@ class KubernetesBackend:
 
     @staticmethod
     def _watch(kl: KubeLoop, kube: _Kube, label: str) -> None:
-        ns = kube.namespace
-        kube.watches = [
-            kl.spawn(Reflector(kl.core.list_namespaced_pod, ns, kube.state.on_pod,
-                               label_selector=f"{LABEL_CLUSTER}={label}").run()),
-            kl.spawn(Reflector(kl.batch.list_namespaced_job, ns, kube.state.on_job,
-                               field_selector=f"metadata.name={kube.job}").run()),
-            kl.spawn(Reflector(kl.core.list_namespaced_event, ns, kube.state.on_event).run()),
-        ]
+        """Follow the cluster's pods, Job and events through its namespace's shared watch."""
+        NamespaceWatch.register(kl, kube.namespace, label, kube.state)
+        kube.watched = True
+
+    def _unwatch(self, kube: _Kube) -> None:
+        if kube.watched:
+            NamespaceWatch.unregister(self.kube, kube.namespace, kube.state)
+            kube.watched = False
 
     # -- adoption (a restarted Jupyter server takes its running clusters back) ---------------
     def find_running(self, user: str, namespace: str | None = None) -> list[dict[str, Any]]:
@@ -191,8 +192,7 @@ class KubernetesBackend:
                 kube.state.changed.wait(0.2)
                 kube.state.changed.clear()
         except BaseException:
-            for w in kube.watches:
-                w.cancel()
+            self._unwatch(kube)
             raise
         status = job.get("status", {})
         began = _parse_time(status.get("startTime") or meta["creationTimestamp"])
@@ -207,8 +207,8 @@ class KubernetesBackend:
     def release(self, handle: ClusterHandle) -> None:
         """Stop watching a cluster and leave it running (its TTL still ends it)."""
         kube = self._clusters.pop(id(handle), None)
-        for w in kube.watches if kube else []:
-            w.cancel()
+        if kube is not None:
+            self._unwatch(kube)
 
     async def _create(self, kl: KubeLoop, ns: str, secret: dict, job: dict) -> None:
         await retry(lambda: kl.core.create_namespaced_secret(ns, secret), "create Secret")
@@ -380,8 +380,7 @@ class KubernetesBackend:
             self._teardown(kube)
 
     def _teardown(self, kube: _Kube) -> None:
-        for w in kube.watches:
-            w.cancel()
+        self._unwatch(kube)
         kl = self.kube
         try:
             kl.run(self._delete(kl, kube), timeout=60)
