@@ -100,48 +100,92 @@ def split_frames(arr: Any, size: int = FRAME) -> list[memoryview]:
 
 
 # -- ipyparallel ----------------------------------------------------------------------------
-def _ipp_cluster() -> Any:
+def ipp_cluster() -> Any:
     import ipyparallel as ipp
 
     return ipp.Cluster(n=1, log_level=logging.WARNING)
 
 
-class IPPCluster:
-    """A local ipyparallel cluster with one engine and a DirectView on it."""
+class IPPPeer:
+    """A warm one-engine ipyparallel cluster held and timed by ``ipp_peer.py``, a process
+    of its own, so that its client's IO thread never runs in this process (see there).
+
+    Each method sends one command and waits for the answer; the timing happens there,
+    with the same clock, and only the samples come back.
+    """
 
     def __init__(self, reaper: Reaper) -> None:
         self._reaper = reaper
         self._started = Started(reaper)
-        self.cluster = _ipp_cluster()
-        self.client: Any = None
-        self._token = reaper.add("ipyparallel cluster", self._stop)
-        self.client = self.cluster.start_and_connect_sync()
-        self._started.note()
-        self.view = self.client[:]
+        script = Path(__file__).with_name("ipp_peer.py")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True, bufsize=1, start_new_session=True)  # Ctrl-C reaches only us
+        self._token = reaper.add(f"ipyparallel peer process {self.proc.pid}", self._stop)
+        self._ask({"op": "start"})
+        self._started.note()  # its controller and engine, our descendants too
+
+    def _ask(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        import json
+
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the ipyparallel peer process exited ({self.proc.wait()})")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(answer["error"])
+        return answer
+
+    def latency(self, n: int) -> list[float]:
+        """``n`` calls of ``view.execute("pass", block=True)``, each timed there (s)."""
+        return [float(x) for x in self._ask({"op": "latency", "n": n})["samples"]]
+
+    def make_array(self, mib: int) -> None:
+        """Build there the array of section (b) (same generator and seed as here)."""
+        self._ask({"op": "array", "mib": mib})
+
+    def transfer(self, check: bool) -> float:
+        """One push + pull round, timed there (s); its cached results dropped, untimed."""
+        return float(self._ask({"op": "transfer", "check": check})["elapsed"])
 
     def _stop(self) -> None:
+        self._started.note()  # what it started, to wait for once it has stopped
         try:
-            if self.client is not None:
-                self.client.close()
+            if self.proc.poll() is None:
+                try:
+                    self._ask({"op": "stop"})
+                except (OSError, ValueError, RuntimeError):
+                    pass
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.terminate()  # it stops its cluster on SIGTERM
+                try:
+                    self.proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(3)
         finally:
-            self._started.note()
-            self.cluster.stop_cluster_sync()
+            for f in (self.proc.stdin, self.proc.stdout):
+                if f is not None:
+                    try:
+                        f.close()
+                    except OSError:
+                        pass
             self._started.wait_gone()
 
     def close(self) -> None:
         self._reaper.stop(self._token)
-
-    def forget_results(self) -> None:
-        """Drop the results the client caches (256 MiB per pull), outside the timing."""
-        for cache in (self.client.results, self.client.metadata, self.view.results):
-            cache.clear()
 
 
 def ipp_start_to_first_result(reaper: Reaper) -> float:
     """``ipp.Cluster(n=1)`` start_and_connect_sync + ``apply_sync(lambda: 1)``; seconds."""
     started = Started(reaper)
     t0 = clock()
-    cluster = _ipp_cluster()
+    cluster = ipp_cluster()
     client: list[Any] = []
 
     def stop() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from cleanup import Reaper, checkpoint
 from peers import (
     EchoProcess,
-    IPPCluster,
+    IPPPeer,
     clock,
     dask_start_to_first_result,
     ipp_start_to_first_result,
@@ -73,17 +73,21 @@ class Section:
 
 
 class Shared:
-    """A warm ipyparallel cluster used by (a) and (b), started once, stopped before (c)."""
+    """A warm ipyparallel cluster used by (a) and (b), started once, stopped before (c).
+
+    It lives in a process of its own (``ipp_peer.py``), which also times it: no
+    ipyparallel client thread runs in this process while kremote and raw are timed.
+    """
 
     def __init__(self, reaper: Reaper) -> None:
         self.reaper = reaper
-        self._ipp: IPPCluster | None = None
-        self.ipp_used = False  # ipyparallel ran once in this process (imports are warm)
+        self._ipp: IPPPeer | None = None
+        self.ipp_used = False  # ipyparallel ran once in this run (its files are warm)
 
-    def ipp(self) -> IPPCluster:
+    def ipp(self) -> IPPPeer:
         if self._ipp is None:
             self.ipp_used = True
-            self._ipp = IPPCluster(self.reaper)
+            self._ipp = IPPPeer(self.reaper)
         return self._ipp
 
     def close(self) -> None:
@@ -129,10 +133,11 @@ def section_a(cfg: Config, reaper: Reaper, shared: Shared) -> Section:
     sec.figures = [kre, kre_info, raw, ipp]
     sec.ratios = [Ratio("kremote / raw", "kremote", "raw", "<=", 3.0),
                   Ratio("ipyparallel / kremote", "ipyparallel", "kremote", ">=", 5.0)]
-    calls: dict[str, Callable[[], Any]] = {}
+    calls: dict[str, Callable[[], Any]] = {}  # timed here, call by call
+    blocks: dict[str, Callable[[int], list[float]]] = {}  # n calls -> n times (s)
     stops: list[Callable[[], None]] = []
     try:
-        _progress("a: starting kremote agent, echo process, ipyparallel cluster")
+        _progress("a: starting kremote agent, echo process, ipyparallel cluster (own process)")
         try:
             cluster, token = _start_kremote(reaper, "bench")
             stops.append(lambda: reaper.stop(token))
@@ -152,29 +157,30 @@ def section_a(cfg: Config, reaper: Reaper, shared: Shared) -> Section:
             raw.error = _error(exc)
         try:
             checkpoint()
-            view = shared.ipp().view
-            view.execute("pass", block=True)
-            calls["ipyparallel"] = lambda: view.execute("pass", block=True)
+            peer = shared.ipp()  # in its own process, which times the calls itself
+            peer.latency(1)
+            blocks["ipyparallel"] = peer.latency
         except Exception as exc:  # noqa: BLE001
             ipp.error = _error(exc)
+        blocks.update({key: (lambda n, fn=fn: _timed_calls(fn, n)) for key, fn in calls.items()})
+        blocks = {f.key: blocks[f.key] for f in sec.figures if f.key in blocks}  # table order
         figs = {f.key: f for f in sec.figures}
-        for key, fn in list(calls.items()):
+        for key, timed in list(blocks.items()):
             _progress(f"a: warm-up {key}")
             try:
-                for _ in range(cfg.warmup):
-                    fn()
+                timed(cfg.warmup)
             except Exception as exc:  # noqa: BLE001
                 figs[key].error = _error(exc)
-                del calls[key]
+                del blocks[key]
         per_block = max(1, cfg.calls // cfg.blocks)
         for block in range(cfg.blocks):
             n = per_block if block < cfg.blocks - 1 else cfg.calls - per_block * (cfg.blocks - 1)
-            for key, fn in list(calls.items()):
+            for key, timed in list(blocks.items()):
                 try:
-                    figs[key].samples.extend(_timed_calls(fn, n))
+                    figs[key].samples.extend(timed(n))
                 except Exception as exc:  # noqa: BLE001
                     figs[key].error = _error(exc)
-                    del calls[key]
+                    del blocks[key]
             _progress(f"a: block {block + 1}/{cfg.blocks} done")
     finally:
         for stop in reversed(stops):
@@ -210,7 +216,7 @@ def section_b(cfg: Config, reaper: Reaper, shared: Shared) -> Section:
     sec.ratios = [Ratio("kremote / raw", "kremote", "raw", ">=", 0.5),
                   Ratio("kremote / ipyparallel", "kremote", "ipyparallel", ">=", 3.0)]
     arr = np.random.default_rng(0).random(nbytes // 8)
-    rounds: dict[str, Callable[[bool], None]] = {}
+    rounds: dict[str, Callable[[bool], float]] = {}  # check values? -> seconds
     stops: list[Callable[[], None]] = []
     try:
         _progress("b: starting kremote agent and echo process")
@@ -224,7 +230,7 @@ def section_b(cfg: Config, reaper: Reaper, shared: Shared) -> Section:
                 if check and not np.array_equal(back, arr):
                     raise RuntimeError("kremote pulled other values")
 
-            rounds["kremote"] = kremote_round
+            rounds["kremote"] = _timed_round(kremote_round)
         except Exception as exc:  # noqa: BLE001
             kre.error = _error(exc)
         try:
@@ -237,33 +243,23 @@ def section_b(cfg: Config, reaper: Reaper, shared: Shared) -> Section:
                 if check and sum(len(f.buffer) for f in back) != nbytes:
                     raise RuntimeError("the echo process sent back other lengths")
 
-            rounds["raw"] = raw_round
+            rounds["raw"] = _timed_round(raw_round)
             whole = [memoryview(arr).cast("B")]
-            rounds["raw-1frame"] = lambda check: echo.transfer(whole)
+            rounds["raw-1frame"] = _timed_round(lambda check: echo.transfer(whole))
         except Exception as exc:  # noqa: BLE001
             raw.error = _error(exc)
         try:
             checkpoint()
-            ippc = shared.ipp()
-
-            def ipp_round(check: bool) -> None:
-                ippc.view.push({"a": arr}, block=True)
-                back = ippc.view.pull("a", block=True)
-                if check and not np.array_equal(back[0], arr):
-                    raise RuntimeError("ipyparallel pulled other values")
-
-            rounds["ipyparallel"] = ipp_round
+            peer = shared.ipp()  # in its own process, which times the round itself
+            peer.make_array(cfg.mib)
+            rounds["ipyparallel"] = peer.transfer
         except Exception as exc:  # noqa: BLE001
             ipp.error = _error(exc)
         figs = {f.key: f for f in sec.figures}
         for r in range(cfg.rounds + 1):  # round 0: warm-up, with a check of the values
-            for key, fn in list(rounds.items()):
+            for key, timed in list(rounds.items()):
                 try:
-                    t0 = clock()
-                    fn(r == 0)
-                    elapsed = clock() - t0
-                    if key == "ipyparallel":
-                        shared.ipp().forget_results()
+                    elapsed = timed(r == 0)
                 except Exception as exc:  # noqa: BLE001
                     figs[key].error = _error(exc)
                     del rounds[key]
@@ -275,6 +271,15 @@ def section_b(cfg: Config, reaper: Reaper, shared: Shared) -> Section:
         for stop in reversed(stops):
             stop()
     return sec
+
+
+def _timed_round(fn: Callable[[bool], Any]) -> Callable[[bool], float]:
+    def timed(check: bool) -> float:
+        t0 = clock()
+        fn(check)
+        return clock() - t0
+
+    return timed
 
 
 # -- (c) start to first result ----------------------------------------------------------------
@@ -296,8 +301,8 @@ def section_c(cfg: Config, reaper: Reaper, shared: Shared) -> Section:
                   Ratio("ipyparallel / kremote", "ipyparallel", "kremote"),
                   Ratio("dask / kremote", "dask", "kremote")]
     if shared.ipp_used:
-        sec.notes.append("ipyparallel ran earlier in this process, so its warm-up start "
-                         "was skipped")
+        sec.notes.append("ipyparallel ran earlier in this run (sections a/b), so its "
+                         "warm-up start was skipped")
 
     def kremote_start(i: int) -> float:
         from jupyter_kremote.session import Cluster, ClusterOptions

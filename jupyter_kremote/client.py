@@ -24,6 +24,10 @@ Liveness = Callable[[int], "str | None"]
 
 TICK = 0.1  # seconds between liveness checks while waiting
 INTERRUPT_GRACE = 3.0  # seconds to wait for agents to report an interrupt
+_TICK_MS = int(TICK * 1000)
+#: plain ints: the enum constants cost an enum operation at each use in the receive loop
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 
 
 @dataclass
@@ -69,6 +73,8 @@ class ClusterClient:
         self.channels = {ep.rank: AgentChannel(self.ctx, ep) for ep in endpoints}
         self.liveness = liveness
         self.ranks = sorted(self.channels)
+        #: a poller and socket -> rank map per set of ranks waited on, made once
+        self._pollers: dict[tuple[int, ...], tuple[zmq.Poller, dict[zmq.Socket, int]]] = {}
 
     def close(self) -> None:
         for ch in self.channels.values():
@@ -93,18 +99,29 @@ class ClusterClient:
         """
         ranks = self.ranks if ranks is None else ranks
         msg_id, frames = self.signer.request(kind, content, payload, has_payload=has_payload)
+        channels = self.channels
         for r in ranks:
-            send(self.channels[r].data, frames)
+            send(channels[r].data, frames)
         return self._collect(msg_id, ranks, on_output, timeout)
+
+    def _poller(self, ranks: list[int]) -> tuple[zmq.Poller, dict[zmq.Socket, int]]:
+        key = tuple(ranks)
+        found = self._pollers.get(key)
+        if found is None:
+            if len(self._pollers) >= 64:  # many different rank subsets: start over
+                self._pollers.clear()
+            socks = {self.channels[r].data: r for r in ranks}
+            poller = zmq.Poller()
+            for s in socks:
+                poller.register(s, zmq.POLLIN)
+            found = self._pollers[key] = (poller, socks)
+        return found
 
     def _collect(self, msg_id: str, ranks: list[int], on_output: OutputHook | None,
                  timeout: float | None) -> dict[int, Message]:
         pending = set(ranks)
         replies: dict[int, Message] = {}
-        poller = zmq.Poller()
-        socks = {self.channels[r].data: r for r in ranks}
-        for s in socks:
-            poller.register(s, zmq.POLLIN)
+        poller, socks = self._poller(ranks)
         start = time.monotonic()
         deadline = start + timeout if timeout else None
         interrupted_at: float | None = None
@@ -139,20 +156,26 @@ class ClusterClient:
                     pending: set[int], replies: dict[int, Message],
                     on_output: OutputHook | None) -> None:
         """Wait up to one tick; route what arrived for request ``msg_id``."""
-        for sock, _ in poller.poll(TICK * 1000):
+        receive = self.signer.receive
+        for sock, _ in poller.poll(_TICK_MS):
             rank = socks[sock]
-            while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            # poll() found a message waiting: read it, then the next ones while there are
+            # more, until this rank's reply (the agent sends nothing of a request after it)
+            while True:
                 try:
-                    _, msg = self.signer.receive(sock)
+                    _, msg = receive(sock)
                 except ProtocolError:
-                    continue
-                if msg.parent_id != msg_id:
-                    continue  # late output of an earlier, abandoned request
-                if msg.kind == "reply":
+                    msg = None
+                if msg is None or msg.parent_id != msg_id:
+                    pass  # refused, or late output of an earlier, abandoned request
+                elif msg.kind == "reply":
                     replies[rank] = msg
                     pending.discard(rank)
+                    break
                 elif on_output is not None:
                     on_output(rank, msg)
+                if not sock.getsockopt(_EVENTS) & _POLLIN:
+                    break
 
     def _check_alive(self, ranks: set[int]) -> None:
         for r in sorted(ranks):

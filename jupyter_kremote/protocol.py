@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import os
 import pickle
 import sys
@@ -43,6 +44,18 @@ MAX_AGE = 300.0
 #: huge frame were 1.5-2x slower): libzmq streams them faster than one
 #: huge frame, and the receiver lands them straight in one buffer (``recv_into``)
 CHUNK = 1024 * 1024
+
+# The hot path (one request and its reply per cell) uses these prepared pieces rather
+# than building them per message: a JSON encoder made once (``json.dumps`` with options
+# makes a new one per call), plain-int ZeroMQ constants (the enum ones cost an enum
+# operation per use), and the header assembled around pre-serialised constant parts.
+# None of it changes what is signed or checked: see Signer.request and Signer._verify.
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # as json.dumps(..., separators)
+_DECODE = json.JSONDecoder().decode
+_STR = json.encoder.encode_basestring_ascii  # what _ENCODE does with a str
+_isfinite = math.isfinite
+_SNDMORE = int(zmq.SNDMORE)
+_HEADER_START = '{"v":' + _ENCODE(PROTOCOL_VERSION) + ',"id":"'
 
 
 class ProtocolError(Exception):
@@ -90,6 +103,30 @@ def loads(data: bytes | memoryview, buffers: list[Any]) -> Any:
     return pickle.loads(data, buffers=buffers)
 
 
+def _json(value: Any) -> str:
+    """``value`` as ``_ENCODE`` writes it, without the encoder for the common types."""
+    kind = type(value)
+    if kind is str:
+        return _STR(value)
+    if value is None:
+        return "null"
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float and _isfinite(value):  # NaN and infinities: as the encoder writes them
+        return float.__repr__(value)
+    if kind is bool:
+        return "true" if value else "false"
+    return _ENCODE(value)
+
+
+def _new_id() -> str:
+    """``uuid.uuid4().hex``, without building a UUID object."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40  # version 4
+    b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return b.hex()
+
+
 class Signer:
     """Signs outgoing and verifies incoming messages with one cluster key."""
 
@@ -98,11 +135,14 @@ class Signer:
             raise ValueError("a non-empty key is required")
         self._key = key
         self.sender = sender or uuid.uuid4().hex[:12]
+        #: HMAC-SHA256 keyed once; each message hashes into a copy of it
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)
+        self._sender_part = ',"sender":' + _json(self.sender) + ',"time":'
         self._seen: OrderedDict[str, None] = OrderedDict()
         self.rejected = 0
 
     def _digest(self, header: bytes | memoryview, payload: bytes | memoryview | None) -> bytes:
-        mac = hmac.new(self._key, digestmod=hashlib.sha256)
+        mac = self._mac.copy()
         mac.update(header)
         if payload is not None:
             mac.update(payload)
@@ -145,25 +185,26 @@ class Signer:
                 view = buf.cast("B") if buf.contiguous else memoryview(bytes(buf))
                 nbytes.append(view.nbytes)
                 frames_tail += [view[i:i + CHUNK] for i in range(0, view.nbytes, CHUNK)]
-        header = {
-            "v": PROTOCOL_VERSION,
-            "id": uuid.uuid4().hex,
-            "kind": kind,
-            "sender": self.sender,
-            "time": time.time(),
-            "parent": parent_id,
-            "rank": rank,
-            "pickled": has_payload,
-            "nbytes": nbytes,
-            "content": content or {},
-        }
-        hbytes = json.dumps(header, separators=(",", ":")).encode()
-        return header["id"], [hbytes, self._digest(hbytes, pickled), *frames_tail]
+        # The header JSON, byte for byte what ``_ENCODE`` makes of the dict
+        # {"v", "id", "kind", "sender", "time", "parent", "rank", "pickled", "nbytes",
+        # "content"} (in that order), assembled from parts: the constant ones are
+        # serialised once per signer, the content dict by the JSON encoder.
+        msg_id = _new_id()
+        hbytes = "".join((
+            _HEADER_START, msg_id, '","kind":', _json(kind), self._sender_part,
+            _json(time.time()), ',"parent":', _json(parent_id), ',"rank":', _json(rank),
+            ',"pickled":', _json(has_payload), ',"nbytes":',
+            "[" + ",".join(map(str, nbytes)) + "]" if nbytes else "[]",
+            ',"content":', _ENCODE(content) if content else "{}", "}",
+        )).encode()
+        if frames_tail:
+            return msg_id, [hbytes, self._digest(hbytes, pickled), *frames_tail]
+        return msg_id, [hbytes, self._digest(hbytes, pickled)]
 
     def _verify(self, hraw: bytes, sig: bytes, payload: memoryview | None) -> dict[str, Any]:
         """Check signature, freshness and replay; return the header. Counts rejections."""
         try:
-            header = json.loads(hraw)
+            header = _DECODE(hraw.decode())  # UTF-8 (what _ENCODE writes is ASCII)
             if bool(header.get("pickled")) != (payload is not None):
                 raise ProtocolError("payload frame does not match the header")
             if not hmac.compare_digest(sig, self._digest(hraw, payload)):
@@ -314,8 +355,16 @@ RECEIVE_POOL = BufferPool()
 
 def send(sock: Any, frames: list[Any]) -> None:
     """Send frames: small messages copied (cheaper than pinning), large ones zero-copy."""
-    small = all(memoryview(f).nbytes < OOB_THRESHOLD for f in frames)
-    sock.send_multipart(frames, copy=small)
+    for f in frames:
+        if (len(f) if type(f) is bytes else memoryview(f).nbytes) >= OOB_THRESHOLD:
+            sock.send_multipart(frames, copy=False)
+            return
+    # all small (the usual request or reply: header, signature, maybe a small pickle):
+    # frame by frame, as send_multipart(copy=True) does, without its per-frame checks
+    last = frames[-1]
+    for f in frames[:-1]:
+        sock.send(f, _SNDMORE)
+    sock.send(last)
 
 
 def _drain(sock: Any) -> None:
