@@ -1,0 +1,76 @@
+/**
+ * The models of the server extension's API (docs/api.md, "The cluster model" and
+ * "Live data"). Only what the panel reads is typed; unknown keys are kept as they come.
+ */
+
+/** One GPU of a telemetry sample; absent from a sample where there is no GPU or no NVML. */
+export interface IGpuSample {
+  index: number;
+  name?: string;
+  util_percent: number;
+  mem_used_bytes: number;
+  mem_total_bytes: number;
+}
+
+/** One telemetry sample of one agent. */
+export interface ITelemetrySample {
+  time: number;
+  cpu_percent?: number;
+  mem_bytes?: number;
+  mem_total_bytes?: number;
+  gpus?: IGpuSample[];
+}
+
+/** One pod (rank) row of a cluster. */
+export interface IPodRow {
+  rank: number;
+  name?: string;
+  phase?: string;
+  node?: string;
+  restarts?: number;
+  started?: number;
+  state?: string;
+  telemetry?: ITelemetrySample | null;
+  [key: string]: unknown;
+}
+
+/** One event of a cluster (Kubernetes events and the cluster's own). */
+export interface IClusterEvent {
+  time: number;
+  type: string; // "Normal" | "Warning"
+  reason: string;
+  object?: string;
+  message: string;
+}
+
+/** The cluster model. */
+export interface ICluster {
+  id: string;
+  name: string;
+  notebook: string;
+  backend: string;
+  count: number;
+  gpu: number;
+  state: string; // "starting" | "running" | "ended"
+  created: number;
+  deadline: number | null;
+  ttl: number;
+  last_activity?: number | null;
+  ended?: string | null;
+  ended_at?: number | null;
+  pods: IPodRow[];
+  warnings?: string[];
+  events?: IClusterEvent[];
+  templates?: string[];
+  namespace?: string | null;
+  [key: string]: unknown;
+}
+
+/** Messages of the `stream` WebSocket. */
+export type StreamMessage =
+  | { type: 'snapshot'; clusters: ICluster[] }
+  | { type: 'cluster'; cluster: ICluster }
+  | { type: 'removed'; id: string }
+  | { type: 'event'; id: string; event: IClusterEvent }
+  | { type: 'telemetry'; id: string; rank: number | string; sample: ITelemetrySample }
+  | { type: 'ended'; id: string; reason: string };
