@@ -224,12 +224,8 @@ class ServerBackend:
         return None
 
     def liveness(self, handle: ClusterHandle, rank: int) -> str | None:
-        model = self.model(handle)
-        if model is None:
-            return "was shut down from the Jupyter server"
-        if model.get("state") == "ended":
-            return f"ended: {model.get('ended')}"
-        return None
+        why = self.ended(handle)  # the server ends whole clusters, not single ranks
+        return f"ended: {why}" if why else None
 
     def describe(self, handle: ClusterHandle, rank: int) -> dict[str, Any]:
         model = self.model(handle) or {}

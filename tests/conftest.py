@@ -142,11 +142,11 @@ def kernel(notebook_dir: Path):
         kc.stop_channels()
         km.shutdown_kernel(now=False)
         # shutting the kernel down must leave no agent behind
-        assert wait_for(lambda: not any(psutil.pid_exists(p) and _alive(p) for p in pids), 10), \
+        assert wait_for(lambda: not any(psutil.pid_exists(p) and alive(p) for p in pids), 10), \
             f"agents left after kernel shutdown: {pids}"
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:

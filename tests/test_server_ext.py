@@ -19,7 +19,7 @@ try:
 except ImportError:  # a source checkout: hatch maps server_ext/ into the wheel only
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server_ext"))
 
-from conftest import all_agent_pids, wait_for
+from conftest import alive, all_agent_pids, wait_for
 from jupyter_kremote_server.manager import ClusterManager, Limits
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
@@ -67,13 +67,6 @@ def no_agent_left():
 @pytest.fixture
 def manager(jp_serverapp) -> ClusterManager:
     return jp_serverapp.web_app.settings["kremote_manager"]
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 async def _call(jp_fetch, *path: str, method: str = "GET", body=None, **kw):
@@ -128,7 +121,7 @@ async def test_every_endpoint_on_local_backend(jp_fetch):
 
     code, _ = await _call(jp_fetch, "clusters", "train-default", method="DELETE")
     assert code == 204
-    assert wait_for(lambda: _gone(pid), 5)
+    assert wait_for(lambda: not alive(pid), 5)
     code, listing = await _call(jp_fetch, "clusters")
     assert listing["clusters"] == []
 
@@ -229,7 +222,7 @@ async def test_culling_a_cluster_past_its_ttl(jp_fetch, manager):
     assert await manager.cull_once(now=time.time() + 60) == {}
     culled = await manager.cull_once(now=model["deadline"] + 1)
     assert culled == {"old": "its TTL ran out"}
-    assert wait_for(lambda: _gone(pid), 5)
+    assert wait_for(lambda: not alive(pid), 5)
     code, got = await _call(jp_fetch, "clusters", "old")
     assert got["state"] == "ended" and got["ended"] == "its TTL ran out"
     assert got["pods"] == [] and got["ended_at"] is not None
@@ -322,7 +315,7 @@ async def test_culler_task_runs_in_the_server_and_stops_with_it(jp_serverapp, jp
             break
         await asyncio.sleep(0.02)
     assert manager._entries["ttl"].model.ended == "its TTL ran out"
-    assert wait_for(lambda: _gone(pid), 5)
+    assert wait_for(lambda: not alive(pid), 5)
 
     await _call(jp_fetch, "clusters", method="POST", body={"name": "ttl"})
     await ext.stop_extension()  # cancels the culler, shuts every cluster down

@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import Kernel, all_agent_pids, wait_for
+from conftest import Kernel, alive, all_agent_pids, wait_for
 
 TOKEN = "kremote-test-token"
 
@@ -65,6 +65,13 @@ class Server:
             raw = resp.read()
         return json.loads(raw) if raw else None
 
+    def open_notebook(self, path: str, cwd: Path) -> tuple[dict, Kernel]:
+        """Start a notebook session as JupyterLab does; its session and a client of its kernel."""
+        session = self.call("POST", "api/sessions", {
+            "path": path, "name": Path(path).name, "type": "notebook",
+            "kernel": {"name": "python3"}})
+        return session, self.kernel(session["kernel"]["id"], cwd)
+
     def kernel(self, kernel_id: str, cwd: Path) -> Kernel:
         from jupyter_client import BlockingKernelClient
 
@@ -98,11 +105,8 @@ def server(tmp_path):
 
 
 def test_kernel_uses_the_server_and_reattaches_after_a_restart(server):
-    session = server.call("POST", "api/sessions", {
-        "path": "work/train.ipynb", "name": "train.ipynb", "type": "notebook",
-        "kernel": {"name": "python3"}})
+    session, k = server.open_notebook("work/train.ipynb", server.root / "work")
     kernel_id = session["kernel"]["id"]
-    k = server.kernel(kernel_id, server.root / "work")
     try:
         assert k.run("%load_ext jupyter_kremote").status == "ok"
         (server.root / "work" / "helpers.py").write_text("def answer():\n    return 41\n")
@@ -138,7 +142,7 @@ def test_kernel_uses_the_server_and_reattaches_after_a_restart(server):
         # shut down from the server (the panel's button): the next cell says so
         pids = [p["pid"] for p in got["pods"]]
         server.call("DELETE", "kremote/api/v1/clusters/train-default")
-        assert wait_for(lambda: not any(_alive(p) for p in pids), 10)
+        assert wait_for(lambda: not any(alive(p) for p in pids), 10)
         time.sleep(1.1)  # the kernel's cached view of the cluster expires
         res = k.run("%%remote\nprint(x)")
         assert res.status == "error"
@@ -157,25 +161,13 @@ def test_kernel_uses_the_server_and_reattaches_after_a_restart(server):
         server.call("DELETE", f"api/sessions/{session['id']}")
 
 
-def _alive(pid: int) -> bool:
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def test_kernels_without_the_extension_run_agents_themselves(tmp_path):
     """A server that does not run the extension: the magics start agents in-process."""
     root = tmp_path / "root"
     root.mkdir()
     srv = Server(root, tmp_path / "runtime", extension=False)
     try:
-        session = srv.call("POST", "api/sessions", {
-            "path": "plain.ipynb", "name": "plain.ipynb", "type": "notebook",
-            "kernel": {"name": "python3"}})
-        k = srv.kernel(session["kernel"]["id"], root)
+        _, k = srv.open_notebook("plain.ipynb", root)
         try:
             assert k.run("%load_ext jupyter_kremote").status == "ok"
             res = k.run("%%remote\nprint('local', 1 + 1)")
@@ -194,10 +186,7 @@ def test_an_idle_cluster_is_culled_and_the_next_cell_says_so(tmp_path):
     srv = Server(root, tmp_path / "runtime", args=("--KRemoteApp.idle_cull_seconds=3",
                                                    "--KRemoteApp.cull_interval=0.5"))
     try:
-        session = srv.call("POST", "api/sessions", {
-            "path": "idle.ipynb", "name": "idle.ipynb", "type": "notebook",
-            "kernel": {"name": "python3"}})
-        k = srv.kernel(session["kernel"]["id"], root)
+        _, k = srv.open_notebook("idle.ipynb", root)
         try:
             assert k.run("%load_ext jupyter_kremote").status == "ok"
             # a cell longer than the idle time is work, not idleness
@@ -213,7 +202,7 @@ def test_an_idle_cluster_is_culled_and_the_next_cell_says_so(tmp_path):
             assert "it was idle for more than 3s" in res.error["evalue"]
             got = srv.call("GET", "kremote/api/v1/clusters/idle-default")
             assert got["events"][0]["reason"] == "Culled"
-            assert wait_for(lambda: not any(_alive(p) for p in pids), 10)
+            assert wait_for(lambda: not any(alive(p) for p in pids), 10)
         finally:
             k.kc.stop_channels()
     finally:

@@ -27,12 +27,16 @@ _ID = r"(?P<cluster_id>[A-Za-z0-9][A-Za-z0-9._-]*)"
 T = TypeVar("T")
 
 
-class KRemoteHandler(ExtensionHandlerMixin, APIHandler):
-    auth_resource = AUTH_RESOURCE
+class _ManagerMixin:
+    settings: dict[str, Any]
 
     @property
     def manager(self) -> ClusterManager:
         return self.settings["kremote_manager"]
+
+
+class KRemoteHandler(_ManagerMixin, ExtensionHandlerMixin, APIHandler):
+    auth_resource = AUTH_RESOURCE
 
     async def call(self, work: Awaitable[T]) -> T:
         """Await a manager call, turning its refusals into JSON HTTP errors."""
@@ -154,14 +158,11 @@ class TelemetryHandler(KRemoteHandler):
         self.send(await self.call(self.manager.telemetry(cluster_id)))
 
 
-class StreamHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHandler):
+class StreamHandler(_ManagerMixin, ExtensionHandlerMixin, JupyterHandler,
+                    websocket.WebSocketHandler):
     """Every change of every cluster, as JSON messages (docs/api.md, "WebSocket")."""
 
     auth_resource = AUTH_RESOURCE
-
-    @property
-    def manager(self) -> ClusterManager:
-        return self.settings["kremote_manager"]
 
     @ws_authenticated
     async def get(self, *args: Any, **kwargs: Any) -> None:
