@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the JupyterLab extension into jupyter_kremote/labextension/ (what the wheel ships),
-# offline-safe: `npm install --no-audit --no-fund` (only when package.json or the lock file
-# changed), `tsc`, then @jupyter/builder. Skips every step that is up to date, judged by a
+# offline-safe and reproducible: `npm ci` (exactly the committed package-lock.json, which it never
+# rewrites; only when package.json or the lock file changed), `tsc`, then @jupyter/builder. Skips every step that is up to date, judged by a
 # hash of the sources (not mtimes, which a fresh clone resets).
 # Usage: labextension/build.sh [--force]
 set -euo pipefail
@@ -19,8 +19,8 @@ hash_of() { (cd "$here" && find "$@" -type f -print0 2>/dev/null | sort -z | xar
 
 deps="$(hash_of package.json package-lock.json)"
 if [ ! -f node_modules/.kremote-deps ] || [ "$(cat node_modules/.kremote-deps)" != "$deps" ]; then
-  echo "labextension: npm install" >&2
-  npm install --no-audit --no-fund --loglevel=error >/dev/null
+  echo "labextension: npm ci" >&2
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null
   echo "$deps" > node_modules/.kremote-deps
 fi
 

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 can_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
-# The JupyterLab panel: labextension/ built into jupyter_kremote/labextension/ (npm install +
+# The JupyterLab panel: labextension/ built into jupyter_kremote/labextension/ (npm ci +
 # tsc + labextension build, each skipped when up to date), before pip so that the editable
 # install finds it built
 if ! command -v npm >/dev/null 2>&1 && can_apt; then
