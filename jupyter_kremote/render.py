@@ -9,6 +9,9 @@ from .session import ClusterOptions
 
 def render_yaml(name: str, options: ClusterOptions, notebook: str = "") -> str:
     """Multi-document YAML like ``kubectl create --dry-run=client -o yaml``, secrets redacted."""
+    from .backends import require_kubernetes
+
+    require_kubernetes("kubernetes_validate")
     from .backends.kubernetes import KubernetesBackend
 
     backend = KubernetesBackend()

@@ -487,7 +487,10 @@ def test_labextension_unit_tests() -> None:
 
 
 def test_wheel_ships_the_prebuilt_labextension(tmp_path: Path) -> None:
-    """`pip install` of the wheel is all a user does: the built extension is in it."""
+    """`pip install` of the wheel is all a user does: the built extension is in it, the server
+    extension's dependency comes with it, and building it leaves the npm lock file as
+    committed (reproducible builds)."""
+    lock = (ROOT / "labextension" / "package-lock.json").read_bytes()
     build_labextension()
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
                            "-w", str(tmp_path), str(ROOT)],
@@ -504,3 +507,9 @@ def test_wheel_ships_the_prebuilt_labextension(tmp_path: Path) -> None:
         next(n for n in share if n.endswith("/jupyter-kremote/package.json"))))
     assert meta["name"] == "jupyter-kremote"
     assert meta["jupyterlab"]["_build"]["load"].startswith("static/remoteEntry.")
+    metadata = zipfile.ZipFile(wheel).read(
+        next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    assert any(re.match(r"Requires-Dist: jupyter[-_]server\b[^;]*$", r) for r in requires), \
+        requires  # a plain install, no extra: the server extension it enables can load
+    assert (ROOT / "labextension" / "package-lock.json").read_bytes() == lock
