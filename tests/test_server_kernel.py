@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -32,12 +34,13 @@ class Server:
     """A ``jupyter server`` subprocess with the kremote extension, and a tiny REST client."""
 
     def __init__(self, root: Path, runtime: Path, extension: bool = True,
-                 args: tuple[str, ...] = ()) -> None:
+                 args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
         self.root, self.runtime = root, runtime
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime),
-               "JUPYTER_CONFIG_DIR": str(runtime.parent / "config"), "KREMOTE_SERVER": ""}
+               "JUPYTER_CONFIG_DIR": str(runtime.parent / "config"), "KREMOTE_SERVER": "",
+               **(env or {})}
         env.pop("KREMOTE_SERVER_URL", None)
         self.log = open(runtime.parent / "server.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -207,3 +210,31 @@ def test_an_idle_cluster_is_culled_and_the_next_cell_says_so(tmp_path):
             k.kc.stop_channels()
     finally:
         srv.stop()
+
+
+def test_sigint_without_a_tty_stops_the_server_through_its_cleanup(tmp_path):
+    """JupyterHub stops single-user servers with SIGINT, and they have no tty: the extension's
+    cleanup must still run, ending the agents and removing their work folders."""
+    root, tmp = tmp_path / "root", tmp_path / "tmp"
+    root.mkdir()
+    tmp.mkdir()
+    srv = Server(root, tmp_path / "runtime", env={"TMPDIR": str(tmp)})
+    try:
+        _, k = srv.open_notebook("hub.ipynb", root)
+        try:
+            assert k.run("%load_ext jupyter_kremote").status == "ok"
+            assert "up" in k.run("%%remote -n 2\nprint('up')").stdout
+            pids = [p["pid"] for p in srv.call("GET", "kremote/api/v1/clusters")
+                    ["clusters"][0]["pods"]]
+            assert list(tmp.glob("kremote-*")), "the agents' work folders are under $TMPDIR"
+        finally:
+            k.kc.stop_channels()
+        srv.proc.send_signal(signal.SIGINT)
+        srv.proc.wait(30)
+    finally:
+        srv.stop()
+    log = (tmp_path / "server.log").read_text()
+    assert re.search(r"Shutting down \d+ extensions?", log), log[-2000:]
+    assert "kremote: stopped" in log, log[-2000:]
+    assert not any(alive(p) for p in pids)
+    assert not list(tmp.glob("kremote-*"))

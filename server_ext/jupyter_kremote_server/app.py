@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import getpass
 import os
+import signal
+import threading
 
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, Int, List, Unicode, default
@@ -140,6 +142,7 @@ class KRemoteApp(ExtensionApp):
         self.handlers.extend(default_handlers)
 
     async def _start_jupyter_server_extension(self, serverapp) -> None:
+        _stop_on_sigint(serverapp)
         self._culler = asyncio.get_running_loop().create_task(self._cull_forever())
         if self.adopt and self.backend == "kubernetes":
             try:
@@ -165,6 +168,21 @@ class KRemoteApp(ExtensionApp):
                 await self._culler
             self._culler = None
         await self.manager.close(keep=tuple(self.keep_on_exit))
+        self.log.info("kremote: stopped (clusters shut down, except %s ones, which are kept)",
+                      ", ".join(self.keep_on_exit) or "no")
+
+
+def _stop_on_sigint(serverapp) -> None:
+    """Make SIGINT stop the server the way SIGTERM does, through its cleanup.
+
+    jupyter_server installs its own SIGINT handler only when stdin is a tty. Without one (a
+    server spawned by JupyterHub, which stops it with SIGINT), SIGINT raises
+    KeyboardInterrupt out of the event loop, ``stop_extension`` never runs, and the clusters
+    this extension holds outlive their server.
+    """
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+        signal.signal(signal.SIGINT, serverapp._signal_stop)
 
 
 _load_jupyter_server_extension = KRemoteApp._load_jupyter_server_extension
