@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["KubeCluster", "LocalCluster", "PodSpec", "load_ipython_extension",
-           "unload_ipython_extension"]
+__all__ = ["Inbox", "KubeCluster", "LocalCluster", "Outbox", "PodSpec", "group", "groups",
+           "load_ipython_extension", "peers", "rank", "remote", "unload_ipython_extension"]
+_PEERS = ("Inbox", "Outbox", "group", "groups", "peers", "rank")
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -28,6 +29,14 @@ def __getattr__(name: str) -> Any:
         from . import api
 
         return getattr(api, name)
+    if name == "remote":
+        from .remote_fn import remote
+
+        return remote
+    if name in _PEERS:  # on the agents: where the other groups are, channels to them
+        from . import channels
+
+        return getattr(channels, name)
     if name == "PodSpec":
         from .spec import PodSpec
 

@@ -310,17 +310,18 @@ class RemoteMagics(Magics):
             %remote extend 30m
             %remote restart -n 4
             %remote shutdown
+            %remote tasks
         """
         words = line.split()
         if not words:
             raise UsageError("usage: %remote status | top | push NAME... | pull NAME... "
                              "[--rank R] | logs [--rank R] [--follow] | events | "
-                             "render [options] | extend DURATION | restart | shutdown")
+                             "render [options] | extend DURATION | restart | shutdown | tasks")
         sub, rest = words[0], " ".join(words[1:])
         handler = getattr(self, f"_cmd_{sub}", None)
         if handler is None:
             raise UsageError(f"%remote {sub}: unknown command; use one of status, top, push, "
-                             "pull, logs, events, render, extend, restart, shutdown")
+                             "pull, logs, events, render, extend, restart, shutdown, tasks")
         if sub == "render":  # takes %%remote's own options
             return handler(argparse.Namespace(rest=rest))
         parser = _SUBPARSERS[sub]
@@ -441,6 +442,16 @@ class RemoteMagics(Magics):
             self.session.shutdown(name)
             print(f"cluster {name!r} shut down")
 
+    def _cmd_tasks(self, args: argparse.Namespace) -> None:
+        """Done, running and failed counts of this kernel's recent maps."""
+        from .mapper import RECENT
+
+        maps = [m for m in RECENT if args.name in (DEFAULT_NAME, m.cluster)]
+        if not maps:
+            print("no maps yet; `await cluster.map(fn, inputs)` runs one")
+        for m in maps:
+            print(f"cluster {m.cluster!r} {m.line()}")
+
     def _get(self, name: str) -> Cluster:
         try:
             return self.session.get(name)
@@ -469,6 +480,7 @@ _SUBPARSERS: dict[str, MagicArgumentParser] = {
     "extend": _parser("extend", (("duration",), {"type": _seconds})),
     "restart": _parser("restart", (("-n", "--count"), {"type": _count, "default": None})),
     "shutdown": _parser("shutdown", (("--all",), {"action": "store_true"})),
+    "tasks": _parser("tasks"),
 }
 for _p in _SUBPARSERS.values():
     _p.parse_argstring = lambda s, _p=_p: _p.parse_args(_split(s))  # type: ignore[attr-defined]

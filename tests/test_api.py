@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import all_agent_pids, wait_for
+
 from jupyter_kremote import LocalCluster
 
 
 @pytest.mark.asyncio
 async def test_local_cluster_run_call_push_pull(tmp_path, capsys):
     (tmp_path / "helpers.py").write_text("def answer():\n    return 42\n")
-    before = all_agent_pids()
     async with LocalCluster(count=2, files=["helpers.py"], root=tmp_path) as c:
-        mine = all_agent_pids() - before
-        assert len(mine) == 2
+        mine = {row["pid"] for row in c.cluster.status()}  # not other test runs' agents
+        assert len(mine) == 2 and mine <= all_agent_pids()
         bundles = await c.run("import helpers, os\nprint('hi', os.environ['RANK'])\n"
                               "helpers.answer()")
         assert [b["text/plain"] for b in bundles] == ["42", "42"]
