@@ -19,6 +19,9 @@ from .errors import AgentDied, ClusterTimeout
 from .protocol import Message, ProtocolError, Signer, send
 
 OutputHook = Callable[[int, Message], None]
+#: answers a rank's ``input()`` (rank, prompt, password) with a line, or None to leave the
+#: rank waiting; raising (StdinNotImplementedError, EOFError) raises that in the remote code
+InputHook = Callable[[int, str, bool], "str | None"]
 #: returns None while the rank is alive, else a description of how it ended
 Liveness = Callable[[int], "str | None"]
 
@@ -91,18 +94,21 @@ class ClusterClient:
         has_payload: bool | None = None,
         on_output: OutputHook | None = None,
         timeout: float | None = None,
+        on_input: InputHook | None = None,
     ) -> dict[int, Message]:
         """Send one request to ``ranks`` and wait for every reply, streaming output.
 
-        Raises KeyboardInterrupt (after interrupting the agents), ClusterTimeout or
-        AgentDied; replies with ``status: error`` are returned, not raised.
+        ``on_input`` answers the remote code's ``input()``; without it, input raises
+        ``StdinNotImplementedError`` there. Raises KeyboardInterrupt (after interrupting
+        the agents), ClusterTimeout or AgentDied; replies with ``status: error`` are
+        returned, not raised.
         """
         ranks = self.ranks if ranks is None else ranks
         msg_id, frames = self.signer.request(kind, content, payload, has_payload=has_payload)
         channels = self.channels
         for r in ranks:
             send(channels[r].data, frames)
-        return self._collect(msg_id, ranks, on_output, timeout)
+        return self._collect(msg_id, ranks, on_output, timeout, on_input)
 
     def _poller(self, ranks: list[int]) -> tuple[zmq.Poller, dict[zmq.Socket, int]]:
         key = tuple(ranks)
@@ -118,7 +124,8 @@ class ClusterClient:
         return found
 
     def _collect(self, msg_id: str, ranks: list[int], on_output: OutputHook | None,
-                 timeout: float | None) -> dict[int, Message]:
+                 timeout: float | None, on_input: InputHook | None = None
+                 ) -> dict[int, Message]:
         pending = set(ranks)
         replies: dict[int, Message] = {}
         poller, socks = self._poller(ranks)
@@ -128,7 +135,7 @@ class ClusterClient:
         next_check = start + TICK
         while pending:
             try:
-                self._take_ready(poller, socks, msg_id, pending, replies, on_output)
+                self._take_ready(poller, socks, msg_id, pending, replies, on_output, on_input)
                 now = time.monotonic()
                 if pending and now >= next_check:
                     next_check = now + TICK
@@ -154,7 +161,7 @@ class ClusterClient:
 
     def _take_ready(self, poller: zmq.Poller, socks: dict[zmq.Socket, int], msg_id: str,
                     pending: set[int], replies: dict[int, Message],
-                    on_output: OutputHook | None) -> None:
+                    on_output: OutputHook | None, on_input: InputHook | None = None) -> None:
         """Wait up to one tick; route what arrived for request ``msg_id``."""
         receive = self.signer.receive
         for sock, _ in poller.poll(_TICK_MS):
@@ -172,10 +179,34 @@ class ClusterClient:
                     replies[rank] = msg
                     pending.discard(rank)
                     break
+                elif msg.kind == "input_request":
+                    self._answer_input(sock, rank, msg, on_input)
                 elif on_output is not None:
                     on_output(rank, msg)
                 if not sock.getsockopt(_EVENTS) & _POLLIN:
                     break
+
+    def _answer_input(self, sock: zmq.Socket, rank: int, msg: Message,
+                      on_input: InputHook | None) -> None:
+        """Answer a rank's ``input()``; KeyboardInterrupt (the stop button) propagates."""
+        prompt = str(msg.content.get("prompt", ""))
+        password = bool(msg.content.get("password"))
+        reply: dict[str, Any]
+        if on_input is None:
+            reply = {"status": "error", "ename": "StdinNotImplementedError",
+                     "evalue": "input() was called, but this request has no stdin"}
+        else:
+            try:
+                value = on_input(rank, prompt, password)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - raised again in the remote code
+                reply = {"status": "error", "ename": type(exc).__name__, "evalue": str(exc)}
+            else:
+                if value is None:
+                    return  # this rank waits: stdin belongs to another
+                reply = {"status": "ok", "value": str(value)}
+        send(sock, self.signer.encode("input_reply", reply, parent_id=msg.msg_id))
 
     def _check_alive(self, ranks: set[int]) -> None:
         for r in sorted(ranks):

@@ -25,6 +25,7 @@ from IPython.core.magic_arguments import (
 from .client import Message
 from .errors import ClusterEnded, KRemoteError, RemoteError
 from .files import DEFAULT_MAX_FILE_SIZE, human_size, parse_size
+from .relay import CommRelay, StdinRelay, kernel_parent_id
 from .session import Cluster, ClusterOptions, Session
 from .spec import SpecError, format_duration, parse_duration
 
@@ -125,8 +126,9 @@ class _Result:
 class _Output:
     """Renders live output of several ranks: streams labelled per line, displays."""
 
-    def __init__(self, label: bool) -> None:
+    def __init__(self, label: bool, comms: CommRelay | None = None) -> None:
         self.label = label
+        self.comms = comms
         self.line_start: dict[tuple[int, str], bool] = defaultdict(lambda: True)
         self.results: dict[int, dict[str, Any]] = {}
 
@@ -147,6 +149,8 @@ class _Output:
                 clear_output(wait=True)
             else:
                 publish_display_data(data, meta)
+        elif msg.kind == "comm" and self.comms is not None:
+            self.comms.from_agent(rank, msg)
 
     def _labelled(self, rank: int, name: str, text: str) -> str:
         if not self.label:
@@ -174,6 +178,9 @@ class RemoteMagics(Magics):
               help="number of agents when the cluster starts (default 1)")
     @argument("--rank", type=_ranks, default=None, help="run on these ranks only: 0 or 0,2")
     @argument("--all", action="store_true", help="run on every rank (the default)")
+    @argument("--stdin-rank", type=int, default=None, metavar="R",
+              help="the rank whose input() and pdb prompts reach the notebook (default: the "
+                   "first rank the cell runs on); the other ranks' prompts wait")
     @argument("--files", nargs="+", default=[], metavar="PATH",
               help="files or folders, relative to the notebook folder, to ship first")
     @argument("--no-auto-files", action="store_true",
@@ -218,10 +225,17 @@ class RemoteMagics(Magics):
         self._ship(cluster, cell, args.files, args.no_auto_files, args.max_file_size, args.rank)
         ranks = None if args.all else args.rank
         targets = ranks if ranks is not None else cluster.ranks
-        output = _Output(label=len(targets) > 1)
+        stdin_rank = min(targets) if args.stdin_rank is None else args.stdin_rank
+        if stdin_rank not in targets:
+            raise UsageError(f"--stdin-rank {stdin_rank}: the cell runs on rank(s) "
+                             f"{','.join(map(str, targets))}; pick one of them")
+        output = _Output(label=len(targets) > 1, comms=self._comms(cluster))
         # a comment stands for the %%remote line, so remote line numbers match the cell's
-        replies = cluster.run(f"# %%remote {line}\n{cell}", ranks=ranks, on_output=output, timeout=args.timeout,
-                              env=env, execution_count=self.shell.execution_count - 1)
+        replies = cluster.run(f"# %%remote {line}\n{cell}", ranks=ranks, on_output=output,
+                              timeout=args.timeout, env=env,
+                              execution_count=self.shell.execution_count - 1,
+                              on_input=StdinRelay(stdin_rank),
+                              parent_msg_id=kernel_parent_id(self.shell))
         errors = [(r, c) for r, c in replies.items() if c.get("status") == "error"]
         for r, c in errors[1:]:
             print(f"[rank {r}] {c.get('ename')}: {c.get('evalue')}", file=sys.stderr)
@@ -236,6 +250,13 @@ class RemoteMagics(Magics):
             print(f"[rank {r}] Out:")
             publish_display_data(bundle)
         return None
+
+    def _comms(self, cluster: Cluster) -> CommRelay:
+        """The cluster's widget relay: comm messages shown as this kernel's own."""
+        if cluster.comms is None:
+            cluster.comms = CommRelay(cluster, self.shell,
+                                      lambda: _Output(label=False, comms=cluster.comms))
+        return cluster.comms
 
     def _cluster(self, args: argparse.Namespace | None, env: dict[str, str],
                  name: str = DEFAULT_NAME) -> Cluster:

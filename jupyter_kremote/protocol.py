@@ -35,7 +35,7 @@ from typing import Any
 import cloudpickle
 import zmq
 
-PROTOCOL_VERSION = "1.0"
+PROTOCOL_VERSION = "1.1"
 #: buffers at least this large travel out-of-band, in frames of their own
 OOB_THRESHOLD = 64 * 1024
 #: messages older than this (seconds) are refused as possible replays

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends import Backend, ClusterHandle, StartRequest, get_backend
-from .client import ClusterClient, Message, OutputHook
+from .client import ClusterClient, InputHook, Message, OutputHook
 from .errors import AgentDied, ClusterEnded, ClusterTimeout, RemoteError
 from .files import FileCollector, FileEntry
 from .protocol import TRACKED_PACKAGES, runtime_info
@@ -76,6 +76,8 @@ class Cluster:
         self.last_activity = time.time()
         self._lock = threading.RLock()
         self.warnings: list[str] = []
+        #: the agents' comms mirrored in the kernel (relay.CommRelay), made on first use
+        self.comms: Any = None
         try:
             self._check_drift()
             if self.options.backend != "local":  # torch.distributed: rank 0's pod is master
@@ -147,7 +149,8 @@ class Cluster:
     def _request(self, kind: str, content: dict[str, Any] | None = None, payload: Any = None,
                  *, ranks: list[int] | None = None, has_payload: bool | None = None,
                  on_output: OutputHook | None = None,
-                 timeout: float | None = None) -> dict[int, Message]:
+                 timeout: float | None = None,
+                 on_input: InputHook | None = None) -> dict[int, Message]:
         with self._lock:
             self.check_usable()
             targets = self._targets(ranks)
@@ -155,7 +158,7 @@ class Cluster:
             try:
                 return self.client.request(kind, content, payload, ranks=targets,
                                            has_payload=has_payload, on_output=on_output,
-                                           timeout=timeout)
+                                           timeout=timeout, on_input=on_input)
             except AgentDied as exc:
                 self.ended = str(exc).replace(" while running the request", "")
                 raise AgentDied(
@@ -175,15 +178,28 @@ class Cluster:
     def run(self, code: str, *, ranks: list[int] | None = None,
             on_output: OutputHook | None = None, timeout: float | None = None,
             env: dict[str, str] | None = None,
-            execution_count: int | None = None) -> dict[int, dict[str, Any]]:
+            execution_count: int | None = None,
+            on_input: InputHook | None = None,
+            parent_msg_id: str = "") -> dict[int, dict[str, Any]]:
         """Run a cell; return each rank's reply content (errors returned, not raised).
 
-        ``execution_count`` numbers the remote cell like the notebook's (``Cell In[7]``).
+        ``execution_count`` numbers the remote cell like the notebook's (``Cell In[7]``);
+        ``on_input`` answers the cell's ``input()`` (else it raises StdinNotImplementedError);
+        ``parent_msg_id`` is the notebook message being run (ipywidgets' Output widget).
         """
-        content = {"code": code, "env": env or {}, "execution_count": execution_count}
+        content = {"code": code, "env": env or {}, "execution_count": execution_count,
+                   "parent_msg_id": parent_msg_id}
         replies = self._request("execute", content, ranks=ranks,
-                                on_output=on_output, timeout=timeout)
+                                on_output=on_output, timeout=timeout, on_input=on_input)
         return {r: m.content for r, m in sorted(replies.items())}
+
+    def comm(self, rank: int, content: dict[str, Any], buffers: list[bytes] | None = None, *,
+             on_output: OutputHook | None = None,
+             on_input: InputHook | None = None) -> dict[str, Any]:
+        """Deliver a frontend comm message to the rank whose comm it is; its reply."""
+        replies = self._request("comm", content, buffers or None, ranks=[rank],
+                                on_output=on_output, on_input=on_input)
+        return replies[rank].content
 
     def call(self, fn: Callable[..., Any], *args: Any, ranks: list[int] | None = None,
              on_output: OutputHook | None = None, **kwargs: Any) -> list[Any]:
@@ -276,6 +292,8 @@ class Cluster:
         self.client.close()
 
     def shutdown(self) -> None:
+        if self.comms is not None:
+            self.comms.close_all()
         if self.ended is None:
             self.client.control("shutdown", timeout=0.5)
             self.ended = "it was shut down"

@@ -55,7 +55,10 @@ class Kernel:
     def __init__(self, km, kc, cwd: Path) -> None:
         self.km, self.kc, self.cwd = km, kc, cwd
 
-    def run(self, code: str, timeout: float = 60) -> CellResult:
+    def run(self, code: str, timeout: float = 60, *, stdin_hook=None,
+            allow_stdin: bool = False) -> CellResult:
+        """Run a cell; ``stdin_hook(msg)`` answers input requests with ``self.kc.input``
+        (a frontend with a prompt), else the frontend allows no stdin unless asked."""
         outputs: list[dict[str, Any]] = []
 
         def hook(msg: dict[str, Any]) -> None:
@@ -72,7 +75,8 @@ class Kernel:
 
         # stop_on_error=False: an error must not abort the next test step queued right after it
         reply = self.kc.execute_interactive(code, output_hook=hook, timeout=timeout,
-                                            stop_on_error=False)
+                                            stop_on_error=False, stdin_hook=stdin_hook,
+                                            allow_stdin=allow_stdin or stdin_hook is not None)
         return CellResult(reply["content"]["status"], outputs, reply["content"])
 
     def start_long_cell(self, timeout: float = 30) -> None:
@@ -128,6 +132,11 @@ def notebook_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def kernel(notebook_dir: Path):
+    yield from kernel_in(notebook_dir)
+
+
+def kernel_in(notebook_dir: Path):
+    """A kernel with the extension loaded; afterwards, no agent left (a fixture's body)."""
     from jupyter_client.manager import start_new_kernel
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

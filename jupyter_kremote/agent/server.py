@@ -8,6 +8,10 @@ replies and live output on that same socket with no thread hand-off. A second
 ``interrupt`` (SIGINT to the main thread), ``extend`` and ``shutdown`` while a cell is
 busy, and enforces the TTL and the parent-process watchdog. Unsigned or badly signed messages
 are dropped and counted on both sockets.
+
+``input()``, ``getpass()`` and pdb in remote code ask the notebook: the main thread, which
+runs the cell, sends ``input_request`` on the data socket and itself waits there for the
+kernel's ``input_reply`` (interruptible like any cell code).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 import zmq
 
 from ..protocol import TRACKED_PACKAGES, Message, ProtocolError, Signer, runtime_info, send
+from . import comms
 from .files import FileStore
 from .telemetry import Sampler
 
@@ -75,6 +80,9 @@ class Agent:
         self._pending: deque[tuple[bytes, list[Any]]] = deque()  # output from other threads
         self._current: tuple[bytes, str] | None = None  # (peer, request id) of the running cell
         self._runner: Any = None
+        #: requests that arrived while the cell waited for input: served after it
+        self._backlog: deque[tuple[bytes, Message]] = deque()
+        self._stdin_closed = False  # the cell was interrupted at a prompt: no more prompts
         self.files = FileStore(settings.workdir)
         self.sampler = Sampler()  # primed now: the first "telemetry" already has CPU use
 
@@ -102,6 +110,8 @@ class Agent:
         from .shell import CellRunner
 
         self._runner = CellRunner(self._emit)
+        install_stdin(self.read_input)
+        comms.install(self._emit, self._runner.shell)
 
     @property
     def runner(self) -> Any:
@@ -114,6 +124,9 @@ class Agent:
         poller.register(self.data, zmq.POLLIN)
         while not self.stopping.is_set():
             try:
+                if self._backlog:
+                    self._handle(*self._backlog.popleft())
+                    continue
                 if not poller.poll(200):
                     continue
                 try:
@@ -121,6 +134,8 @@ class Agent:
                 except ProtocolError as exc:
                     log.warning("dropped a message on the data socket: %s", exc)
                     continue
+                if msg.kind == "input_reply":
+                    continue  # answers a prompt that was interrupted meanwhile
                 self._handle(peer, msg)
             except KeyboardInterrupt:
                 continue  # an interrupt that arrived between cells
@@ -129,6 +144,7 @@ class Agent:
 
     def _handle(self, peer: bytes, msg: Message) -> None:
         self._current = (peer, msg.msg_id)
+        self._stdin_closed = False
         self.busy_since = time.time()
         reply: dict[str, Any] = {"status": "ok"}
         payload: Any = None
@@ -166,19 +182,94 @@ class Agent:
         self._send(peer, kind, content, payload, parent=parent)
 
     def _send(self, peer: bytes, kind: str, content: dict[str, Any], payload: Any = None, *,
-              has_payload: bool | None = None, parent: str = "") -> None:
+              has_payload: bool | None = None, parent: str = "") -> str:
         while self._pending:
             p, frames = self._pending.popleft()
             send(self.data, [p, *frames])
-        frames = self.signer.encode(kind, content, payload, has_payload=has_payload,
-                                    parent_id=parent, rank=self.settings.rank)
+        msg_id, frames = self.signer.request(kind, content, payload, has_payload=has_payload,
+                                             parent_id=parent, rank=self.settings.rank)
         send(self.data, [peer, *frames])
+        return msg_id
+
+    # -- stdin: input(), getpass(), pdb ----------------------------------------------------
+    def read_input(self, prompt: Any = "", password: bool = False) -> str:
+        """Ask the notebook for a line of input on behalf of the running request.
+
+        Raises what the kernel's own ``input()`` raised (``StdinNotImplementedError`` where
+        the frontend has no stdin, ``EOFError``), and KeyboardInterrupt on the stop button;
+        after that, further prompts of the same request get EOFError at once (so a pdb
+        prompt, which survives one interrupt, ends instead of waiting again).
+        """
+        cur = self._current
+        if cur is None or threading.get_ident() != self._main_ident:
+            raise _stdin_error("StdinNotImplementedError",
+                               "input() has no notebook prompt outside the remote cell's "
+                               "main thread")
+        if self._stdin_closed:
+            raise EOFError("the cell was interrupted while it waited for input")
+        if self._runner is not None:
+            self._runner._flush_streams()
+        peer, parent = cur
+        request_id = self._send(peer, "input_request",
+                                {"prompt": str(prompt), "password": bool(password)},
+                                parent=parent)
+        poller = zmq.Poller()
+        poller.register(self.data, zmq.POLLIN)
+        try:
+            while True:
+                if self.stopping.is_set():
+                    raise EOFError("the agent is stopping")
+                if not poller.poll(200):
+                    continue
+                try:
+                    p, msg = self.signer.receive(self.data, router=True)
+                except ProtocolError as exc:
+                    log.warning("dropped a message on the data socket: %s", exc)
+                    continue
+                if msg.kind == "input_reply":
+                    if msg.parent_id == request_id:
+                        break
+                    continue
+                self._backlog.append((p, msg))  # a new request: served after this one
+        except KeyboardInterrupt:
+            self._stdin_closed = True
+            raise
+        content = msg.content
+        if content.get("status") != "ok":
+            raise _stdin_error(str(content.get("ename")), str(content.get("evalue", "")))
+        return str(content.get("value", ""))
 
     # -- request handlers: each returns (reply content, payload, has_payload) --------
     def _do_execute(self, msg: Message) -> tuple[dict[str, Any], Any, bool]:
         os.environ.update({k: str(v) for k, v in (msg.content.get("env") or {}).items()})
         count = msg.content.get("execution_count")
-        return self.runner.run_cell(msg.content["code"], count), None, False
+        runner = self.runner
+        _kernel_parent(msg)
+        return runner.run_cell(msg.content["code"], count), None, False
+
+    def _do_comm(self, msg: Message) -> tuple[dict[str, Any], Any, bool]:
+        """The frontend's message for a comm of this agent (a widget's slider moved)."""
+        runner = self.runner
+        _kernel_parent(msg)
+        shell = runner.shell
+        shell.last_traceback_lines = []  # ipywidgets shows a callback's error through it
+        out_err = _redirect(runner)
+        try:
+            comms.deliver(msg.content, msg.payload)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - reported to the kernel, agent lives on
+            import traceback
+
+            tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+            return {**_error(type(exc).__name__, str(exc)), "traceback": tb}, None, False
+        finally:
+            out_err()
+        if shell.last_traceback_lines:
+            etype = getattr(sys, "last_type", None) or Exception
+            return {**_error(etype.__name__, str(getattr(sys, "last_value", ""))),
+                    "traceback": shell.last_traceback_lines}, None, False
+        return {"status": "ok"}, None, False
 
     def _do_call(self, msg: Message) -> tuple[dict[str, Any], Any, bool]:
         fn, args, kwargs = msg.payload
@@ -313,6 +404,36 @@ def _redirect(runner: Any):
         sys.stdout, sys.stderr = real
 
     return undo
+
+
+def _kernel_parent(msg: Message) -> None:
+    """The notebook message the kernel is handling, for ipywidgets' Output widget."""
+    comms.PARENT.msg_id = str(msg.content.get("parent_msg_id") or "")
+
+
+def install_stdin(read: Any) -> None:
+    """Route ``input()`` and ``getpass.getpass()`` (pdb prompts too) to ``read``."""
+    import builtins
+    import getpass
+
+    def input(prompt: Any = "") -> str:  # replaces the builtin
+        return read(prompt, False)
+
+    def getpass_(prompt: str = "Password: ", stream: Any = None) -> str:
+        return read(prompt, True)
+
+    builtins.input = input
+    getpass.getpass = getpass_
+
+
+def _stdin_error(ename: str, evalue: str) -> BaseException:
+    """The exception the kernel's ``input()`` raised, rebuilt here by name."""
+    if ename == "StdinNotImplementedError":
+        from IPython.core.error import StdinNotImplementedError
+
+        return StdinNotImplementedError(evalue)
+    known = {"EOFError": EOFError, "KeyboardInterrupt": KeyboardInterrupt}
+    return known.get(ename, RuntimeError)(evalue or ename)
 
 
 def _error(ename: str, evalue: str) -> dict[str, Any]:
