@@ -16,7 +16,15 @@ from typing import Any
 
 import zmq
 
-from .client import INTERRUPT_GRACE, TICK, AgentChannel, Endpoint, Liveness, OutputHook
+from .client import (
+    INTERRUPT_GRACE,
+    NO_STDIN,
+    TICK,
+    AgentChannel,
+    Endpoint,
+    Liveness,
+    OutputHook,
+)
 from .errors import AgentDied, ClusterTimeout
 from .protocol import Message, ProtocolError, Signer, send
 
@@ -95,6 +103,8 @@ class AsyncClusterClient:
                 call.pending.discard(rank)
                 if not call.pending and not call.future.done():
                     call.future.set_result(None)
+            elif msg.kind == "input_request":  # no prompt here: input() raises remotely
+                send(sock, self.signer.encode("input_reply", NO_STDIN, parent_id=msg.msg_id))
             elif call.on_output is not None:
                 try:
                     call.on_output(rank, msg)

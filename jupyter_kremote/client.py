@@ -25,6 +25,9 @@ InputHook = Callable[[int, str, bool], "str | None"]
 #: returns None while the rank is alive, else a description of how it ended
 Liveness = Callable[[int], "str | None"]
 
+#: the answer to ``input()`` of code run without a prompt (the Python API, `call`)
+NO_STDIN = {"status": "error", "ename": "StdinNotImplementedError",
+            "evalue": "input() was called, but this request has no stdin"}
 TICK = 0.1  # seconds between liveness checks while waiting
 INTERRUPT_GRACE = 3.0  # seconds to wait for agents to report an interrupt
 _TICK_MS = int(TICK * 1000)
@@ -193,8 +196,7 @@ class ClusterClient:
         password = bool(msg.content.get("password"))
         reply: dict[str, Any]
         if on_input is None:
-            reply = {"status": "error", "ename": "StdinNotImplementedError",
-                     "evalue": "input() was called, but this request has no stdin"}
+            reply = NO_STDIN
         else:
             try:
                 value = on_input(rank, prompt, password)

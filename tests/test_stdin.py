@@ -156,3 +156,14 @@ def test_stdin_rank_must_be_a_rank_of_the_cell(kernel):
     assert res.status == "error"
     assert res.stderr == ("UsageError: --stdin-rank 3: the cell runs on rank(s) 0; "
                           "pick one of them\n")
+
+
+@pytest.mark.asyncio
+async def test_the_python_api_has_no_prompt_input_raises_there(tmp_path):
+    from jupyter_kremote import LocalCluster
+
+    async with LocalCluster(root=tmp_path) as c:
+        with pytest.raises(Exception) as info:
+            await c.run("input('x? ')")
+        assert type(info.value).__name__ == "StdinNotImplementedError"
+        assert await c.call(pow, 2, 5) == [32]  # the agent goes on
