@@ -1,16 +1,20 @@
 """Which local files a cell needs, checked and hashed before anything runs.
 
-Two sources: ``--files`` (explicit files or folders) and, unless ``--no-auto-files``,
-what the cell references itself: imports of modules or packages found in the
-notebook's folder (followed into those modules), and string literals naming
-existing files there. Every path must resolve inside the notebook's folder.
+Two sources: ``--files`` (explicit files, folders or globs) and, unless
+``--no-auto-files``, what the cell references itself: imports of modules or packages found
+in the notebook's folder (followed into those modules), string literals naming existing
+files there, and the words of IPython commands (``!cmd``, ``%%bash``, ``%run``, ``%load``
+and other magics; the Python of ``%time``/``%%timeit``-like magics is read as code).
+Every path must resolve inside the notebook's folder.
 """
 
 from __future__ import annotations
 
 import ast
+import glob
 import hashlib
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,15 +48,26 @@ class FileCollector:
     def explicit(self, paths: list[str]) -> list[FileEntry]:
         out: list[FileEntry] = []
         for given in paths:
+            for path in self._expand(given):
+                if path.is_dir():
+                    for f in sorted(_walk(path)):
+                        out.append(self.entry(f))
+                else:
+                    out.append(self.entry(path))
+        return out
+
+    def _expand(self, given: str) -> list[Path]:
+        """One ``--files`` argument: a path, or a glob (``data/*.csv``, ``**/*.py``)."""
+        if not glob.has_magic(given):
             path = self._inside(given, f"--files {given}")
             if not path.exists():
                 raise FileError(f"--files {given}: no such file or folder in {self.root}")
-            if path.is_dir():
-                for f in sorted(_walk(path)):
-                    out.append(self.entry(f))
-            else:
-                out.append(self.entry(path))
-        return out
+            return [path]
+        self._inside(os.path.dirname(given.split("*")[0]) or ".", f"--files {given}")
+        found = sorted(glob.glob(given, root_dir=self.root, recursive=True))
+        if not found:
+            raise FileError(f"--files {given}: matches no file or folder in {self.root}")
+        return [self._inside(f, f"--files {given}") for f in found]
 
     def _inside(self, given: str, what: str) -> Path:
         path = (self.root / os.path.expanduser(given)).resolve()
@@ -89,6 +104,9 @@ class FileCollector:
                 tree = ast.parse(source)
             except SyntaxError:
                 continue
+            for text in _command_texts(tree):  # !cmd, %%bash, %run...: their words name
+                found.update(dict.fromkeys(self._existing(_words(text))))  # files; Python
+                queue.append((text, origin))  # bodies (%%time, %timeit) are read as code
             for path in self._imports(tree, origin) + self._strings(tree):
                 if path in found:
                     continue
@@ -134,19 +152,59 @@ class FileCollector:
         return [p for p in out if self.root in p.parents]
 
     def _strings(self, tree: ast.AST) -> list[Path]:
+        return self._existing(node.value for node in ast.walk(tree)
+                              if isinstance(node, ast.Constant) and isinstance(node.value, str))
+
+    def _existing(self, texts) -> list[Path]:
+        """The texts that name an existing file inside the notebook folder."""
         out = []
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                text = node.value
-                if not text or len(text) > 1024 or "\n" in text or "\0" in text:
-                    continue
-                try:
-                    path = (self.root / text).resolve()
-                    if self.root in path.parents and path.is_file():
-                        out.append(path)
-                except (OSError, ValueError):
-                    continue
+        for text in texts:
+            if not text or len(text) > 1024 or "\n" in text or "\0" in text:
+                continue
+            try:
+                path = (self.root / text).resolve()
+                if self.root in path.parents and path.is_file():
+                    out.append(path)
+            except (OSError, ValueError):
+                continue
         return out
+
+
+#: get_ipython() methods that IPython turns ``!cmd`` and ``%magic`` lines into
+_COMMAND_CALLS = {"system": 1, "getoutput": 1, "run_line_magic": 2, "run_cell_magic": 3}
+
+
+def _command_texts(tree: ast.AST) -> list[str]:
+    """The command lines and cell-magic bodies of a transformed cell."""
+    out = []
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in _COMMAND_CALLS):
+            args = node.args[:_COMMAND_CALLS[node.func.attr]]
+            texts = [a.value for a in args if isinstance(a, ast.Constant)
+                     and isinstance(a.value, str)]
+            if node.func.attr.startswith("run_") and texts:
+                texts = texts[1:]  # the magic's name
+            out += [t for t in texts if t.strip()]
+    return out
+
+
+def _words(text: str) -> list[str]:
+    """Shell-like words of a command, and what follows ``=`` in ``--opt=path``."""
+    try:
+        lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        words = list(lexer)
+    except ValueError:  # unbalanced quotes
+        words = text.split()
+    out = []
+    for word in words:
+        if "$" in word or "{" in word:
+            continue  # expanded by IPython from variables: unknown here
+        out.append(word)
+        if "=" in word:
+            out.append(word.rsplit("=", 1)[1])
+    return out
 
 
 def _walk(folder: Path):

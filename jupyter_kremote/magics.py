@@ -131,8 +131,22 @@ class _Output:
         self.comms = comms
         self.line_start: dict[tuple[int, str], bool] = defaultdict(lambda: True)
         self.results: dict[int, dict[str, Any]] = {}
+        #: single rank: what came after the last value (figures shown at the cell's end),
+        #: shown after Out[n] as a local kernel does (see replay)
+        self.after: list[tuple[int, Message]] = []
 
     def __call__(self, rank: int, msg: Message) -> None:
+        if not self.label and self.results:
+            self.after.append((rank, msg))
+        else:
+            self.render(rank, msg)
+
+    def replay(self, *_: Any) -> None:
+        held, self.after = self.after, []
+        for rank, msg in held:
+            self.render(rank, msg)
+
+    def render(self, rank: int, msg: Message) -> None:
         from IPython.display import clear_output, publish_display_data
 
         if msg.kind == "stream":
@@ -146,9 +160,10 @@ class _Output:
             if meta.pop("kremote_result", False):
                 self.results[rank] = data
             elif meta.pop("kremote_clear", False):
-                clear_output(wait=True)
-            else:
-                publish_display_data(data, meta)
+                clear_output(wait=meta.get("wait", True))
+            else:  # transient display_id and update: update_display_data in place
+                publish_display_data(data, meta, transient=msg.content.get("transient"),
+                                     update=bool(msg.content.get("update")))
         elif msg.kind == "comm" and self.comms is not None:
             self.comms.from_agent(rank, msg)
 
@@ -230,19 +245,25 @@ class RemoteMagics(Magics):
             raise UsageError(f"--stdin-rank {stdin_rank}: the cell runs on rank(s) "
                              f"{','.join(map(str, targets))}; pick one of them")
         output = _Output(label=len(targets) > 1, comms=self._comms(cluster))
-        # a comment stands for the %%remote line, so remote line numbers match the cell's
-        replies = cluster.run(f"# %%remote {line}\n{cell}", ranks=ranks, on_output=output,
+        # a comment stands for the %%remote line, so remote line numbers match the cell's;
+        # a cell magic (%%time, %%bash) must stay on the first line, and numbers its body
+        code = cell if cell.startswith("%%") else f"# %%remote {line}\n{cell}"
+        replies = cluster.run(code, ranks=ranks, on_output=output,
                               timeout=args.timeout, env=env,
                               execution_count=self.shell.execution_count - 1,
                               on_input=StdinRelay(stdin_rank),
                               parent_msg_id=kernel_parent_id(self.shell))
+        self._payloads(line, replies)
         errors = [(r, c) for r, c in replies.items() if c.get("status") == "error"]
         for r, c in errors[1:]:
             print(f"[rank {r}] {c.get('ename')}: {c.get('evalue')}", file=sys.stderr)
         if errors:
+            output.replay()
             raise RemoteError.from_reply(*errors[0])
         if len(targets) == 1:
             bundle = output.results.get(targets[0])
+            if output.after:  # after the kernel's displayhook has shown Out[n]
+                self._after_cell(output.replay)
             return _Result(bundle) if bundle else None
         from IPython.display import publish_display_data
 
@@ -257,6 +278,30 @@ class RemoteMagics(Magics):
             cluster.comms = CommRelay(cluster, self.shell,
                                       lambda: _Output(label=False, comms=cluster.comms))
         return cluster.comms
+
+    def _after_cell(self, fn: Any) -> None:
+        """Call ``fn`` once, when the running cell has ended (post_execute)."""
+        events = self.shell.events
+
+        def once() -> None:
+            events.unregister("post_execute", once)
+            fn()
+
+        events.register("post_execute", once)
+
+    def _payloads(self, line: str, replies: dict[int, dict[str, Any]]) -> None:
+        """The first rank's ipykernel payloads: ``%load`` fills the cell (under its
+        ``%%remote`` line), the pager (``%prun``, ``obj?``) opens in the notebook."""
+        for payload in next((c["payload"] for c in replies.values() if c.get("payload")), []):
+            if payload.get("source") == "set_next_input":
+                text = payload.get("text", "")
+                if payload.get("replace"):
+                    text = f"%%remote {line}".rstrip() + "\n" + text
+                self.shell.set_next_input(text, replace=bool(payload.get("replace")))
+            elif payload.get("source") == "page":
+                from IPython.core import page
+
+                page.page(payload.get("data") or {}, payload.get("start", 0))
 
     def _cluster(self, args: argparse.Namespace | None, env: dict[str, str],
                  name: str = DEFAULT_NAME) -> Cluster:

@@ -71,3 +71,33 @@ def test_file_over_size_limit_is_refused(kernel):
     (kernel.cwd / "big.bin").write_bytes(b"x" * 4096)
     _refused(kernel, "%%remote --files big.bin --max-file-size 1K",
              "big.bin: 4.0 KiB is over the 1.0 KiB file size limit")
+
+
+def test_files_named_by_shell_commands_and_magics_are_shipped(kernel):
+    nb = kernel.cwd
+    _setup(nb)
+    (nb / "tool.py").write_text("import sys\nprint('tool', open(sys.argv[1]).read())\n")
+    (nb / "config.yml").write_text("k: v\n")
+    res = kernel.run("%%remote\n"
+                     "!head -1 table.csv\n"
+                     "rows = !wc -l < data/a.txt\n"
+                     "%run tool.py data/sub/b.txt\n"
+                     "!cat --show-ends=no config.yml 2>/dev/null || cat config.yml\n")
+    assert res.status == "ok", res.outputs
+    assert res.stdout.replace("\r\n", "\n") == "x,y\ntool beta\nk: v\n"
+    (summary,) = [line for line in res.stderr.splitlines() if line.startswith("[kremote] files:")]
+    for name in ("table.csv (", "data/a.txt (", "tool.py (", "data/sub/b.txt (", "config.yml ("):
+        assert name in summary, summary
+    res = kernel.run("%%remote\n%%bash\nwc -c < helpers.py")
+    assert res.stdout.strip() == str(len((nb / "helpers.py").read_bytes())), res.outputs
+
+
+def test_files_globs_ship_every_match_and_a_glob_without_match_is_refused(kernel):
+    nb = kernel.cwd
+    _setup(nb)
+    (nb / "data" / "c.txt").write_text("gamma")
+    res = kernel.run("%%remote --files data/*.txt --no-auto-files\n"
+                     "import glob\nprint(sorted(glob.glob('data/**', recursive=True)))")
+    assert res.status == "ok", res.outputs
+    assert res.stdout == "['data/', 'data/a.txt', 'data/c.txt']\n"
+    _refused(kernel, "%%remote --files data/*.csv", "--files data/*.csv: matches no file")

@@ -1,9 +1,11 @@
 """The agent's cell runner: an IPython shell whose output goes back over the wire.
 
-Cells run in an IPython ``InteractiveShell`` so that ``!cmd``, ``%time`` and
-``display()`` behave as in a notebook. stdout/stderr and rich display calls are
-turned into ``stream`` / ``display`` messages by the ``emit`` callback while the cell
-runs, so output reaches the notebook live.
+Cells run in an IPython ``InteractiveShell`` dressed like ipykernel's
+``ZMQInteractiveShell`` (same class name, ``kernel`` attribute, ``IPKernelApp`` config
+key, environment, inline matplotlib, pager and ``set_next_input`` as reply payloads), so
+that magics and the libraries that look at ``get_ipython()`` behave as in a notebook.
+stdout/stderr and rich display calls are turned into ``stream`` / ``display`` messages by
+the ``emit`` callback while the cell runs, so output reaches the notebook live.
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ class _StreamWriter(io.TextIOBase):
     def fileno(self) -> int:
         return self._fallback.fileno()
 
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "UTF-8"  # as ipykernel's streams: %time prints "µs", not "us"
+
     def isatty(self) -> bool:
         return False
 
@@ -74,9 +80,15 @@ class CellRunner:
         os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
 
     # -- output -----------------------------------------------------------------
-    def _publish_display(self, data: dict[str, Any], metadata: dict[str, Any] | None) -> None:
+    def _publish_display(self, data: dict[str, Any], metadata: dict[str, Any] | None,
+                         transient: dict[str, Any] | None = None, update: bool = False) -> None:
         self._flush_streams()
-        self._emit("display", {"data": data, "metadata": metadata or {}})
+        content: dict[str, Any] = {"data": data, "metadata": metadata or {}}
+        if transient:  # display_id: the notebook updates that output in place
+            content["transient"] = transient
+        if update:
+            content["update"] = True
+        self._emit("display", content)
 
     def _flush_streams(self) -> None:
         for stream in (sys.stdout, sys.stderr):
@@ -91,6 +103,7 @@ class CellRunner:
         out = _StreamWriter("stdout", self._emit, self._real[0])
         err = _StreamWriter("stderr", self._emit, self._real[1])
         sys.stdout, sys.stderr = out, err
+        self.shell.displayhook.cell_source = code
         try:
             if _IPYTHON_SYNTAX.search(code):
                 result = self.shell.run_cell(code, store_history=True, silent=False)
@@ -110,6 +123,10 @@ class CellRunner:
                 evalue=str(exc),
                 traceback=self.shell.last_traceback_lines,
             )
+        payload = self.shell.payload_manager.read_payload()
+        if payload:  # %load's set_next_input, the pager (%prun, obj?): ipykernel's payloads
+            reply["payload"] = list(payload)
+            self.shell.payload_manager.clear_payload()
         return reply
 
     def _run_plain(self, code: str) -> BaseException | None:
@@ -123,7 +140,7 @@ class CellRunner:
         count = shell.execution_count
         filename = shell.compile.cache(code, count)
         try:
-            tree = ast.parse(code, filename)
+            tree = shell.compile.ast_parse(code, filename)  # IPython's flags and messages
             last = None
             if tree.body and isinstance(tree.body[-1], ast.Expr):
                 last = ast.Expression(tree.body.pop().value)
@@ -160,22 +177,31 @@ class CellRunner:
         flush_figures()
 
 
-def _make_shell(publish: Callable[[dict[str, Any], dict[str, Any] | None], None]) -> Any:
+def _make_shell(publish: Callable[..., None]) -> Any:
     """An InteractiveShell wired to ``publish`` for display and displayhook output."""
     from IPython.core.displayhook import DisplayHook
     from IPython.core.displaypub import DisplayPublisher
+    from IPython.core.error import UsageError
     from IPython.core.interactiveshell import InteractiveShell
+    from traitlets import Any as AnyTrait
     from traitlets import Type
 
     class WireDisplayPublisher(DisplayPublisher):
         def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kw):
-            publish(data, metadata)
+            publish(data, metadata, transient, update)
 
         def clear_output(self, wait=False):
-            publish({"text/plain": ""}, {"kremote_clear": True})
+            publish({"text/plain": ""}, {"kremote_clear": True, "wait": bool(wait)})
 
     class WireDisplayHook(DisplayHook):
         """Sends the last expression's value as an execute result bundle."""
+
+        cell_source = ""  # the running cell: a trailing ";" hides its value
+
+        def quiet(self):
+            if self.exec_result is None:  # the fast path, outside shell.run_cell: judge
+                return self.semicolon_at_end_of_expression(self.cell_source)  # this cell,
+            return super().quiet()  # not the history's last (stale) entry
 
         def write_output_prompt(self):
             pass
@@ -186,17 +212,52 @@ def _make_shell(publish: Callable[[dict[str, Any], dict[str, Any] | None], None]
         def finish_displayhook(self):
             sys.stdout.flush()
 
-    class AgentShell(InteractiveShell):
+    class ZMQInteractiveShell(InteractiveShell):
+        """Named like ipykernel's shell: libraries (tqdm, rich, plotly...) test
+        ``get_ipython().__class__.__name__`` to know they run in a notebook."""
+
         displayhook_class = Type(WireDisplayHook)
         display_pub_class = Type(WireDisplayPublisher)
+        kernel = AnyTrait(None)  # ipykernel's shells have one; code tests hasattr()
         last_traceback_lines: list[str] = []
+
+        def __init__(self, **kw: Any) -> None:
+            super().__init__(**kw)
+            if "IPKernelApp" not in self.config:  # what tqdm.auto checks, as ipykernel does
+                self.config.IPKernelApp.kremote = "agent"
+
+        def init_environment(self):
+            """ipykernel's environment: colours for tools, no pager in subprocesses."""
+            os.environ.update(TERM="xterm-color", CLICOLOR="1", FORCE_COLOR="1",
+                              CLICOLOR_FORCE="1", PAGER="cat", GIT_PAGER="cat")
+
+        def init_hooks(self):
+            from IPython.core import page
+
+            super().init_hooks()
+            self.set_hook("show_in_pager", page.as_hook(self._page_payload), 99)
+
+        def _page_payload(self, strg, start=0, screen_lines=0, pager_cmd=None):
+            """The pager (``%prun``, ``obj?``) as a payload, shown by the kernel's pager."""
+            data = strg if isinstance(strg, dict) else {"text/plain": strg}
+            self.payload_manager.write_payload(
+                {"source": "page", "data": data, "start": max(0, start)})
+
+        def set_next_input(self, text, replace=False):
+            """``%load``: the kernel puts ``text`` into the notebook cell."""
+            self.payload_manager.write_payload(
+                {"source": "set_next_input", "text": text, "replace": replace})
+
+        def enable_gui(self, gui=None):
+            """``%matplotlib [inline]``: figures come back inline; no window can open."""
+            if gui not in (None, "inline"):
+                raise UsageError(f"%matplotlib {gui}: a window cannot open on a remote agent; "
+                                 "use %matplotlib inline (figures are shown in the notebook)")
+            self.active_eventloop = gui
 
         def _showtraceback(self, etype, evalue, stb):
             self.last_traceback_lines = list(stb)
             sys.stderr.flush()
-
-        def showsyntaxerror(self, filename=None, running_compiled_code=False):
-            super().showsyntaxerror(filename, running_compiled_code)
 
         def init_history(self):
             from IPython.core.history import HistoryManager
@@ -204,7 +265,7 @@ def _make_shell(publish: Callable[[dict[str, Any], dict[str, Any] | None], None]
             self.history_manager = HistoryManager(shell=self, parent=self, hist_file=":memory:")
             self.configurables.append(self.history_manager)
 
-    shell = AgentShell.instance(colors="nocolor")
+    shell = ZMQInteractiveShell.instance(colors="nocolor")
     shell.system = shell.system_piped  # ``!cmd`` output goes to the cell, not the log
     shell.InteractiveTB.set_mode("Context")
     return shell
