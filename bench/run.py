@@ -3,7 +3,8 @@
     .venv/bin/python bench/run.py [--quick] [--only a,b,c] [--json PATH]
 
 (a) trivial-cell latency, (b) 256 MiB push + pull throughput, (c) cluster start to
-first result. Prints a markdown table per section and a summary of the targets. No
+first result, (d) a map of 10,000 tiny tasks against dask and ipyparallel, (e) 200
+tasks of 50 ms against the ideal, (f) a map during which an agent is killed. Prints a markdown table per section and a summary of the targets. No
 assertion anywhere: a MISS is information, not a failure. See bench/README.md.
 
 Only the standard library is imported at the top: multiprocessing (dask's workers)
@@ -21,9 +22,10 @@ import sys
 import time
 from typing import Any
 
-SECTIONS = ("a", "b", "c")
+SECTIONS = ("a", "b", "c", "d", "e", "f")
 ALIASES = {"latency": "a", "trivial": "a", "throughput": "b", "transfer": "b",
-           "push": "b", "start": "c", "startup": "c"}
+           "push": "b", "start": "c", "startup": "c", "map": "d", "tasks": "d",
+           "balance": "e", "kill": "f"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,7 +34,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="fewer repetitions (about a minute instead of about three)")
     p.add_argument("--only", default="",
                    help="comma-separated sections to run: a (latency), b (transfer), "
-                        "c (start-up); default all")
+                        "c (start-up), d (map tasks/s), e (map balance), f (agent killed); "
+                        "default all")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     p.add_argument("--calls", type=int, help="(a) timed calls per peer")
     p.add_argument("--rounds", type=int, help="(b) timed push+pull rounds per peer")
@@ -42,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     only = [ALIASES.get(s, s) for s in only]
     bad = [s for s in only if s not in SECTIONS]
     if bad:
-        p.error(f"unknown section {bad[0]!r} (choose from a, b, c)")
+        p.error(f"unknown section {bad[0]!r} (choose from a, b, c, d, e, f)")
     args.sections = [s for s in SECTIONS if s in only]
     return args
 

@@ -35,10 +35,14 @@ class Config:
     mib: int = 256  # (b) array size
     rounds: int = 7  # (b) timed push+pull rounds per peer (after one warm-up round)
     starts: int = 5  # (c) timed starts per peer (after one warm-up start)
+    tasks: int = 10_000  # (d) tiny tasks per map
+    map_rounds: int = 3  # (d, e) timed map rounds per peer (after one warm-up round)
+    kill_rounds: int = 2  # (f) maps with an agent killed
 
     @classmethod
     def quick(cls) -> Config:
-        return cls(calls=300, warmup=50, blocks=5, rounds=3, starts=2)
+        return cls(calls=300, warmup=50, blocks=5, rounds=3, starts=2, tasks=2_000,
+                   map_rounds=1, kill_rounds=1)
 
 
 @dataclass
@@ -128,10 +132,13 @@ def section_a(cfg: Config, reaper: Reaper, shared: Shared) -> Section:
     kre = Figure("kremote", 'kremote `Cluster("bench", count=1).run("pass")`')
     kre_info = Figure("kremote-info", "  same path without IPython: `info` request "
                       "(`Cluster._request`)", info=True)
+    kre_async = Figure("kremote-async", 'kremote async API `await LocalCluster(count=1)'
+                       '.run("pass")` (event loop, no thread)')
     raw = Figure("raw", "raw pyzmq DEALER->ROUTER echo, 100 B, echo in its own process")
     ipp = Figure("ipyparallel", 'ipyparallel `view.execute("pass", block=True)`, 1 engine')
-    sec.figures = [kre, kre_info, raw, ipp]
+    sec.figures = [kre, kre_info, kre_async, raw, ipp]
     sec.ratios = [Ratio("kremote / raw", "kremote", "raw", "<=", 3.0),
+                  Ratio("async API / session path", "kremote-async", "kremote", "<=", 1.2),
                   Ratio("ipyparallel / kremote", "ipyparallel", "kremote", ">=", 5.0)]
     calls: dict[str, Callable[[], Any]] = {}  # timed here, call by call
     blocks: dict[str, Callable[[int], list[float]]] = {}  # n calls -> n times (s)
@@ -146,6 +153,12 @@ def section_a(cfg: Config, reaper: Reaper, shared: Shared) -> Section:
             calls["kremote-info"] = lambda: cluster._request("info")
         except Exception as exc:  # noqa: BLE001 - report, measure the others
             kre.error = _error(exc)
+        try:
+            aio = _AsyncCluster(reaper)
+            stops.append(aio.close)
+            blocks["kremote-async"] = aio.timed_runs
+        except Exception as exc:  # noqa: BLE001 - report, measure the others
+            kre_async.error = _error(exc)
         try:
             echo = EchoProcess(reaper, "small")
             stops.append(echo.close)
@@ -186,6 +199,45 @@ def section_a(cfg: Config, reaper: Reaper, shared: Shared) -> Section:
         for stop in reversed(stops):
             stop()
     return sec
+
+
+class _AsyncCluster:
+    """The async API's one-agent cluster on an event loop of its own; each block of calls
+    runs in one coroutine, so that only the calls are timed, not the loop's start."""
+
+    def __init__(self, reaper: Reaper) -> None:
+        import asyncio
+
+        from jupyter_kremote import LocalCluster
+
+        self.loop = asyncio.new_event_loop()
+        self.cluster = LocalCluster(count=1, name="bench-async")
+        self._reaper = reaper
+        self._token = reaper.add("kremote async cluster", self._stop)
+        self.loop.run_until_complete(self.cluster.start())
+        reaper.remember()
+
+    def timed_runs(self, n: int) -> list[float]:
+        run = self.cluster.run
+
+        async def block() -> list[float]:
+            out = []
+            for _ in range(n):
+                t0 = clock()
+                await run("pass")
+                out.append(clock() - t0)
+            return out
+
+        return self.loop.run_until_complete(block())
+
+    def _stop(self) -> None:
+        try:
+            self.loop.run_until_complete(self.cluster.shutdown())
+        finally:
+            self.loop.close()
+
+    def close(self) -> None:
+        self._reaper.stop(self._token)
 
 
 def _timed_calls(fn: Callable[[], Any], n: int) -> list[float]:
@@ -345,4 +397,14 @@ def section_c(cfg: Config, reaper: Reaper, shared: Shared) -> Section:
     return sec
 
 
-RUNNERS = {"a": section_a, "b": section_b, "c": section_c}
+def _map_runner(name: str) -> Callable[[Config, Reaper, Shared], Section]:
+    def run(cfg: Config, reaper: Reaper, shared: Shared) -> Section:
+        import map_sections
+
+        return getattr(map_sections, name)(cfg, reaper, shared)
+
+    return run
+
+
+RUNNERS = {"a": section_a, "b": section_b, "c": section_c, "d": _map_runner("section_d"),
+           "e": _map_runner("section_e"), "f": _map_runner("section_f")}
