@@ -25,6 +25,7 @@ from IPython.core.magic_arguments import (
 from .client import Message
 from .errors import ClusterEnded, KRemoteError, RemoteError
 from .files import DEFAULT_MAX_FILE_SIZE, human_size, parse_size
+from .podgroups import DEFAULT_GROUP, GroupFamily, channel_addrs
 from .relay import CommRelay, StdinRelay, kernel_parent_id
 from .session import Cluster, ClusterOptions, Session
 from .spec import SpecError, format_duration, parse_duration
@@ -186,6 +187,7 @@ class RemoteMagics(Magics):
     def __init__(self, shell, session: Session | None = None) -> None:
         super().__init__(shell)
         self.session = session or Session(os.getcwd())
+        self.groups: dict[str, GroupFamily] = {}  # cluster name -> its groups
 
     # -- %%remote ------------------------------------------------------------------------
     @magic_arguments()
@@ -207,6 +209,8 @@ class RemoteMagics(Magics):
     @argument("--timeout", type=_seconds, default=None,
               help="interrupt the cell after this long: 30, 90s, 5m")
     @argument("--name", default=DEFAULT_NAME, help="which of the notebook's clusters")
+    @argument("--group", default=None,
+              help="run on this group of the cluster (`%%remote group add NAME` starts one)")
     @argument("--backend", choices=["local", "kubernetes"], default=None,
               help="where agents run (default: $KREMOTE_BACKEND, else local)")
     @argument("--ttl", type=_seconds, default=None,
@@ -307,6 +311,9 @@ class RemoteMagics(Magics):
                  name: str = DEFAULT_NAME) -> Cluster:
         """The named cluster, started from ``args`` if it is not running."""
         name = args.name if args is not None else name
+        group = getattr(args, "group", None)
+        if group not in (None, DEFAULT_GROUP):
+            return self._group(name, group)
         existing = self.session.clusters.get(name)
         if existing is not None:
             count = getattr(args, "count", None)
@@ -377,17 +384,21 @@ class RemoteMagics(Magics):
             %remote restart -n 4
             %remote shutdown
             %remote tasks
+            %remote group add train --gpu 1 -n 2
         """
         words = line.split()
         if not words:
             raise UsageError("usage: %remote status | top | push NAME... | pull NAME... "
                              "[--rank R] | logs [--rank R] [--follow] | events | "
-                             "render [options] | extend DURATION | restart | shutdown | tasks")
+                             "render [options] | extend DURATION | restart | shutdown | tasks | "
+                             "group add NAME [options]")
         sub, rest = words[0], " ".join(words[1:])
         handler = getattr(self, f"_cmd_{sub}", None)
         if handler is None:
             raise UsageError(f"%remote {sub}: unknown command; use one of status, top, push, "
-                             "pull, logs, events, render, extend, restart, shutdown, tasks")
+                             "pull, logs, events, render, extend, restart, shutdown, tasks, group")
+        if sub == "group":  # takes %%remote's own options after the group's name
+            return handler(argparse.Namespace(rest=rest))
         if sub == "render":  # takes %%remote's own options
             return handler(argparse.Namespace(rest=rest))
         parser = _SUBPARSERS[sub]
@@ -508,6 +519,51 @@ class RemoteMagics(Magics):
             self.session.shutdown(name)
             print(f"cluster {name!r} shut down")
 
+    def _group(self, name: str, group: str) -> Cluster:
+        family = self.groups.get(name)
+        cluster = self.session.clusters.get(family.cluster_name(group)) if family else None
+        if cluster is None or family is None or group not in family.members:
+            hint = "" if name == DEFAULT_NAME else f" --name {name}"
+            raise UsageError(f"no group {group!r} in cluster {name!r}; start it with "
+                             f"`%remote group add {group}{hint} -n 2` (and --gpu, --cpu...)")
+        cluster.check_usable()
+        return cluster
+
+    def _cmd_group(self, args: argparse.Namespace) -> None:
+        """``%remote group add NAME [%%remote's options]`` and ``%remote group list``."""
+        from .podgroups import check_group_name
+
+        words = _split(args.rest)
+        if words[:1] == ["list"]:
+            for name, family in self.groups.items():
+                for g, (c, addrs) in family.members.items():
+                    print(f"cluster {name!r} group {g!r}: {len(c.ranks)} agent(s) "
+                          f"[{c.options.backend}] channels {', '.join(addrs)}")
+            if not self.groups:
+                print("no groups; `%remote group add train -n 2` starts one")
+            return
+        if len(words) < 2 or words[0] != "add":
+            raise UsageError("usage: %remote group add NAME [-n COUNT] [--gpu N] [--cpu C] "
+                             "[--mem M] [-t TEMPLATE] [--name CLUSTER] | %remote group list")
+        try:
+            group = check_group_name(words[1])
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        opts = parse_argstring(self.remote, " ".join(words[2:]))
+        family = self.groups.setdefault(opts.name, GroupFamily(opts.name))
+        if group == DEFAULT_GROUP or family.cluster_name(group) in self.session.clusters:
+            raise UsageError(f"cluster {opts.name!r} already has a group {group!r}")
+        main = self.session.clusters.get(opts.name)
+        if main is not None and DEFAULT_GROUP not in family.members and main.ended is None:
+            family.members[DEFAULT_GROUP] = (main, channel_addrs(main.handle.endpoints))
+        options = cluster_options(opts, _env_pairs(opts.env))
+        if main is not None:  # one TTL for the cluster's groups
+            options.ttl = max(main.deadline - time.time(), 1.0)
+        cluster = self._start(family.cluster_name(group), options)
+        family.add(group, cluster)
+        print(f"group {group!r} of cluster {opts.name!r}: {len(cluster.ranks)} agent(s); "
+              f"run cells there with `%%remote --group {group}`")
+
     def _cmd_tasks(self, args: argparse.Namespace) -> None:
         """Done, running and failed counts of this kernel's recent maps."""
         from .mapper import RECENT
@@ -547,6 +603,7 @@ _SUBPARSERS: dict[str, MagicArgumentParser] = {
     "restart": _parser("restart", (("-n", "--count"), {"type": _count, "default": None})),
     "shutdown": _parser("shutdown", (("--all",), {"action": "store_true"})),
     "tasks": _parser("tasks"),
+    "group": _parser("group"),
 }
 for _p in _SUBPARSERS.values():
     _p.parse_argstring = lambda s, _p=_p: _p.parse_args(_split(s))  # type: ignore[attr-defined]

@@ -144,21 +144,16 @@ class GroupSet:
     def _adopt(self, name: str, cluster: Cluster) -> Group:
         h = cluster.handle
         client = AsyncClusterClient(h.key, h.endpoints, cluster._liveness)
-        g = self._groups[name] = Group(name, cluster, client, _channel_addrs(h.endpoints))
+        g = self._groups[name] = Group(name, cluster, client, channel_addrs(h.endpoints))
         return g
 
     async def _announce(self) -> None:
         """Tell every agent where every group's agents are."""
-        shared = {"KREMOTE_GROUPS": ",".join(self._groups),
-                  "KREMOTE_CHANNEL_KEY": self.channel_key,
-                  **{env_name(g.name): ",".join(g.addrs) for g in self}}
+        shared = peers_env({g.name: g.addrs for g in self}, self.channel_key)
         for g in self:
             replies = await g.client.request(
                 "env", {"env": {**shared, "KREMOTE_GROUP": g.name}}, timeout=60)
-            for r, m in replies.items():
-                if m.content.get("status") != "ok":
-                    raise RuntimeError(f"group {g.name} rank {r} refused its peers' "
-                                       f"addresses: {m.content.get('evalue')}")
+            _check_env(g.name, {r: m.content for r, m in replies.items()})
 
     # -- the end ----------------------------------------------------------------------------
     def extend(self, seconds: float) -> float:
@@ -186,7 +181,45 @@ class GroupSet:
             raise errors[0]
 
 
-def _channel_addrs(endpoints: list[Any]) -> list[str]:
+def peers_env(addrs: dict[str, list[str]], key: str) -> dict[str, str]:
+    """What every agent of a cluster of groups learns (its own KREMOTE_GROUP aside)."""
+    return {"KREMOTE_GROUPS": ",".join(addrs), "KREMOTE_CHANNEL_KEY": key,
+            **{env_name(g): ",".join(a) for g, a in addrs.items()}}
+
+
+def _check_env(group: str, replies: dict[int, dict[str, Any]]) -> None:
+    for r, content in replies.items():
+        if content.get("status") != "ok":
+            raise RuntimeError(f"group {group} rank {r} refused its peers' addresses: "
+                               f"{content.get('evalue')}")
+
+
+class GroupFamily:
+    """The groups of a notebook's ``%%remote`` cluster: the cluster itself (group
+    ``main``) and one session cluster per ``%remote group add`` (``NAME-GROUP``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.key = new_key().decode()
+        self.members: dict[str, tuple[Cluster, list[str]]] = {}
+
+    def cluster_name(self, group: str) -> str:
+        return self.name if group == DEFAULT_GROUP else f"{self.name}-{group}"
+
+    def add(self, group: str, cluster: Cluster) -> None:
+        self.members[group] = (cluster, channel_addrs(cluster.handle.endpoints))
+        self.announce()
+
+    def announce(self) -> None:
+        live = {g: m for g, m in self.members.items() if m[0].ended is None}
+        shared = peers_env({g: addrs for g, (_, addrs) in live.items()}, self.key)
+        for g, (cluster, _) in live.items():
+            replies = cluster._request("env", {"env": {**shared, "KREMOTE_GROUP": g}},
+                                       timeout=60)
+            _check_env(g, {r: m.content for r, m in replies.items()})
+
+
+def channel_addrs(endpoints: list[Any]) -> list[str]:
     """Each agent's channel address: pods listen on CHANNEL_PORT of their own IP; agents
     that share 127.0.0.1 (local processes) each get a free port of their own."""
     return [f"{ep.host}:{_free_port() if ep.host == '127.0.0.1' else CHANNEL_PORT}"

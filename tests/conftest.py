@@ -67,7 +67,7 @@ class Kernel:
             if kind == "stream":
                 outputs.append({"type": "stream", "name": c["name"], "text": c["text"],
                                 "t": time.monotonic()})
-            elif kind in ("display_data", "execute_result"):
+            elif kind in ("display_data", "execute_result", "update_display_data"):
                 outputs.append({"type": kind, "data": c["data"], "t": time.monotonic()})
             elif kind == "error":
                 outputs.append({"type": "error", "ename": c["ename"], "evalue": c["evalue"],
