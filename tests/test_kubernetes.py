@@ -12,9 +12,9 @@ import os
 import shutil
 import subprocess
 import time
+from typing import Any, NamedTuple
 
 import pytest
-
 from conftest import Kernel, wait_for
 
 REAL = os.environ.get("KREMOTE_TEST_KUBECONFIG")
@@ -24,19 +24,33 @@ IMAGE_FLAG = f" --image {os.environ['KREMOTE_TEST_IMAGE']}" if os.environ.get(
 needs_sim = pytest.mark.skipif(bool(REAL), reason="needs the emulator's fault knobs")
 
 
+class Sim(NamedTuple):
+    """The product's kubeconfig, the emulator (None on a real cluster), an admin kubeconfig."""
+
+    kubeconfig: str
+    ks: Any
+    admin: str
+
+
 @pytest.fixture
 def sim(tmp_path):
-    """(kubeconfig path, KubeSimThread or None on a real cluster)."""
+    """kubesim with RBAC on; the product's kubeconfig holds a ServiceAccount token bound only
+    to the Role it ships (templates/rbac.yaml), which proves that Role is enough."""
     if REAL:
-        yield REAL, None
+        yield Sim(REAL, None, REAL)
         return
     from kubesim import KubeSimThread
 
-    ks = KubeSimThread(pod_ips="unique").start()
-    path = tmp_path / "kubeconfig"
-    ks.write_kubeconfig(path)
+    from jupyter_kremote.manifests import render_rbac
+
+    ks = KubeSimThread(pod_ips="unique", rbac=True).start()
     try:
-        yield str(path), ks
+        for doc in render_rbac(namespace="default"):
+            ks.call("create", doc)
+        token = ks.call("service_account_token", "default", "jupyter-kremote")
+        path = ks.write_kubeconfig(tmp_path / "kubeconfig", token=token)
+        admin = ks.write_kubeconfig(tmp_path / "admin-kubeconfig")
+        yield Sim(path, ks, admin)
     finally:
         ks.stop()
 
@@ -55,13 +69,14 @@ def kkernel(sim, notebook_dir):
         k.run("%remote shutdown --all", timeout=60)
         kc.stop_channels()
         km.shutdown_kernel()
-        assert wait_for(lambda: not managed(sim[0]), 20), managed(sim[0])
+        assert wait_for(lambda: not managed(sim.admin), 20), managed(sim.admin)
         if sim[1] is not None:  # and no agent process of any pod is left running
             assert wait_for(lambda: not sim[1].call("processes"), 10), sim[1].call("processes")
 
 
 def managed(kubeconfig: str) -> list[str]:
-    """Every Job, pod and Secret jupyter-kremote made that still exists."""
+    """Every Job, pod and Secret jupyter-kremote made that still exists (an admin's
+    kubeconfig: this lists all namespaces)."""
     async def go() -> list[str]:
         from kubernetes_asyncio import client, config
 
@@ -101,7 +116,7 @@ def test_cells_files_variables_and_ranks_on_pods(kkernel, sim):
     assert res.stdout == "[[], [1, 2]]\n"
     status = kkernel.run("%remote status").stdout
     assert "[kubernetes] 2 agent(s)" in status and "jupyter-kremote-default-" in status
-    assert sorted(n.split("/")[0] for n in managed(sim[0])) == ["job", "pod", "pod", "secret"]
+    assert sorted(n.split("/")[0] for n in managed(sim.admin)) == ["job", "pod", "pod", "secret"]
 
 
 def test_interrupt_and_extend_on_pods(kkernel, sim):
@@ -113,7 +128,7 @@ def test_interrupt_and_extend_on_pods(kkernel, sim):
     assert reply["ename"] == "KeyboardInterrupt" and time.monotonic() - t0 < 2
     assert kkernel.run("%%remote\nprint(kept)").stdout == "1\n"
     assert kkernel.run("%remote extend 1h").status == "ok"
-    deadline = job_deadline(sim[0])
+    deadline = job_deadline(sim.admin)
     assert 3600 < deadline <= 3600 + 120
 
 
@@ -150,14 +165,14 @@ def _start_fails(kkernel, line: str, expected: list[str], within: float):
 def test_bad_image_fails_fast_and_leaves_nothing(kkernel, sim, image, reason):
     _start_fails(kkernel, f"%%remote --image {image} --connect-timeout 30",
                  [reason, "last events:"], 15)
-    assert wait_for(lambda: not managed(sim[0]), 10), managed(sim[0])
+    assert wait_for(lambda: not managed(sim.admin), 10), managed(sim.admin)
 
 
 def test_unschedulable_gpu_request_names_the_scheduler_message(kkernel, sim):
     _start_fails(kkernel, f"%%remote --gpu 4 --connect-timeout 3{IMAGE_FLAG}",
                  ["no node can run it", "Insufficient nvidia.com/gpu",
                   "--connect-timeout 3s"], 3 + 5)
-    assert wait_for(lambda: not managed(sim[0]), 10), managed(sim[0])
+    assert wait_for(lambda: not managed(sim.admin), 10), managed(sim.admin)
 
 
 def test_missing_secret_is_create_container_config_error(kkernel, sim):
@@ -181,7 +196,7 @@ def test_agent_crash_before_registering_shows_log_tail(kkernel, sim):
 def test_oom_killed_agent_fails_the_cell_and_next_cell_says_so(kkernel, sim):
     assert kkernel.run("%%remote\nx = 1").status == "ok"
     kkernel.start_long_cell()
-    pod = [p for p in managed(sim[0]) if p.startswith("pod/")][0].split("/")[1]
+    pod = [p for p in managed(sim.admin) if p.startswith("pod/")][0].split("/")[1]
     t0 = time.monotonic()
     sim[1].call("oom_kill", "default", pod)
     reply = kkernel.kc.get_shell_msg(timeout=15)["content"]
@@ -197,7 +212,7 @@ def test_oom_killed_agent_fails_the_cell_and_next_cell_says_so(kkernel, sim):
 @needs_sim
 def test_evicted_pod_ends_the_cluster(kkernel, sim):
     assert kkernel.run("%%remote\nx = 1").status == "ok"
-    pod = [p for p in managed(sim[0]) if p.startswith("pod/")][0].split("/")[1]
+    pod = [p for p in managed(sim.admin) if p.startswith("pod/")][0].split("/")[1]
     sim[1].call("evict", "default", pod, "The node was low on resource: memory.")
     assert wait_for(lambda: "evicted" in kkernel.run("%remote status").stdout, 10)
     res = kkernel.run("%%remote\nprint(x)")
@@ -245,8 +260,9 @@ def test_kubectl_sees_the_cluster(kkernel, sim):
     pods = [line for line in out.stdout.splitlines() if line.startswith("pod/")]
     assert len(pods) == 2 and all("Running" in line for line in pods), out.stdout
     assert "job.batch/jupyter-kremote-default-" in out.stdout
-    pod = [p for p in managed(sim[0]) if p.startswith("pod/")][0]
-    logs = subprocess.run(["kubectl", "--kubeconfig", sim[0], "logs", pod],
+    pod = [p for p in managed(sim.admin) if p.startswith("pod/")][0]
+    # kubectl logs reads the pod first (get pods): the user's own rights, not the product's
+    logs = subprocess.run(["kubectl", "--kubeconfig", sim.admin, "logs", pod],
                           capture_output=True, text=True, timeout=30)
     assert "listening on" in logs.stdout, logs.stderr
 
@@ -267,7 +283,7 @@ async def test_kube_cluster_api(sim, tmp_path, monkeypatch):
         assert await c.call(pow, 2, 5) == [32, 32]
         await c.push(z=7)
         assert await c.pull("z") == [7, 7]
-    assert await asyncio.to_thread(wait_for, lambda: not managed(sim[0]), 20)
+    assert await asyncio.to_thread(wait_for, lambda: not managed(sim.admin), 20)
 
 
 def _in_process_cluster(sim, monkeypatch):
@@ -291,7 +307,7 @@ def test_python_version_drift_is_a_clear_error(sim, monkeypatch):
         start()
     msg = str(info.value)
     assert "this kernel runs Python 3.9.18" in msg and f"runs Python {real['python']}" in msg
-    assert wait_for(lambda: not managed(sim[0]), 20), managed(sim[0])
+    assert wait_for(lambda: not managed(sim.admin), 20), managed(sim.admin)
 
 
 def test_package_version_drift_is_a_warning_naming_both(sim, monkeypatch):
@@ -318,7 +334,7 @@ def test_api_errors_are_retried_and_watches_resume(kkernel, sim):
     assert res.status == "ok", res.outputs  # 429/500 on create were retried
     ks.call("drop_watches")
     ks.call("compact")  # the watches must re-list (410 Gone) to see what follows
-    pod = [p for p in managed(sim[0]) if p.startswith("pod/")][0].split("/")[1]
+    pod = [p for p in managed(sim.admin) if p.startswith("pod/")][0].split("/")[1]
     ks.call("evict", "default", pod, "The node was low on resource: memory.")
     assert wait_for(lambda: "evicted" in kkernel.run("%remote status").stdout, 15)
 
@@ -328,7 +344,7 @@ def test_configmap_template_is_read_from_the_cluster(kkernel, sim):
         from kubernetes_asyncio import client, config
 
         cfg = client.Configuration()
-        await config.load_kube_config(config_file=sim[0], client_configuration=cfg)
+        await config.load_kube_config(config_file=sim.admin, client_configuration=cfg)
         async with client.ApiClient(cfg) as api:
             await client.CoreV1Api(api).create_namespaced_config_map("default", {
                 "metadata": {"name": "kremote-templates"},

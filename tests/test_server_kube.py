@@ -83,7 +83,7 @@ def _ext(jp_serverapp):
 @pytest.mark.asyncio
 async def test_kubernetes_clusters_through_the_server(jp_serverapp, jp_fetch, jp_ws_fetch,
                                                       left_by_earlier_servers):
-    kubeconfig, ks = left_by_earlier_servers
+    _, ks, admin = left_by_earlier_servers
     ext = _ext(jp_serverapp)
     await ext._start_jupyter_server_extension(jp_serverapp)  # what the server's start calls
 
@@ -100,7 +100,7 @@ async def test_kubernetes_clusters_through_the_server(jp_serverapp, jp_fetch, jp
     code, conn = await _call(jp_fetch, "clusters", "prev-default", "connection")
     await _run_via(conn, "print('adopted ok')")
     await _call(jp_fetch, "clusters", "prev-default", method="DELETE")
-    assert not any("prev" in m for m in await asyncio.to_thread(managed, kubeconfig))
+    assert not any("prev" in m for m in await asyncio.to_thread(managed, admin))
 
     ws = await jp_ws_fetch(*API, "stream")
     assert json.loads(await ws.read_message())["type"] == "snapshot"
@@ -157,7 +157,7 @@ async def test_kubernetes_clusters_through_the_server(jp_serverapp, jp_fetch, jp
     await _call(jp_fetch, "clusters", "train-default", method="DELETE")
     ws.close()
     assert await asyncio.to_thread(wait_for, lambda: not [
-        m for m in managed(kubeconfig) if "train" in m], 20)
+        m for m in managed(admin) if "train" in m], 20)
 
 
 async def _run_via(conn: dict, code: str) -> None:

@@ -28,9 +28,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cpu", default="8", help="allocatable CPU per node")
     p.add_argument("--memory", default="32Gi", help="allocatable memory per node")
     p.add_argument("--gpus", type=int, default=0, help="nvidia.com/gpu per node")
-    p.add_argument("--pod-ips", choices=("shared", "unique"), default="shared")
+    p.add_argument("--pod-ips", choices=("shared", "unique", "ipv6"), default="shared")
     p.add_argument("--unknown-image-prefix", action="append", default=None,
                    help="images starting with this fail to pull (default: unknown/)")
+    p.add_argument("--rbac", action="store_true",
+                   help="enforce RBAC (the kubeconfig's token is cluster-admin)")
     p.add_argument("--workdir", help="folder for pod working folders (kept)")
     return p.parse_args(argv)
 
@@ -38,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def serve(args: argparse.Namespace) -> None:
     config = KubeSimConfig(
         host=args.host, port=args.port, pod_ips=args.pod_ips, workdir=args.workdir,
+        rbac=args.rbac,
         nodes=[NodeSpec(f"kubesim-node-{i}", args.cpu, args.memory, args.gpus)
                for i in range(args.nodes)])
     if args.token:

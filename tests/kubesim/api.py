@@ -13,13 +13,18 @@ import yaml
 from aiohttp import web
 
 from . import errors, resources
+from .admission import Admission
+from .auth import Authenticator, UserInfo
 from .config import KubeSimConfig
+from .disruption import Disruptions
 from .faults import ErrorInjector
 from .gc import Deleter
 from .kubelet import Kubelet
 from .logs import LogQuery
 from .patch import apply_patch
-from .resources import NAMESPACES, PODS, ResourceType
+from .rbac import Attributes, Authorizer
+from .resources import NAMESPACES, PODS, REVIEWS, ResourceType
+from .reviews import review
 from .selectors import parse_field_selector, parse_label_selector
 from .store import BOOKMARK, ERROR, Store, with_kind
 from .tables import to_table, wants_table
@@ -27,6 +32,8 @@ from .util import deep, parse_bool, parse_time, within
 from .validation import prepare_create, prepare_update
 
 PUBLIC = ("/healthz", "/livez", "/readyz")
+CREATE_SUBRESOURCES = ("token", "eviction")
+USER = web.RequestKey("user", UserInfo)
 KEEP_STATUS = ("pods", "jobs", "nodes", "namespaces")
 _IDENTITY = ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp",
              "deletionGracePeriodSeconds", "generation", "selfLink", "managedFields")
@@ -82,9 +89,23 @@ def parse_route(request: web.Request) -> Route:
         verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, "")
         if method == "DELETE":
             verb = "delete" if name else "deletecollection"
-    if not verb or (name is None and verb in ("update", "patch")) or (name and verb == "create"):
+    if not verb or (name is None and verb in ("update", "patch")) or \
+            (name and verb == "create" and sub not in CREATE_SUBRESOURCES):
         raise errors.method_not_allowed(method, rt.plural)
+    if sub in CREATE_SUBRESOURCES and verb != "create":
+        raise errors.method_not_allowed(method, f"{rt.plural}/{sub}")
     return Route(rt, ns, name, sub, verb)
+
+
+def _attributes(request: web.Request, user: UserInfo, route: Route | None) -> Attributes:
+    """The authorizer's view of a request (a namespace's own name is its namespace)."""
+    if route is None:
+        return Attributes(user, request.method.lower(), False, path=request.path)
+    namespace = route.namespace or ""
+    if route.rt is NAMESPACES and route.name:
+        namespace = route.name
+    return Attributes(user, route.verb, True, route.rt.group, route.rt.version, route.rt.plural,
+                      route.sub or "", namespace, route.name or "")
 
 
 def _gone(request: web.Request) -> bool:
@@ -115,8 +136,14 @@ class Api:
     """The aiohttp application of the emulator."""
 
     def __init__(self, store: Store, deleter: Deleter, kubelet: Kubelet,
-                 config: KubeSimConfig, injector: ErrorInjector) -> None:
+                 config: KubeSimConfig, injector: ErrorInjector,
+                 authenticator: Authenticator, authorizer: Authorizer | None,
+                 admission: Admission, disruptions: Disruptions) -> None:
         self.store = store
+        self.disruptions = disruptions
+        self.admission = admission
+        self.authenticator = authenticator
+        self.authorizer = authorizer
         self.deleter = deleter
         self.kubelet = kubelet
         self.config = config
@@ -143,15 +170,19 @@ class Api:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         try:
-            if request.path not in PUBLIC and \
-                    request.headers.get("Authorization") != f"Bearer {self.config.token}":
-                raise errors.unauthorized()
+            route: Route | None = None
+            with contextlib.suppress(errors.ApiError):
+                route = parse_route(request)
+            if request.path not in PUBLIC:
+                user = self.authenticator.authenticate(request.headers.get("Authorization"))
+                request[USER] = user
+                if self.authorizer is not None:
+                    self.authorizer.check(_attributes(request, user, route))
             if not request.path.startswith("/kubesim/"):
                 verb: str | None = {"GET": "get", "POST": "create", "PUT": "update",
                                     "PATCH": "patch", "DELETE": "delete"}.get(request.method)
                 resource: str | None = None
-                with contextlib.suppress(errors.ApiError):
-                    route = parse_route(request)
+                if route is not None:
                     verb, resource = route.verb, route.rt.plural
                 fault = self.injector.check(request.method, request.path, verb, resource)
                 if fault is not None:
@@ -202,6 +233,18 @@ class Api:
             if route.verb != "get" or route.rt is not PODS:
                 raise errors.method_not_allowed(request.method, "pods/log")
             return await self._log(request, route)
+        if route.rt in REVIEWS:
+            if route.verb != "create":
+                raise errors.method_not_allowed(request.method, route.rt.plural)
+            body = self._check_body(await read_body(request), route)
+            return respond(review(route.rt, body, request[USER], self.authorizer), 201)
+        if route.sub == "eviction":
+            return respond(self.disruptions.evict(route.namespace or "", route.name or "",
+                                                  await read_body(request)), 201)
+        if route.sub == "token":
+            body = await read_body(request) or {}
+            return respond(self.authenticator.issue(route.namespace or "", route.name or "",
+                                                    body), 201)
         return await handler[route.verb](request, route)
 
     def _selectors(self, request: web.Request, rt: ResourceType) -> tuple[Any, Any]:
@@ -262,6 +305,11 @@ class Api:
         try:
             await resp.prepare(request)
             while True:
+                if watcher.stalled:  # a silent connection: no event, bookmark or end
+                    if watcher.closed or _gone(request):
+                        break
+                    await asyncio.sleep(0.05)
+                    continue
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
@@ -320,10 +368,10 @@ class Api:
         return body
 
     def _ensure_namespace(self, namespace: str | None) -> None:
-        if not namespace or self.store.peek(NAMESPACES, "", namespace) is not None:
+        """Lenient mode only (strict_namespaces=False): make a missing namespace on the fly."""
+        if not namespace or self.config.strict_namespaces or \
+                self.store.peek(NAMESPACES, "", namespace) is not None:
             return
-        if self.config.strict_namespaces:
-            raise errors.not_found("namespaces", "", namespace)
         self.store.create(NAMESPACES, prepare_create(NAMESPACES, {"metadata": {"name":
                                                                                namespace}}))
 
@@ -334,10 +382,13 @@ class Api:
         for key in _IDENTITY:
             body["metadata"].pop(key, None)
         obj = prepare_create(route.rt, body)
-        if request.query.get("dryRun"):
-            return respond(with_kind(route.rt, obj), 201)
         self._ensure_namespace(route.namespace)
-        return respond(self.store.create(route.rt, obj), 201)
+        warnings = self.admission.admit(route.rt, obj)
+        headers = {"Warning": ", ".join('299 - "{}"'.format(w.replace('"', '\\"'))
+                                        for w in warnings)} if warnings else None
+        if request.query.get("dryRun"):
+            return respond(with_kind(route.rt, obj), 201, headers)
+        return respond(self.store.create(route.rt, obj), 201, headers)
 
     def _merge_subresource(self, route: Route, old: dict[str, Any], new: dict[str, Any]
                            ) -> dict[str, Any]:

@@ -24,6 +24,7 @@ class KubeSimConfig:
     # Pods: "shared" gives every pod 127.0.0.1; "unique" gives each its own 127.X.y.z (Linux
     # routes all of 127/8 to lo; X is random per emulator), so several pods can listen on the
     # same port if they bind their own IP (e.g. from the downward API's status.podIP).
+    # "ipv6" gives every pod (and host IP) ::1, as on a single-stack IPv6 cluster.
     pod_ips: str = "shared"
     # Commands named python/python3 run with this interpreter.
     python: str = sys.executable
@@ -47,7 +48,10 @@ class KubeSimConfig:
     max_grace_seconds: float = 2.0
     # Creating in a namespace that does not exist: 404 like the real API if strict, else the
     # namespace is made on the fly.
-    strict_namespaces: bool = False
+    strict_namespaces: bool = True
+    # Enforce RBAC on every request (the kubeconfig's token is cluster-admin; ServiceAccount
+    # tokens from TokenRequest get what their Roles grant). Off: any known token may do all.
+    rbac: bool = False
     history_limit: int = 10000
     default_watch_timeout: int = 1800
     bookmark_interval: float = 30.0

@@ -47,6 +47,7 @@ class ControllerManager:
         self.scheduler.schedule()
         self.jobs.reconcile_all()
         self.deleter.collect()
+        self.jobs.admission.sync_quotas()
 
     async def _loop(self) -> None:
         while not self._stopping:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import errors
-from .resources import ALL, EVENTS, NAMESPACES, PODS, ResourceType, by_kind
+from .resources import EVENTS, NAMESPACES, PODS, STORED, ResourceType, by_kind
 from .store import Store
 from .util import dig, now, rfc3339
 
@@ -83,7 +83,7 @@ class Deleter:
 
     def _delete_namespace(self, ns_obj: dict[str, Any]) -> dict[str, Any]:
         name = ns_obj["metadata"]["name"]
-        for rt in ALL:
+        for rt in STORED:
             if rt.namespaced:
                 for obj in list(self.store.iter_objects(rt, name)):
                     self.store.remove(rt, name, obj["metadata"]["name"])
@@ -92,7 +92,7 @@ class Deleter:
 
     def dependents(self, owner_uid: str) -> list[tuple[ResourceType, dict[str, Any]]]:
         found = []
-        for rt in ALL:
+        for rt in STORED:
             if rt is EVENTS:
                 continue
             for obj in self.store.iter_objects(rt):
@@ -115,7 +115,7 @@ class Deleter:
 
     def collect(self) -> None:
         """One garbage-collector pass: cascade foreground deletions, remove orphans."""
-        for rt in ALL:
+        for rt in STORED:
             if rt is EVENTS:
                 continue
             for obj in list(self.store.iter_objects(rt)):

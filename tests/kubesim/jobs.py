@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import errors
+from .admission import Admission
 from .events import EventRecorder
 from .gc import BACKGROUND, Deleter
 from .resources import JOBS, PODS
@@ -18,6 +19,7 @@ from .validation import prepare_create
 COMPONENT = "job-controller"
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
 TERMINAL = ("Succeeded", "Failed")
+CREATE_BACKOFF, CREATE_BACKOFF_MAX = 1.0, 10.0
 
 
 @dataclass
@@ -31,6 +33,11 @@ class _JobState:
     failed: int = 0
     seen: set[str] = field(default_factory=set)
     started: float | None = None
+    # (reason, message) of a podFailurePolicy FailJob rule a failed pod matched
+    policy_failure: tuple[str, str] | None = None
+    # After a refused pod create, the controller waits before trying again (doubling).
+    create_backoff: float = 0.0
+    next_create: float = 0.0
 
 
 def completion_index(pod: dict[str, Any]) -> int | None:
@@ -60,6 +67,42 @@ def _cond_true(status: dict[str, Any], ctype: str) -> dict[str, Any] | None:
                  if c.get("type") == ctype and c.get("status") == "True"), None)
 
 
+def _exit_matches(req: dict[str, Any], pod: dict[str, Any]) -> tuple[str, int] | None:
+    """(container, exit code) of one that matches an onExitCodes requirement, or None."""
+    values = set(req.get("values") or [])
+    for cs in dig(pod, "status", "containerStatuses", default=[]) or []:
+        if req.get("containerName") and cs.get("name") != req["containerName"]:
+            continue
+        code = dig(cs, "state", "terminated", "exitCode")
+        if code is None or code == 0:
+            continue
+        if (code in values) == (req.get("operator", "In") == "In"):
+            return str(cs.get("name")), int(code)
+    return None
+
+
+def _policy_action(policy: dict[str, Any] | None, pod: dict[str, Any]
+                   ) -> tuple[str, str] | None:
+    """(action, message) of the first podFailurePolicy rule a failed pod matches."""
+    meta = pod["metadata"]
+    where = f"{meta.get('namespace')}/{meta['name']}"
+    for i, rule in enumerate((policy or {}).get("rules") or []):
+        action = rule.get("action", "")
+        if rule.get("onExitCodes"):
+            hit = _exit_matches(rule["onExitCodes"], pod)
+            if hit is not None:
+                name, code = hit
+                return action, (f"Container {name} for pod {where} failed with exit code "
+                                f"{code} matching {action} rule at index {i}")
+        for want in rule.get("onPodConditions") or []:
+            for c in dig(pod, "status", "conditions", default=[]) or []:
+                if c.get("type") == want.get("type") and \
+                        c.get("status") == want.get("status", "True"):
+                    return action, (f"Pod {where} has condition {c['type']} matching "
+                                    f"{action} rule at index {i}")
+    return None
+
+
 def _pod_ready(pod: dict[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in dig(pod, "status", "conditions", default=[]))
@@ -68,8 +111,10 @@ def _pod_ready(pod: dict[str, Any]) -> bool:
 class JobController:
     """Reconciles every Job against its pods on each pass of the controller loop."""
 
-    def __init__(self, store: Store, recorder: EventRecorder, deleter: Deleter) -> None:
+    def __init__(self, store: Store, recorder: EventRecorder, deleter: Deleter,
+                 admission: Admission) -> None:
         self.store = store
+        self.admission = admission
         self.recorder = recorder
         self.deleter = deleter
         self._state: dict[str, _JobState] = {}
@@ -93,19 +138,24 @@ class JobController:
         pods = [p for p in self.store.iter_objects(PODS, ns)
                 if any(r.get("uid") == uid and r.get("controller")
                        for r in p["metadata"].get("ownerReferences") or [])]
-        self._count(st, pods, indexed)
+        self._count(st, pods, indexed, spec.get("podFailurePolicy"))
         active = [p for p in pods if dig(p, "status", "phase") not in TERMINAL
                   and not p["metadata"].get("deletionTimestamp")]
         terminating = [p for p in pods if dig(p, "status", "phase") not in TERMINAL
                        and p["metadata"].get("deletionTimestamp")]
         now = time.time()
         finished = _cond_true(status, "Complete") or _cond_true(status, "Failed")
+        target = _cond_true(status, "FailureTarget") or _cond_true(status, "SuccessCriteriaMet")
         if finished:
-            if _cond_true(status, "Failed"):
-                self._kill(job, active, st, count=True)
-                active = []
             if self._ttl_expired(job, status, now):
                 return
+        elif target:
+            # Kubernetes >= 1.31: the terminal condition waits until no pod is left running.
+            failing = target["type"] == "FailureTarget"
+            self._kill(job, active, st, count=failing)
+            if not active and not terminating:
+                self._finish(job, status, failing, target, now)
+            active = []
         elif spec.get("suspend"):
             self._kill(job, active, st, count=False)
             active = []
@@ -125,33 +175,42 @@ class JobController:
                 st.started = now
                 status["startTime"] = rfc3339(now)
             started = st.started if st.started is not None else parse_time(status["startTime"])
-            failure = None
+            failure = st.policy_failure
             deadline = spec.get("activeDeadlineSeconds")
-            if st.failed > int(spec.get("backoffLimit", 6)):
+            if failure is not None:
+                pass
+            elif st.failed > int(spec.get("backoffLimit", 6)):
                 failure = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
             elif deadline is not None and now - started >= deadline:
                 failure = ("DeadlineExceeded", "Job was active longer than specified deadline")
             if failure:
+                set_condition(status, "FailureTarget", "True", *failure)
                 self._kill(job, active, st, count=True)
                 active = []
-                set_condition(status, "FailureTarget", "True", *failure)
-                set_condition(status, "Failed", "True", *failure)
-                self.recorder.record(JOBS, job, "Warning", failure[0], failure[1], COMPONENT)
             elif self._complete(spec, st, indexed, active):
-                self._kill(job, active, st, count=False)
-                active = []
                 set_condition(status, "SuccessCriteriaMet", "True", "CompletionsReached",
                               "Reached expected number of succeeded pods")
-                set_condition(status, "Complete", "True", "CompletionsReached",
-                              "Reached expected number of succeeded pods")
-                status["completionTime"] = rfc3339(now)
-                self.recorder.record(JOBS, job, "Normal", "Completed", "Job completed",
-                                     COMPONENT)
-            else:
+                self._kill(job, active, st, count=False)
+                active = []
+            elif now >= st.next_create:
                 active += self._create_pods(job, st, active, indexed)
         self._write_status(job, status, st, indexed, active, terminating)
 
-    def _count(self, st: _JobState, pods: list[dict[str, Any]], indexed: bool) -> None:
+    def _finish(self, job: dict[str, Any], status: dict[str, Any], failing: bool,
+                target: dict[str, Any], now: float) -> None:
+        """Add Failed (with FailureTarget's reason) or Complete, now that no pod runs."""
+        if failing:
+            set_condition(status, "Failed", "True", target["reason"], target["message"])
+            self.recorder.record(JOBS, job, "Warning", target["reason"], target["message"],
+                                 COMPONENT)
+            return
+        set_condition(status, "Complete", "True", "CompletionsReached",
+                      "Reached expected number of succeeded pods")
+        status["completionTime"] = rfc3339(now)
+        self.recorder.record(JOBS, job, "Normal", "Completed", "Job completed", COMPONENT)
+
+    def _count(self, st: _JobState, pods: list[dict[str, Any]], indexed: bool,
+               policy: dict[str, Any] | None = None) -> None:
         """Count pods that ended, and pods that vanished before ending (failures)."""
         present = set()
         for p in pods:
@@ -161,8 +220,13 @@ class JobController:
             phase = dig(p, "status", "phase")
             if phase in TERMINAL and puid not in st.counted and puid not in st.ignored:
                 st.counted.add(puid)
-                if phase == "Failed":
+                action = _policy_action(policy, p) if phase == "Failed" else None
+                if action and action[0] == "Ignore":
+                    st.ignored.add(puid)
+                elif phase == "Failed":
                     st.failed += 1
+                    if action and action[0] == "FailJob" and st.policy_failure is None:
+                        st.policy_failure = ("PodFailurePolicy", action[1])
                 elif indexed and completion_index(p) is not None:
                     st.succeeded_indexes.add(completion_index(p))  # type: ignore[arg-type]
                 else:
@@ -232,11 +296,17 @@ class JobController:
         for index in wanted:
             pod = self._new_pod(job, index)
             try:
-                made = self.store.create(PODS, prepare_create(PODS, pod))
+                pod = prepare_create(PODS, pod)
+                self.admission.admit(PODS, pod)
+                made = self.store.create(PODS, pod)
             except errors.ApiError as exc:
                 self.recorder.record(JOBS, job, "Warning", "FailedCreate",
                                      f"Error creating: {exc.message}", COMPONENT)
-                continue
+                st.create_backoff = min(max(2 * st.create_backoff, CREATE_BACKOFF),
+                                        CREATE_BACKOFF_MAX)
+                st.next_create = time.time() + st.create_backoff
+                break
+            st.create_backoff = 0.0
             created.append(made)
             self.recorder.record(JOBS, job, "Normal", "SuccessfulCreate",
                                  f"Created pod: {made['metadata']['name']}", COMPONENT)

@@ -60,6 +60,8 @@ class Kubelet:
         return task
 
     def _allocate_ip(self) -> str:
+        if self.config.pod_ips == "ipv6":
+            return "::1"
         if self.config.pod_ips != "unique":
             return "127.0.0.1"
         while True:
@@ -159,7 +161,8 @@ class Kubelet:
 
         def update(p: dict[str, Any]) -> None:
             s = p.setdefault("status", {})
-            s.update({"phase": phase, "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
+            host = "::1" if self.config.pod_ips == "ipv6" else "127.0.0.1"
+            s.update({"phase": phase, "hostIP": host, "hostIPs": [{"ip": host}],
                       "podIP": rt.ip, "podIPs": [{"ip": rt.ip}], "startTime": rt.started_at})
             s["containerStatuses"] = [c.status() for c in rt.containers]
             if rt.init:

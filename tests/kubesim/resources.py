@@ -23,6 +23,15 @@ class ResourceType:
     subresources: tuple[str, ...] = ()
     # The REST default when DeleteOptions names no policy ("Orphan" for batch/v1 Jobs).
     default_propagation: str = "Background"
+    # Verbs discovery lists; ("create",) for reviews, which are answered and never stored.
+    verbs: tuple[str, ...] = ALL_VERBS
+    # Where objects live in the store: two API groups may serve one storage (core/v1 and
+    # events.k8s.io/v1 Events), as in the real API server.
+    storage: str = ""
+
+    @property
+    def bucket(self) -> str:
+        return self.storage or self.plural
 
     @property
     def api_version(self) -> str:
@@ -34,7 +43,7 @@ class ResourceType:
 
 
 PODS = ResourceType("", "v1", "pods", "Pod", "pod", short_names=("po",), categories=("all",),
-                    subresources=("status", "log"))
+                    subresources=("status", "log", "eviction"))
 SECRETS = ResourceType("", "v1", "secrets", "Secret", "secret")
 CONFIGMAPS = ResourceType("", "v1", "configmaps", "ConfigMap", "configmap", short_names=("cm",))
 EVENTS = ResourceType("", "v1", "events", "Event", "event", short_names=("ev",))
@@ -44,11 +53,46 @@ NODES = ResourceType("", "v1", "nodes", "Node", "node", namespaced=False, short_
                      subresources=("status",))
 JOBS = ResourceType("batch", "v1", "jobs", "Job", "job", categories=("all",),
                     subresources=("status",), default_propagation="Orphan")
+SERVICEACCOUNTS = ResourceType("", "v1", "serviceaccounts", "ServiceAccount", "serviceaccount",
+                               short_names=("sa",), subresources=("token",))
+RESOURCEQUOTAS = ResourceType("", "v1", "resourcequotas", "ResourceQuota", "resourcequota",
+                              short_names=("quota",), subresources=("status",))
+EVENTS_V1 = ResourceType("events.k8s.io", "v1", "events", "Event", "event", short_names=("ev",),
+                         storage="events")
+_RBAC = "rbac.authorization.k8s.io"
+ROLES = ResourceType(_RBAC, "v1", "roles", "Role", "role")
+CLUSTERROLES = ResourceType(_RBAC, "v1", "clusterroles", "ClusterRole", "clusterrole",
+                            namespaced=False)
+ROLEBINDINGS = ResourceType(_RBAC, "v1", "rolebindings", "RoleBinding", "rolebinding")
+CLUSTERROLEBINDINGS = ResourceType(_RBAC, "v1", "clusterrolebindings", "ClusterRoleBinding",
+                                   "clusterrolebinding", namespaced=False)
+_AUTHZ = "authorization.k8s.io"
+SELF_ACCESS_REVIEWS = ResourceType(_AUTHZ, "v1", "selfsubjectaccessreviews",
+                                   "SelfSubjectAccessReview", "", namespaced=False,
+                                   verbs=("create",))
+SELF_RULES_REVIEWS = ResourceType(_AUTHZ, "v1", "selfsubjectrulesreviews",
+                                  "SelfSubjectRulesReview", "", namespaced=False,
+                                  verbs=("create",))
+SELF_SUBJECT_REVIEWS = ResourceType("authentication.k8s.io", "v1", "selfsubjectreviews",
+                                    "SelfSubjectReview", "", namespaced=False,
+                                    verbs=("create",))
+REVIEWS = (SELF_ACCESS_REVIEWS, SELF_RULES_REVIEWS, SELF_SUBJECT_REVIEWS)
+# Subresources served by another group/kind (discovery names them so, and kubectl drain looks
+# for pods/eviction of kind Eviction in group policy).
+SUBRESOURCE_KINDS = {"eviction": ("policy", "v1", "Eviction", ["create"]),
+                     "token": ("authentication.k8s.io", "v1", "TokenRequest", ["create"]),
+                     "log": ("", "", "Pod", ["get"])}
 
-ALL: tuple[ResourceType, ...] = (PODS, SECRETS, CONFIGMAPS, EVENTS, NAMESPACES, NODES, JOBS)
+ALL: tuple[ResourceType, ...] = (PODS, SECRETS, CONFIGMAPS, EVENTS, NAMESPACES, NODES, JOBS,
+                                 SERVICEACCOUNTS, RESOURCEQUOTAS, EVENTS_V1, ROLES, CLUSTERROLES,
+                                 ROLEBINDINGS, CLUSTERROLEBINDINGS, *REVIEWS)
+# What the store holds (EVENTS_V1 is a view of EVENTS; reviews are never stored).
+STORED: tuple[ResourceType, ...] = tuple(rt for rt in ALL
+                                         if rt is not EVENTS_V1 and rt not in REVIEWS)
 _BY_PATH = {(rt.group, rt.version, rt.plural): rt for rt in ALL}
 _BY_KIND = {(rt.api_version, rt.kind): rt for rt in ALL}
-GROUPS = {"batch": ("v1",)}
+GROUPS = {"batch": ("v1",), "events.k8s.io": ("v1",), _RBAC: ("v1",), _AUTHZ: ("v1",),
+          "authentication.k8s.io": ("v1",)}
 
 
 def lookup(group: str, version: str, plural: str) -> ResourceType | None:
@@ -89,16 +133,21 @@ def resource_list(group: str, version: str) -> dict[str, Any] | None:
     for rt in types:
         entry: dict[str, Any] = {"name": rt.plural, "singularName": rt.singular,
                                  "namespaced": rt.namespaced, "kind": rt.kind,
-                                 "verbs": list(ALL_VERBS)}
+                                 "verbs": list(rt.verbs)}
         if rt.short_names:
             entry["shortNames"] = list(rt.short_names)
         if rt.categories:
             entry["categories"] = list(rt.categories)
         resources.append(entry)
         for sub in rt.subresources:
-            verbs = ["get"] if sub == "log" else ["get", "patch", "update"]
-            resources.append({"name": f"{rt.plural}/{sub}", "singularName": "",
-                              "namespaced": rt.namespaced, "kind": rt.kind, "verbs": verbs})
+            entry = {"name": f"{rt.plural}/{sub}", "singularName": "",
+                     "namespaced": rt.namespaced, "kind": rt.kind,
+                     "verbs": ["get", "patch", "update"]}
+            if sub in SUBRESOURCE_KINDS:
+                sub_group, sub_version, entry["kind"], entry["verbs"] = SUBRESOURCE_KINDS[sub]
+                if sub_group:
+                    entry.update(group=sub_group, version=sub_version)
+            resources.append(entry)
     gv = f"{group}/{version}" if group else version
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
             "resources": resources}

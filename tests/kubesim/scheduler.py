@@ -82,6 +82,27 @@ def _q(value: Any) -> Decimal:
         return Decimal(0)
 
 
+def _tolerates(tolerations: list[dict[str, Any]], taint: dict[str, Any]) -> bool:
+    for t in tolerations or []:
+        if t.get("effect") and t["effect"] != taint.get("effect"):
+            continue
+        if t.get("operator") == "Exists":
+            if not t.get("key") or t["key"] == taint.get("key"):
+                return True
+        elif t.get("key") == taint.get("key") and \
+                (t.get("value") or "") == (taint.get("value") or ""):
+            return True
+    return False
+
+
+def untolerated(pod: dict[str, Any], taints: list[dict[str, Any]],
+                effects: tuple[str, ...]) -> dict[str, Any] | None:
+    """The first taint with one of `effects` that the pod does not tolerate."""
+    tolerations = dig(pod, "spec", "tolerations", default=[]) or []
+    return next((t for t in taints if t.get("effect") in effects
+                 and not _tolerates(tolerations, t)), None)
+
+
 def set_condition(status: dict[str, Any], ctype: str, value: str, reason: str | None = None,
                   message: str | None = None) -> None:
     """Set a pod/job condition; lastTransitionTime moves only when the status flips."""
@@ -168,6 +189,10 @@ class Scheduler:
                 failed.append("node(s) didn't match Pod's node affinity/selector")
             elif dig(node, "spec", "unschedulable"):
                 failed.append("node(s) were unschedulable")
+            elif (taint := untolerated(pod, dig(node, "spec", "taints", default=[]) or [],
+                                       ("NoSchedule", "NoExecute"))) is not None:
+                failed.append(f"node(s) had untolerated taint {{{taint['key']}: "
+                              f"{taint.get('value', '')}}}")
             else:
                 for res, amount in sorted(requests.items()):
                     if amount > 0 and used[name][res] + amount > _q(alloc.get(res, 0)):
@@ -177,7 +202,8 @@ class Scheduler:
             if not failed:
                 return name, ""
             reasons.update(failed)
-            helpful = not any("selector" in f or "unschedulable" in f for f in failed)
+            helpful = not any("selector" in f or "unschedulable" in f or "taint" in f
+                              for f in failed)
             preemption["No preemption victims found for incoming pod" if helpful
                        else "Preemption is not helpful for scheduling"] += 1
         n = len(nodes)

@@ -14,16 +14,20 @@ from typing import Any
 from aiohttp import web
 
 from . import control
+from .admission import Admission
 from .api import Api
+from .auth import Authenticator
 from .config import KubeSimConfig
 from .controllers import ControllerManager
+from .disruption import TERMINATION_BY_KUBELET, Disruptions
 from .events import EventRecorder
 from .faults import ErrorInjector, ErrorRule
 from .gc import Deleter
 from .jobs import JobController
 from .kubeconfig import kubeconfig_dict, write_kubeconfig
 from .kubelet import Kubelet
-from .resources import ALL, NAMESPACES, NODES
+from .rbac import Authorizer, bootstrap_policy
+from .resources import NAMESPACES, NODES, SERVICEACCOUNTS, STORED, by_kind
 from .scheduler import NodeSpec, Scheduler
 from .store import Store
 from .tls import make_certificate
@@ -43,6 +47,7 @@ class KubeSim:
         self.store = Store(self.config.history_limit)
         self.recorder = EventRecorder(self.store)
         self.injector = ErrorInjector()
+        self.authenticator = Authenticator(self.store, self.config.token)
         self.url = ""
         self.https_url: str | None = None
         self.ca_pem: bytes | None = None
@@ -52,6 +57,7 @@ class KubeSim:
         self.kubelet: Kubelet | None = None
         self.deleter: Deleter | None = None
         self.api: Api | None = None
+        self.disruptions: Disruptions | None = None
 
     @property
     def token(self) -> str:
@@ -62,6 +68,9 @@ class KubeSim:
         cfg = self.config
         self.root = cfg.workdir or tempfile.mkdtemp(prefix="kubesim-")
         os.makedirs(self.root, exist_ok=True)
+        self.store.add_listener(self._default_service_account)
+        for rt, obj in bootstrap_policy():
+            self.store.create(rt, prepare_create(rt, obj))
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.store.create(NAMESPACES, prepare_create(NAMESPACES, {"metadata": {"name": ns}}))
         for node in cfg.nodes:
@@ -70,11 +79,15 @@ class KubeSim:
         self.deleter = Deleter(self.store, self.kubelet.has_containers)
         scheduler = Scheduler(self.store, self.recorder, cfg.scheduler_retry,
                               cfg.scheduler_retry_max)
-        jobs = JobController(self.store, self.recorder, self.deleter)
+        admission = Admission(self.store)
+        jobs = JobController(self.store, self.recorder, self.deleter, admission)
         self.store.add_listener(self.kubelet.on_change)
         self._manager = ControllerManager(self.store, scheduler, jobs, self.deleter,
                                           cfg.controller_interval)
-        self.api = Api(self.store, self.deleter, self.kubelet, cfg, self.injector)
+        self.disruptions = Disruptions(self.store, self.recorder, self.deleter)
+        self.api = Api(self.store, self.deleter, self.kubelet, cfg, self.injector,
+                       self.authenticator, Authorizer(self.store) if cfg.rbac else None,
+                       admission, self.disruptions)
         app = self.api.app()
         control.add_routes(app, self)
         self._runner = web.AppRunner(app, access_log=None)
@@ -123,17 +136,43 @@ class KubeSim:
             raise RuntimeError("no HTTPS listener (tls=False, or no openssl command)")
         return (self.https_url, self.ca_pem) if tls else (self.url, None)  # type: ignore
 
-    def kubeconfig(self, namespace: str = "default", tls: bool | None = None
-                   ) -> dict[str, Any]:
+    def kubeconfig(self, namespace: str = "default", tls: bool | None = None,
+                   token: str | None = None) -> dict[str, Any]:
         url, ca = self._endpoint(tls)
-        return kubeconfig_dict(url, self.token, namespace, ca_pem=ca)
+        return kubeconfig_dict(url, token or self.token, namespace, ca_pem=ca)
 
     def write_kubeconfig(self, path: str | os.PathLike[str], namespace: str = "default",
-                         tls: bool | None = None) -> str:
+                         tls: bool | None = None, token: str | None = None) -> str:
         """A kubeconfig file: the HTTPS endpoint when there is one (kubectl needs it to send
-        the token), else plain HTTP; `tls=False` forces the plain one."""
+        the token), else plain HTTP; `tls=False` forces the plain one. The token is the
+        admin's unless given (e.g. one from `service_account_token`)."""
         url, ca = self._endpoint(tls)
-        return write_kubeconfig(path, url, self.token, namespace, ca_pem=ca)
+        return write_kubeconfig(path, url, token or self.token, namespace, ca_pem=ca)
+
+    # ------------------------------------------------------------------ objects and identities
+    def _default_service_account(self, change: Any) -> None:
+        """The ServiceAccount controller: every new namespace gets a `default` account."""
+        if change.rt is NAMESPACES and change.type == "ADDED":
+            name = change.obj["metadata"]["name"]
+            if self.store.peek(SERVICEACCOUNTS, name, "default") is None:
+                self.store.create(SERVICEACCOUNTS, prepare_create(SERVICEACCOUNTS, {
+                    "metadata": {"name": "default", "namespace": name}}))
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create any served object as the admin would (no admission): namespaces, Roles,
+        bindings, ServiceAccounts, quotas... `obj` names its apiVersion and kind."""
+        rt = by_kind(obj.get("apiVersion", ""), obj.get("kind", ""))
+        if rt is None:
+            raise TypeError(f"kubesim does not serve {obj.get('apiVersion')} "
+                            f"{obj.get('kind')}")
+        return self.store.create(rt, prepare_create(rt, obj))
+
+    def service_account_token(self, namespace: str, name: str,
+                              expiration_seconds: int = 3600) -> str:
+        """A token for ServiceAccount `namespace/name`, as `kubectl create token` gets one."""
+        answer = self.authenticator.issue(namespace, name, {"spec": {
+            "expirationSeconds": expiration_seconds}})
+        return str(answer["status"]["token"])
 
     # ------------------------------------------------------------------ knobs
     def set_unknown_images(self, images: list[str] | None = None,
@@ -153,9 +192,31 @@ class KubeSim:
         return self.kubelet.oom_kill(namespace, name, container)
 
     def evict(self, namespace: str, name: str, message: str | None = None) -> None:
-        """Node-pressure eviction: phase Failed, reason Evicted, an Evicted event."""
-        assert self.kubelet is not None
+        """Node-pressure eviction: DisruptionTarget (TerminationByKubelet), then phase Failed,
+        reason Evicted, an Evicted event."""
+        assert self.kubelet is not None and self.disruptions is not None
+        self.disruptions.mark(namespace, name, TERMINATION_BY_KUBELET,
+                              message or "The node was low on resource: memory.")
         self.kubelet.evict(namespace, name, message)
+
+    def preempt(self, namespace: str, name: str, preemptor: str = "") -> None:
+        """Scheduler preemption of a pod: DisruptionTarget (PreemptionByScheduler), a
+        Preempted event, then a graceful delete (no status.reason)."""
+        assert self.disruptions is not None
+        self.disruptions.preempt(namespace, name, preemptor)
+
+    def taint_node(self, node: str = "kubesim-node-0", key: str = "example.com/maintenance",
+                   value: str = "", effect: str = "NoExecute") -> list[str]:
+        """Taint a node. NoExecute deletes the pods that do not tolerate it (DisruptionTarget
+        DeletionByTaintManager, a TaintManagerEviction event); returns them as ns/name.
+        NoSchedule and NoExecute keep new pods off the node."""
+        assert self.disruptions is not None
+        return self.disruptions.taint(node, key, value, effect)
+
+    def untaint_node(self, node: str = "kubesim-node-0", key: str = "example.com/maintenance"
+                     ) -> None:
+        assert self.disruptions is not None
+        self.disruptions.untaint(node, key)
 
     def inject_error(self, code: int = 500, count: int = 1, verb: str | None = None,
                      method: str | None = None, path: str | None = None,
@@ -171,6 +232,14 @@ class KubeSim:
     def drop_watches(self) -> int:
         """End every open watch stream; returns how many were open."""
         return self.store.drop_watches()
+
+    def stall_watches(self, resource: str = "", future: bool = False) -> int:
+        """Open watches of `resource` (plural, "" for all) stop sending without closing;
+        `future=True` stalls new ones too. Returns how many were stalled."""
+        return self.store.stall_watches(resource, future)
+
+    def resume_watches(self) -> int:
+        return self.store.resume_watches()
 
     def compact(self) -> int:
         """Compact history: watches from older resourceVersions get 410 Gone."""
@@ -222,7 +291,7 @@ class KubeSim:
         return {"url": self.url, "resourceVersion": self.store.resource_version,
                 "objects": {rt.plural: [f"{o['metadata'].get('namespace', '')}/"
                                         f"{o['metadata']['name']}"
-                                        for o in self.store.iter_objects(rt)] for rt in ALL},
+                                        for o in self.store.iter_objects(rt)] for rt in STORED},
                 "processes": self.processes(), "watches": self.store.watch_count,
                 "errors": [dataclasses.asdict(r) for r in self.injector.rules]}
 
@@ -291,9 +360,9 @@ class KubeSimThread:
         return self.sim.token
 
     def write_kubeconfig(self, path: str | os.PathLike[str], namespace: str = "default",
-                         tls: bool | None = None) -> str:
+                         tls: bool | None = None, token: str | None = None) -> str:
         assert self.sim is not None
-        return self.sim.write_kubeconfig(path, namespace, tls)
+        return self.sim.write_kubeconfig(path, namespace, tls, token)
 
     def call(self, fn: str | Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a KubeSim method (by name) or `fn(sim, ...)` on the emulator's loop."""

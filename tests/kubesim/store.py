@@ -47,6 +47,9 @@ class Watcher:
         self.labels = labels
         self.fields = fields
         self.queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
+        # A stalled watch sends nothing (not even its end) until resumed or closed.
+        self.stalled = False
+        self.closed = False
 
     def matches(self, obj: dict[str, Any] | None) -> bool:
         if obj is None:
@@ -57,7 +60,7 @@ class Watcher:
 
     def offer(self, change: Change) -> None:
         """Translate a change into what this watch sees (selector transitions included)."""
-        if change.rt != self.rt:
+        if change.rt.bucket != self.rt.bucket:
             return
         now_in = change.type != DELETED and self.matches(change.obj)
         was_in = self.matches(change.old) if change.type != ADDED else False
@@ -68,9 +71,10 @@ class Watcher:
         else:
             kind = DELETED if was_in else None
         if kind:
-            self.queue.put_nowait((kind, with_kind(change.rt, change.obj)))
+            self.queue.put_nowait((kind, with_kind(self.rt, change.obj)))
 
     def close(self) -> None:
+        self.closed = True
         self.queue.put_nowait(None)
 
 
@@ -93,6 +97,8 @@ class Store:
         self._rv = 1000
         self._watchers: set[Watcher] = set()
         self._listeners: list[Callable[[Change], None]] = []
+        # Resources ("" for all) whose new watches start stalled.
+        self._stall_new: set[str] = set()
 
     # ------------------------------------------------------------------ reading
     @property
@@ -100,7 +106,7 @@ class Store:
         return self._rv
 
     def _bucket(self, rt: ResourceType) -> dict[tuple[str, str], dict[str, Any]]:
-        return self._objects.setdefault(rt.plural, {})
+        return self._objects.setdefault(rt.bucket, {})
 
     def peek(self, rt: ResourceType, namespace: str, name: str) -> dict[str, Any] | None:
         """The live object or None; do not mutate it."""
@@ -293,8 +299,27 @@ class Store:
             for change in self._history:
                 if change.rv > since:
                     watcher.offer(change)
+        watcher.stalled = bool(self._stall_new & {"", rt.plural})
         self._watchers.add(watcher)
         return watcher
+
+    def stall_watches(self, resource: str = "", future: bool = False) -> int:
+        """Stall open watches of `resource` ("" for all): the connection stays open but no
+        event, bookmark or end arrives. `future` stalls watches opened later too."""
+        stalled = [w for w in self._watchers if resource in ("", w.rt.plural)]
+        for w in stalled:
+            w.stalled = True
+        if future:
+            self._stall_new.add(resource)
+        return len(stalled)
+
+    def resume_watches(self) -> int:
+        """Un-stall every watch; what they missed is delivered."""
+        self._stall_new.clear()
+        stalled = [w for w in self._watchers if w.stalled]
+        for w in stalled:
+            w.stalled = False
+        return len(stalled)
 
     @property
     def watch_count(self) -> int:

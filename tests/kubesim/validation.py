@@ -118,6 +118,10 @@ def _check_labels(labels: Any, field: str, causes: Causes, values: bool = True) 
 def _check_meta(rt: ResourceType, meta: dict[str, Any], causes: Causes) -> None:
     if not meta.get("name") and not meta.get("generateName"):
         causes.append(("metadata.name", "Required value: name or generateName is required"))
+    elif meta.get("name") and rt.group == "rbac.authorization.k8s.io":
+        name = str(meta["name"])  # path segment names: "system:basic-user" is valid
+        if name in (".", "..") or "/" in name or "%" in name:
+            causes.append(("metadata.name", f'Invalid value: "{name}": may not contain \'/\''))
     elif meta.get("name"):
         label_like = rt in (NAMESPACES, JOBS)
         _check_name(meta["name"], "metadata.name", DNS_LABEL if label_like else DNS_SUBDOMAIN,
