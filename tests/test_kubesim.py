@@ -564,9 +564,13 @@ async def test_unschedulable_gpu_then_node_grows(sim: KubeSim, api: Any) -> None
 
     async def failed_scheduling() -> Any:
         events = [e for e in await events_for(core, "gpu") if e.reason == "FailedScheduling"]
-        return events[0] if events and events[0].count >= 2 else None
+        return events[0] if events and events[0].series and events[0].series.count >= 2 \
+            else None
     event = await eventually(failed_scheduling)
-    assert event.type == "Warning" and event.source.component == "default-scheduler"
+    # written through events.k8s.io/v1, as the scheduler does: core/v1 shows eventTime and
+    # series, no count or first/lastTimestamp
+    assert event.type == "Warning" and event.reporting_component == "default-scheduler"
+    assert event.event_time and event.last_timestamp is None and event.count is None
     assert event.message.startswith("0/1 nodes are available: 1 Insufficient nvidia.com/gpu.")
     pod = await core.read_namespaced_pod("gpu", NS)
     assert pod.status.phase == "Pending" and pod.spec.node_name is None

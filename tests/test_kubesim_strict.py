@@ -4,21 +4,27 @@ Security, ResourceQuota, ServiceAccount), Job conditions, disruptions, watches, 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 try:
-    from tests.kubesim import KubeSimThread
+    from tests.kubesim import KubeSim, KubeSimThread
 except ImportError:  # tests/ is on sys.path but the repository root is not
-    from kubesim import KubeSimThread  # type: ignore
+    from kubesim import KubeSim, KubeSimThread  # type: ignore
 
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio import watch as k8s_watch
 
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 FAST: dict[str, Any] = {"scheduler_retry": 0.2, "scheduler_retry_max": 0.4,
@@ -261,3 +267,223 @@ def test_pod_security_quota_and_service_account_admission(cluster: Any) -> None:
     assert status["used"] == {"pods": "1", "requests.cpu": "600m", "requests.memory": "256Mi",
                               "requests.nvidia.com/gpu": "0"}
     admin.ok("delete", "namespace", "quota", "--wait=false")
+
+
+# ---------------------------------------------------------------------------- disruptions
+
+class PodWatch:
+    """`kubectl get pods -w --output-watch-events -o json` in the background: what a user
+    watching the namespace sees, every state of every pod."""
+
+    def __init__(self, kubectl: Kubectl, ns: str) -> None:
+        self.proc = subprocess.Popen(
+            [KUBECTL, "--kubeconfig", kubectl.kubeconfig, "get", "pods", "-n", ns, "-w",
+             "--output-watch-events", "-o", "json"], env=kubectl.env,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.text: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.text.extend(
+            iter(self.proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+        self._reader.start()
+
+    def sees(self, names: list[str]) -> bool:
+        text = "".join(self.text)
+        return all(f'"name":"{n}"' in text for n in names)
+
+    def stop(self) -> list[dict[str, Any]]:
+        self.proc.terminate()
+        self.proc.wait(30)
+        self._reader.join(30)
+        out = "".join(self.text)
+        events, decoder, at = [], json.JSONDecoder(), 0
+        while (at := _skip_space(out, at)) < len(out):
+            event, at = decoder.raw_decode(out, at)
+            events.append(event)
+        return events
+
+
+def _skip_space(text: str, at: int) -> int:
+    while at < len(text) and text[at].isspace():
+        at += 1
+    return at
+
+
+def disruption_of(events: list[dict[str, Any]], pod: str) -> dict[str, Any]:
+    """The DisruptionTarget condition the pod had before it was deleted, and no reason."""
+    states = [e for e in events if e["object"]["metadata"]["name"] == pod]
+    assert states and states[-1]["type"] == "DELETED", [e["type"] for e in states]
+    assert not any(s["object"]["status"].get("reason") for s in states)
+    return next(c for c in states[-1]["object"]["status"]["conditions"]
+                if c["type"] == "DisruptionTarget")
+
+
+def running_pod(admin: Kubectl, ns: str, job: str) -> str:
+    def running() -> str:
+        pods = admin.json("get", "pods", "-n", ns, "-l", f"job-name={job}")["items"]
+        return next((p["metadata"]["name"] for p in pods
+                     if p["status"].get("phase") == "Running"), "")
+    return until(running, what=f"a running pod of {job}")
+
+
+def test_drain_preemption_and_taint_eviction(cluster: Any) -> None:
+    ks, admin, _home = cluster
+    admin.ok("create", "namespace", "disrupt")
+    for job in ("drained", "preempted", "tainted"):
+        admin.ok("create", "--validate=false", "-f", "-", stdin=job_yaml(job, "disrupt"))
+    pods = {job: running_pod(admin, "disrupt", job) for job in ("drained", "preempted",
+                                                                "tainted")}
+    watch = PodWatch(admin, "disrupt")
+    try:
+        until(lambda: watch.sees(list(pods.values())), what="the watch listing the pods")
+        ks.call("preempt", "disrupt", pods["preempted"], "uid-of-a-bigger-pod")
+        drained = admin.ok("drain", "kubesim-node-0", "--delete-emptydir-data",
+                           "--ignore-daemonsets", "--pod-selector=job-name=drained",
+                           "--timeout=60s")
+        assert f"pod/{pods['drained']} evicted" in drained
+        assert "node/kubesim-node-0 drained" in drained
+        admin.ok("taint", "nodes", "kubesim-node-0", "maintenance=now:NoExecute")
+        until(lambda: not admin.json("get", "pods", "-n", "disrupt", "--field-selector",
+                                     f"metadata.name={pods['tainted']}")["items"],
+              what="tainted pod gone")
+    finally:
+        admin.run("taint", "nodes", "kubesim-node-0", "maintenance:NoExecute-")
+        admin.run("uncordon", "kubesim-node-0")
+        events = watch.stop()
+    assert disruption_of(events, pods["drained"])["reason"] == "EvictionByEvictionAPI"
+    assert disruption_of(events, pods["drained"])["message"] == "Eviction API: evicting"
+    assert disruption_of(events, pods["preempted"])["reason"] == "PreemptionByScheduler"
+    assert disruption_of(events, pods["preempted"])["message"] == \
+        "default-scheduler: preempting to accommodate a higher priority pod"
+    assert disruption_of(events, pods["tainted"])["reason"] == "DeletionByTaintManager"
+
+    # the scheduler's events are events.k8s.io/v1 ones; core/v1 serves them converted
+    v1 = admin.json("get", "events.v1.events.k8s.io", "-n", "disrupt", "--field-selector",
+                    "reason=Preempted")["items"][0]
+    assert v1["regarding"]["name"] == pods["preempted"] and v1["action"] == "Preempting"
+    assert v1["note"] == "Preempted by pod uid-of-a-bigger-pod on node kubesim-node-0"
+    assert v1["eventTime"] and v1["reportingController"] == "default-scheduler"
+    core = admin.json("get", f"events/{v1['metadata']['name']}", "-n", "disrupt")
+    assert core["involvedObject"]["name"] == pods["preempted"]
+    assert core["message"] == v1["note"] and core["eventTime"] == v1["eventTime"]
+    assert core["lastTimestamp"] is None and core["firstTimestamp"] is None
+    assert "count" not in core
+    admin.ok("delete", "namespace", "disrupt", "--wait=false")
+
+
+# ---------------------------------------------------------------------------- Job conditions
+
+async def _client(sim: KubeSim, tmp_path: Path) -> k8s.ApiClient:
+    cfg = k8s.Configuration()
+    await k8s_config.load_kube_config(config_file=sim.write_kubeconfig(tmp_path / "kc"),
+                                      client_configuration=cfg)
+    return k8s.ApiClient(cfg)
+
+
+STUBBORN = ("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "print('up', flush=True)\ntime.sleep(120)")
+
+
+@pytest.mark.asyncio
+async def test_failure_target_comes_before_failed_which_waits_for_the_pods(
+        tmp_path: Path) -> None:
+    async with KubeSim(**FAST) as sim, await _client(sim, tmp_path) as api:
+        core, batch = k8s.CoreV1Api(api), k8s.BatchV1Api(api)
+        seen: list[tuple[list[str], list[str]]] = []  # (conditions, phases of its pods)
+
+        async def follow() -> None:
+            async with k8s_watch.Watch() as w:
+                async for ev in w.stream(batch.list_namespaced_job, "default",
+                                         field_selector="metadata.name=deadline",
+                                         timeout_seconds=60):
+                    job = ev["object"]
+                    conds = [c.type for c in job.status.conditions or [] if c.status == "True"]
+                    pods = (await core.list_namespaced_pod(
+                        "default", label_selector="job-name=deadline")).items
+                    seen.append((conds, [p.status.phase for p in pods]))
+                    if "Failed" in conds:
+                        return
+        task = asyncio.create_task(follow())
+        await batch.create_namespaced_job("default", json.loads(job_yaml(
+            "deadline", "default", STUBBORN, activeDeadlineSeconds=2)))
+        await asyncio.wait_for(task, 60)
+        target = next(i for i, (conds, _) in enumerate(seen) if "FailureTarget" in conds)
+        failed = next(i for i, (conds, _) in enumerate(seen) if "Failed" in conds)
+        assert target < failed
+        # between the two, the pod that ignores SIGTERM was still there, being killed
+        assert any("Running" in phases for _, phases in seen[target:failed]), seen
+        assert all(p in ("Failed", "Succeeded") for p in seen[failed][1]), seen[failed]
+        job = await batch.read_namespaced_job("deadline", "default")
+        cond = {c.type: c for c in job.status.conditions}
+        assert cond["Failed"].reason == cond["FailureTarget"].reason == "DeadlineExceeded"
+
+        # podFailurePolicy: exit code 42 fails the Job at once, whatever the backoff limit
+        await batch.create_namespaced_job("default", json.loads(job_yaml(
+            "policy", "default", "raise SystemExit(42)", backoffLimit=6,
+            podFailurePolicy={"rules": [{"action": "FailJob", "onExitCodes": {
+                "containerName": "main", "operator": "In", "values": [42]}}]})))
+
+        async def policy_failed() -> Any:
+            job = await batch.read_namespaced_job("policy", "default")
+            return next((c for c in job.status.conditions or [] if c.type == "Failed"), None)
+        failed_cond = await _eventually(policy_failed)
+        pod = (await core.list_namespaced_pod("default", label_selector="job-name=policy")
+               ).items[0].metadata.name
+        assert failed_cond.reason == "PodFailurePolicy"
+        assert failed_cond.message == (f"Container main for pod default/{pod} failed with exit "
+                                       "code 42 matching FailJob rule at index 0")
+
+
+async def _eventually(fn: Any, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := await fn()):
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.1)
+    return result
+
+
+# ---------------------------------------------------------------------------- watches, IPv6
+
+@pytest.mark.asyncio
+async def test_stalled_watch_stays_open_and_silent_until_resumed(tmp_path: Path) -> None:
+    async with KubeSim(**FAST) as sim, aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"Bearer {sim.token}"}
+        url = f"{sim.url}/api/v1/namespaces/default/pods?watch=1&timeoutSeconds=1" \
+              "&allowWatchBookmarks=true"
+        async with http.get(url, headers=headers) as resp:
+            assert sim.stall_watches("pods") == 1
+            async with http.post(f"{sim.url}/api/v1/namespaces/default/pods",
+                                 headers=headers, json=json.loads(pod_yaml("late", "default"))
+                                 ) as made:
+                assert made.status == 201
+            # past its timeoutSeconds and bookmark interval: no event, no bookmark, no end
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(resp.content.readline(), 2)
+            assert not resp.content.at_eof()
+            sim.resume_watches()
+            line = await asyncio.wait_for(resp.content.readline(), 10)
+            event = json.loads(line)
+            assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "late")
+
+
+@pytest.mark.asyncio
+async def test_ipv6_pod_ips(tmp_path: Path) -> None:
+    server = ("import os, socket, time\n"
+              "s = socket.socket(socket.AF_INET6); s.bind((os.environ['POD_IP'], 0)); "
+              "s.listen()\nprint('listening', s.getsockname()[1], flush=True)\n"
+              "time.sleep(120)")
+    async with KubeSim(pod_ips="ipv6", **FAST) as sim, await _client(sim, tmp_path) as api:
+        core = k8s.CoreV1Api(api)
+        pod = json.loads(pod_yaml("six", "default", command=["python", "-c", server], env=[
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]))
+        await core.create_namespaced_pod("default", pod)
+
+        async def listening() -> str:
+            try:
+                return await core.read_namespaced_pod_log("six", "default")
+            except k8s.ApiException:
+                return ""
+        port = int((await _eventually(listening)).split()[1])
+        six = await core.read_namespaced_pod("six", "default")
+        assert six.status.pod_ip == "::1" and [i.ip for i in six.status.pod_ips] == ["::1"]
+        assert six.status.host_ip == "::1"
+        _reader, writer = await asyncio.open_connection(six.status.pod_ip, port)
+        writer.close()

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import errors, resources
+from . import errors, eventsv1, resources
 from .admission import Admission
 from .auth import Authenticator, UserInfo
 from .config import KubeSimConfig
@@ -23,7 +23,7 @@ from .kubelet import Kubelet
 from .logs import LogQuery
 from .patch import apply_patch
 from .rbac import Attributes, Authorizer
-from .resources import NAMESPACES, PODS, REVIEWS, ResourceType
+from .resources import EVENTS, EVENTS_V1, NAMESPACES, PODS, REVIEWS, ResourceType
 from .reviews import review
 from .selectors import parse_field_selector, parse_label_selector
 from .store import BOOKMARK, ERROR, Store, with_kind
@@ -304,18 +304,23 @@ class Api:
         self._streams.add(resp)
         try:
             await resp.prepare(request)
+            held: tuple[str, dict[str, Any]] | None = None
             while True:
                 if watcher.stalled:  # a silent connection: no event, bookmark or end
                     if watcher.closed or _gone(request):
                         break
                     await asyncio.sleep(0.05)
+                    deadline += 0.05  # the stall does not count against timeoutSeconds
                     continue
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
                 wait = min(remaining, self.config.bookmark_interval) if bookmarks else remaining
                 try:
-                    item = await within(watcher.queue.get(), min(wait, 1.0))
+                    item, held = held or await within(watcher.queue.get(), min(wait, 1.0)), None
+                    if watcher.stalled and item is not None:
+                        held = item  # stalled while waiting: deliver it after the stall
+                        continue
                 except asyncio.TimeoutError:
                     if _gone(request):
                         break
@@ -381,7 +386,10 @@ class Api:
         body = self._check_body(await read_body(request), route)
         for key in _IDENTITY:
             body["metadata"].pop(key, None)
-        obj = prepare_create(route.rt, body)
+        if route.rt is EVENTS_V1:
+            eventsv1.validate_create(body)
+            body = eventsv1.to_core(body)
+        obj = prepare_create(EVENTS if route.rt is EVENTS_V1 else route.rt, body)
         self._ensure_namespace(route.namespace)
         warnings = self.admission.admit(route.rt, obj)
         headers = {"Warning": ", ".join('299 - "{}"'.format(w.replace('"', '\\"'))
@@ -406,8 +414,10 @@ class Api:
     async def _write(self, request: web.Request, route: Route, old: dict[str, Any],
                      new: dict[str, Any]) -> web.Response:
         new = self._merge_subresource(route, old, new)
+        if route.rt is EVENTS_V1:
+            old, new = eventsv1.to_core(old), eventsv1.to_core(new)
         if route.sub != "status":
-            new = prepare_update(route.rt, old, new)
+            new = prepare_update(EVENTS if route.rt is EVENTS_V1 else route.rt, old, new)
         if request.query.get("dryRun"):
             return respond(with_kind(route.rt, new))
         return respond(self.store.update(route.rt, new, check_rv=True))

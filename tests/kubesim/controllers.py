@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 
+from .disruption import Disruptions
 from .gc import Deleter
 from .jobs import JobController
 from .resources import NODES, PODS
@@ -27,6 +28,7 @@ class ControllerManager:
         self.jobs = jobs
         self.deleter = deleter
         self.interval = interval
+        self.disruptions: Disruptions | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -48,6 +50,8 @@ class ControllerManager:
         self.jobs.reconcile_all()
         self.deleter.collect()
         self.jobs.admission.sync_quotas()
+        if self.disruptions is not None:
+            self.disruptions.sweep_taints()
 
     async def _loop(self) -> None:
         while not self._stopping:

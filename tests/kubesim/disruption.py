@@ -65,12 +65,12 @@ class Disruptions:
         node = dig(pod, "spec", "nodeName") or ""
         self.recorder.record(PODS, pod, "Normal", "Preempted",
                              f"Preempted by pod {preemptor or 'a higher priority pod'} on "
-                             f"node {node}", scheduler)
+                             f"node {node}", scheduler, action="Preempting")
         message = f"{scheduler}: preempting to accommodate a higher priority pod"
         self._disrupt(namespace, name, ("PreemptionByScheduler", message))
 
     def taint(self, node: str, key: str, value: str = "", effect: str = "NoExecute") -> list[str]:
-        """Taint a node; with NoExecute, delete its pods that do not tolerate the taint."""
+        """Taint a node (as `kubectl taint` does) and run the taint eviction controller."""
         taint = {"key": key, "effect": effect}
         if value:
             taint["value"] = value
@@ -81,13 +81,23 @@ class Disruptions:
                 taints.append(taint)
         if self.store.mutate(NODES, "", node, add) is None:
             raise errors.not_found("nodes", "", node)
-        if effect != "NoExecute":
-            return []
-        evicted = []
+        return self.sweep_taints()
+
+    def sweep_taints(self) -> list[str]:
+        """The taint eviction controller: delete pods on nodes with a NoExecute taint they do
+        not tolerate (tolerationSeconds is not modelled: a toleration tolerates forever)."""
+        tainted = {n["metadata"]["name"]: taints for n in self.store.iter_objects(NODES)
+                   if (taints := [t for t in dig(n, "spec", "taints", default=[]) or []
+                                  if t.get("effect") == "NoExecute"])}
+        evicted: list[str] = []
+        if not tainted:
+            return evicted
         for pod in list(self.store.iter_objects(PODS)):
             meta = pod["metadata"]
-            if dig(pod, "spec", "nodeName") != node or meta.get("deletionTimestamp") or \
-                    untolerated(pod, [taint], ("NoExecute",)) is None:
+            taints = tainted.get(dig(pod, "spec", "nodeName") or "")
+            if not taints or meta.get("deletionTimestamp") or \
+                    dig(pod, "status", "phase") in ("Succeeded", "Failed") or \
+                    untolerated(pod, taints, ("NoExecute",)) is None:
                 continue
             self.recorder.record(PODS, pod, "Normal", "TaintManagerEviction",
                                  f"Marking for deletion Pod {meta['namespace']}/{meta['name']}",

@@ -1,4 +1,5 @@
-"""core/v1 Events as controllers and the kubelet record them, with count aggregation."""
+"""Events as components record them: core/v1 style with count aggregation (kubelet, Job
+controller), or events.k8s.io/v1 style with eventTime and series (the scheduler)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,13 @@ class EventRecorder:
 
     def record(self, rt: ResourceType, obj: dict[str, Any], type_: str, reason: str,
                message: str, component: str, host: str | None = None,
-               field_path: str | None = None) -> dict[str, Any] | None:
-        """Record one event about `obj` (of type `rt`); returns the Event written."""
+               field_path: str | None = None, action: str | None = None
+               ) -> dict[str, Any] | None:
+        """Record one event about `obj` (of type `rt`); returns the Event written.
+
+        With an `action`, the event is written through events.k8s.io/v1 as the scheduler
+        (and Kueue) write theirs: eventTime set, no first/lastTimestamp or count, repeats
+        counted in `series`."""
         meta = obj["metadata"]
         namespace = meta.get("namespace") or "default"
         involved: dict[str, Any] = {
@@ -42,7 +48,8 @@ class EventRecorder:
         now = time.time()
         recent = self._recent.get(key)
         if recent and now - recent[2] < AGGREGATION_WINDOW:
-            updated = self.store.mutate(EVENTS, recent[0], recent[1], _bump)
+            updated = self.store.mutate(EVENTS, recent[0], recent[1],
+                                        _bump_series if action else _bump)
             if updated is not None:
                 self._recent[key] = (recent[0], recent[1], now)
                 return updated
@@ -57,9 +64,20 @@ class EventRecorder:
             "count": 1, "type": type_, "eventTime": None,
             "reportingComponent": component, "reportingInstance": host or "",
         }
+        if action:
+            event.update(firstTimestamp=None, lastTimestamp=None, eventTime=rfc3339_micro(now),
+                         source={}, action=action,
+                         reportingInstance=f"{component}-{host or 'kubesim'}")
+            del event["count"]
         created = self.store.create(EVENTS, event)
         self._recent[key] = (namespace, name, now)
         return created
+
+
+def _bump_series(event: dict[str, Any]) -> None:
+    series = event.setdefault("series", {"count": 1})
+    series["count"] = int(series.get("count") or 1) + 1
+    series["lastObservedTime"] = rfc3339_micro()
 
 
 def _bump(event: dict[str, Any]) -> None:

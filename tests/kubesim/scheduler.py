@@ -222,7 +222,7 @@ class Scheduler:
         if bound:
             self.recorder.record(PODS, bound, "Normal", "Scheduled",
                                  f"Successfully assigned {meta['namespace']}/{meta['name']} "
-                                 f"to {node}", COMPONENT)
+                                 f"to {node}", COMPONENT, action="Binding")
 
     def _unschedulable(self, pod: dict[str, Any], message: str) -> None:
         meta = pod["metadata"]
@@ -233,4 +233,4 @@ class Scheduler:
         updated = self.store.mutate(PODS, meta["namespace"], meta["name"], mark)
         if updated:
             self.recorder.record(PODS, updated, "Warning", "FailedScheduling", message,
-                                 COMPONENT)
+                                 COMPONENT, action="Scheduling")

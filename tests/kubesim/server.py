@@ -85,6 +85,7 @@ class KubeSim:
         self._manager = ControllerManager(self.store, scheduler, jobs, self.deleter,
                                           cfg.controller_interval)
         self.disruptions = Disruptions(self.store, self.recorder, self.deleter)
+        self._manager.disruptions = self.disruptions
         self.api = Api(self.store, self.deleter, self.kubelet, cfg, self.injector,
                        self.authenticator, Authorizer(self.store) if cfg.rbac else None,
                        admission, self.disruptions)

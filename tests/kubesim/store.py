@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from . import errors
+from . import errors, eventsv1
 from .resources import ResourceType
 from .selectors import FieldRequirement, Requirement, fields_match, labels_match
 from .util import deep, new_uid, random_suffix, rfc3339
@@ -79,7 +79,10 @@ class Watcher:
 
 
 def with_kind(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
-    """A copy with apiVersion and kind first, as single-object responses carry them."""
+    """A copy with apiVersion and kind first, as single-object responses carry them (in the
+    shape of `rt`'s API group: events.k8s.io/v1 Events are converted)."""
+    if rt.group == "events.k8s.io":
+        return deep(eventsv1.to_v1(obj))
     out = {"kind": rt.kind, "apiVersion": rt.api_version}
     out.update({k: v for k, v in deep(obj).items() if k not in ("kind", "apiVersion")})
     return out
@@ -163,8 +166,13 @@ class Store:
             meta["continue"] = _encode_continue(list_rv, items[limit - 1][0])
             meta["remainingItemCount"] = len(items) - limit
             items = items[:limit]
+        def present(obj: dict[str, Any]) -> dict[str, Any]:
+            if rt.group != "events.k8s.io":
+                return obj
+            return {k: v for k, v in eventsv1.to_v1(obj).items()
+                    if k not in ("kind", "apiVersion")}
         return {"kind": f"{rt.kind}List", "apiVersion": rt.api_version, "metadata": meta,
-                "items": [deep(obj) for _, obj in items]}
+                "items": [deep(present(obj)) for _, obj in items]}
 
     # ------------------------------------------------------------------ writing
     def _next_rv(self) -> int:
