@@ -338,7 +338,8 @@ class LocalCluster:
                                   for r in ranks})
             for r in ranks:
                 workers.append(Worker(f"{g.name} {r}" if several else f"rank {r}",
-                                      _caller(g, r, hook)))
+                                      _caller(g, r, hook),
+                                      lambda g=g, r=r: g.client.interrupt_nowait([r])))
         counts = TaskCounts(self.name, getattr(fn, "__qualname__", "map"), len(items))
         RECENT.append(counts)
         show = notebook_progress() if progress is None or progress else None

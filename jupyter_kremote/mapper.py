@@ -44,6 +44,7 @@ class Worker:
 
     label: str  # "rank 2", or "train 1" in a cluster of several groups
     call: Callable[[Any], Awaitable[Message]]
+    interrupt: Callable[[], None] = lambda: None  # interrupt what the agent runs now
     dead: bool = False
 
 
@@ -87,6 +88,8 @@ class _Chunk:
     worker: Worker
     started: float
     twin: _Chunk | None = None  # the other run of a speculatively re-run chunk
+    abandoned: bool = False  # its twin won: its outcome is ignored when it comes
+    interrupted: bool = False  # and its agent was asked to stop it
 
 
 class Mapper:
@@ -184,7 +187,8 @@ class Mapper:
             if self._load(w):
                 continue
             late = [c for c in self.running.values()
-                    if c.twin is None and c.worker is not w and now - c.started > self._late(c)]
+                    if c.twin is None and not c.abandoned and c.worker is not w
+                    and now - c.started > self._late(c)]
             if not late:
                 return
             chunk = min(late, key=lambda c: c.started)
@@ -209,8 +213,6 @@ class Mapper:
                 finished, _ = await asyncio.wait(list(self.running), timeout=wake,
                                                  return_when=asyncio.FIRST_COMPLETED)
                 for task in finished:
-                    if task not in self.running:
-                        continue  # a twin cancelled as the other run of its chunk won
                     for pair in self._take(task):
                         yield pair
                 if finished and self.on_progress is not None:
@@ -230,6 +232,9 @@ class Mapper:
     async def _stop_all(self) -> None:
         """Cancel what still runs (late twins, or everything on failure): the client
         interrupts those agents, so none is left busy with work nobody waits for."""
+        asked = [t for t, c in self.running.items() if c.interrupted]
+        if asked:  # already interrupted: their replies come soon; a second interrupt
+            await asyncio.wait(asked, timeout=3.0)  # could hit the caller's next request
         tasks = list(self.running)
         self.running.clear()
         for task in tasks:
@@ -240,6 +245,10 @@ class Mapper:
     def _take(self, task: asyncio.Task) -> list[tuple[int, Any]]:
         chunk = self.running.pop(task)
         w = chunk.worker
+        if chunk.abandoned:
+            if not task.cancelled() and isinstance(task.exception(), AgentDied):
+                w.dead = True
+            return []
         try:
             msg = task.result()
         except AgentDied:
@@ -284,10 +293,13 @@ class Mapper:
         return got
 
     def _cancel(self, chunk: _Chunk) -> None:
-        for task, c in list(self.running.items()):
-            if c is chunk:
-                del self.running[task]
-                task.cancel()  # the client interrupts that agent
+        """Abandon the losing run of a chunk. It keeps its agent's slot until its reply
+        comes, so nothing else is sent there meanwhile; it is interrupted only when it
+        is all that agent has in flight (an interrupt must not hit another chunk)."""
+        chunk.abandoned = True
+        if sum(1 for c in self.running.values() if c.worker is chunk.worker) == 1:
+            chunk.interrupted = True
+            chunk.worker.interrupt()
 
 
 def _map_error(ename: str, evalue: str, tb: list[str], index: int, item: Any, attempts: int,
