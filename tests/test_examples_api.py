@@ -47,17 +47,17 @@ def test_kubeface_example_runs_on_local_agents():
 @pytest.mark.skipif(not shutil.which("kubectl"), reason="Debian's kubectl is not installed")
 @pytest.mark.asyncio
 async def test_swimmy_on_kubesim_one_job_per_group(tmp_path, monkeypatch):
-    from kubesim import KubeSimThread
     from kubesim.scheduler import NodeSpec
+    from test_kubernetes import managed, start_sim
 
     from jupyter_kremote import KubeCluster, PodSpec
     from jupyter_kremote.backends.kube_api import KubeLoop
 
-    ks = KubeSimThread(pod_ips="unique", nodes=[NodeSpec("cpu-node"),
-                                                NodeSpec("gpu-node", gpus=2)]).start()
-    kubeconfig = str(tmp_path / "kubeconfig")
-    ks.write_kubeconfig(kubeconfig)
-    monkeypatch.setenv("KREMOTE_KUBECONFIG", kubeconfig)
+    # RBAC on: the product holds only the shipped Role; kubectl here is the admin's
+    sim = start_sim(tmp_path, pod_ips="unique", nodes=[NodeSpec("cpu-node"),
+                                                       NodeSpec("gpu-node", gpus=2)])
+    ks, kubeconfig = sim.ks, sim.admin
+    monkeypatch.setenv("KREMOTE_KUBECONFIG", sim.kubeconfig)
     monkeypatch.setattr(KubeLoop, "_instance", None)  # this emulator, not a cached one
     monkeypatch.syspath_prepend(str(EXAMPLES))
     image = os.environ.get("KREMOTE_TEST_IMAGE")
@@ -92,8 +92,6 @@ async def test_swimmy_on_kubesim_one_job_per_group(tmp_path, monkeypatch):
             assert sent == [20, 20]
             assert np.allclose(np.mean(weights, axis=0), swimmy.TRUE_W, atol=0.05)
             assert await c.map(lambda x: x * 2, range(50)) == list(range(0, 100, 2))
-        from test_kubernetes import managed
-
         assert await asyncio.to_thread(wait_for, lambda: not managed(kubeconfig), 30)
     finally:
         sys.modules.pop("swimmy", None)

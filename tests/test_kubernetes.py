@@ -39,20 +39,30 @@ def sim(tmp_path):
     if REAL:
         yield Sim(REAL, None, REAL)
         return
+    started = start_sim(tmp_path, pod_ips="unique")
+    try:
+        yield started
+    finally:
+        started.ks.stop()
+
+
+def start_sim(tmp_path: Any, **settings: Any) -> Sim:
+    """A KubeSimThread with RBAC on (stop it with `.ks.stop()`), the product's kubeconfig with
+    the token of the `jupyter-kremote` ServiceAccount of templates/rbac.yaml, and an admin's."""
     from kubesim import KubeSimThread
 
     from jupyter_kremote.manifests import render_rbac
 
-    ks = KubeSimThread(pod_ips="unique", rbac=True).start()
+    ks = KubeSimThread(rbac=True, **settings).start()
     try:
         for doc in render_rbac(namespace="default"):
             ks.call("create", doc)
         token = ks.call("service_account_token", "default", "jupyter-kremote")
         path = ks.write_kubeconfig(tmp_path / "kubeconfig", token=token)
-        admin = ks.write_kubeconfig(tmp_path / "admin-kubeconfig")
-        yield Sim(path, ks, admin)
-    finally:
+        return Sim(path, ks, ks.write_kubeconfig(tmp_path / "admin-kubeconfig"))
+    except BaseException:
         ks.stop()
+        raise
 
 
 @pytest.fixture
