@@ -9,15 +9,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_panel_browser import (  # noqa: F401 - fixtures used by name
-    browser,
-    chromium_path,
-    lab,
-    open_lab,
-    page,
-    pump_until,
-    screenshot,
-)
+import test_panel_browser as panel
+from test_panel_browser import open_lab, pump_until, screenshot
+
+# the JupyterLab, browser and page fixtures of the panel's tests (a lab per module)
+chromium_path, lab, browser, page = panel.chromium_path, panel.lab, panel.browser, panel.page
 
 pytestmark = pytest.mark.slow
 
