@@ -70,6 +70,7 @@ class Inbox:
         addr = peers(group())[rank()]
         self.sock = zmq.Context.instance().socket(zmq.PULL)
         self.sock.linger = 0
+        self.sock.ipv6 = addr.startswith("[")  # "[fd00::5]:5557"
         self.sock.bind(f"tcp://{addr}")
         self.address = addr
 
@@ -115,6 +116,7 @@ class Outbox:
                 raise ValueError(f"group {to!r} has ranks 0-{len(addrs) - 1}, not {rank}")
             addrs = [addrs[rank]]
         self.sock = zmq.Context.instance().socket(zmq.PUSH)
+        self.sock.ipv6 = any(a.startswith("[") for a in addrs)
         for a in addrs:
             self.sock.connect(f"tcp://{a}")
         self.targets = len(addrs)

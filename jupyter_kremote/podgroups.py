@@ -222,8 +222,11 @@ class GroupFamily:
 def channel_addrs(endpoints: list[Any]) -> list[str]:
     """Each agent's channel address: pods listen on CHANNEL_PORT of their own IP; agents
     that share 127.0.0.1 (local processes) each get a free port of their own."""
-    return [f"{ep.host}:{_free_port() if ep.host == '127.0.0.1' else CHANNEL_PORT}"
-            for ep in endpoints]
+    out = []
+    for ep in endpoints:
+        host = f"[{ep.host}]" if ":" in ep.host else ep.host  # IPv6 pod IPs
+        out.append(f"{host}:{_free_port() if ep.host == '127.0.0.1' else CHANNEL_PORT}")
+    return out
 
 
 def _free_port() -> int:
