@@ -48,7 +48,7 @@ def test_kubeface_example_runs_on_local_agents():
 @pytest.mark.asyncio
 async def test_swimmy_on_kubesim_one_job_per_group(tmp_path, monkeypatch):
     from kubesim.scheduler import NodeSpec
-    from test_kubernetes import managed, start_sim
+    from test_kubernetes import PRODUCT_USER, managed, start_sim
 
     from jupyter_kremote import KubeCluster, PodSpec
     from jupyter_kremote.backends.kube_api import KubeLoop
@@ -93,6 +93,7 @@ async def test_swimmy_on_kubesim_one_job_per_group(tmp_path, monkeypatch):
             assert np.allclose(np.mean(weights, axis=0), swimmy.TRUE_W, atol=0.05)
             assert await c.map(lambda x: x * 2, range(50)) == list(range(0, 100, 2))
         assert await asyncio.to_thread(wait_for, lambda: not managed(kubeconfig), 30)
+        assert ks.call("access_log", user=PRODUCT_USER, allowed=False) == []  # Role enough
     finally:
         sys.modules.pop("swimmy", None)
         ks.stop()

@@ -24,6 +24,9 @@ IMAGE_FLAG = f" --image {os.environ['KREMOTE_TEST_IMAGE']}" if os.environ.get(
 needs_sim = pytest.mark.skipif(bool(REAL), reason="needs the emulator's fault knobs")
 
 
+PRODUCT_USER = "system:serviceaccount:default:jupyter-kremote"
+
+
 class Sim(NamedTuple):
     """The product's kubeconfig, the emulator (None on a real cluster), an admin kubeconfig."""
 
@@ -42,6 +45,9 @@ def sim(tmp_path):
     started = start_sim(tmp_path, pod_ips="unique")
     try:
         yield started
+        # the shipped Role was enough: the product was refused nothing, even where it would
+        # have retried quietly (a watch)
+        assert started.ks.call("access_log", user=PRODUCT_USER, allowed=False) == []
     finally:
         started.ks.stop()
 

@@ -134,6 +134,9 @@ def test_rbac_tokens_roles_bindings_and_can_i(cluster: Any) -> None:
                    "deletecollection pods": "no", "create pods/portforward": "no",
                    "get secrets/mine": "yes", "get secrets/theirs": "no",
                    "list jobs.batch": "no", "get pods -n default": "no"}
+    denied = ks.call("access_log", user="system:serviceaccount:team:bot", allowed=False)
+    assert {(e["verb"], e["resource"], e["name"]) for e in denied} >= {
+        ("list", "secrets", ""), ("get", "secrets", "theirs")}
     rules = bot.ok("auth", "can-i", "--list")
     assert "pods/log" in rules and "[mine]" in rules
 

@@ -8,6 +8,7 @@ checked against the rules bound to the user, its groups or its ServiceAccount. T
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,9 @@ class Authorizer:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        # Every decision about a request (not about access reviews), newest last: who did
+        # what, allowed or not, so a test can prove a Role is enough (no denial) and minimal.
+        self.log: deque[dict[str, Any]] = deque(maxlen=20000)
 
     def _role_rules(self, ref: dict[str, Any], namespace: str
                     ) -> tuple[list[dict[str, Any]] | None, str]:
@@ -142,6 +146,9 @@ class Authorizer:
     def check(self, attrs: Attributes) -> None:
         """Raise the API server's 403 for a request RBAC does not allow."""
         allowed, reason = self.authorize(attrs)
+        self.log.append({"user": attrs.user.name, "verb": attrs.verb, "group": attrs.group,
+                         "resource": attrs.combined, "namespace": attrs.namespace,
+                         "name": attrs.name, "path": attrs.path, "allowed": allowed})
         if not allowed:
             raise forbidden(attrs, reason)
 

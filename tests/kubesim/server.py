@@ -234,6 +234,16 @@ class KubeSim:
         """End every open watch stream; returns how many were open."""
         return self.store.drop_watches()
 
+    def access_log(self, user: str | None = None, allowed: bool | None = None
+                   ) -> list[dict[str, Any]]:
+        """RBAC decisions on requests (empty unless rbac=True): user, verb, group, resource
+        (with /subresource), namespace, name, path, allowed; filtered by user/outcome."""
+        assert self.api is not None
+        if self.api.authorizer is None:
+            return []
+        return [e for e in self.api.authorizer.log if (user is None or e["user"] == user)
+                and (allowed is None or e["allowed"] == allowed)]
+
     def stall_watches(self, resource: str = "", future: bool = False) -> int:
         """Open watches of `resource` (plural, "" for all) stop sending without closing;
         `future=True` stalls new ones too. Returns how many were stalled."""
