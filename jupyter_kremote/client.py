@@ -15,8 +15,8 @@ from typing import Any
 
 import zmq
 
-from .errors import AgentDied, ClusterTimeout
-from .protocol import Message, ProtocolError, Signer, send
+from .errors import AgentDied, ClusterTimeout, TransferError
+from .protocol import Message, ProtocolError, Signer, send, tcp_address
 
 OutputHook = Callable[[int, Message], None]
 #: answers a rank's ``input()`` (rank, prompt, password) with a line, or None to leave the
@@ -62,7 +62,8 @@ class AgentChannel:
             sock.curve_serverkey = endpoint.curve_serverkey
             sock.curve_publickey = public
             sock.curve_secretkey = secret
-        sock.connect(f"tcp://{endpoint.host}:{port}")
+        sock.ipv6 = ":" in endpoint.host
+        sock.connect(tcp_address(endpoint.host, port))
         return sock
 
     def close(self) -> None:
@@ -107,7 +108,11 @@ class ClusterClient:
         returned, not raised.
         """
         ranks = self.ranks if ranks is None else ranks
-        msg_id, frames = self.signer.request(kind, content, payload, has_payload=has_payload)
+        try:
+            msg_id, frames = self.signer.request(kind, content, payload,
+                                                 has_payload=has_payload)
+        except Exception as exc:  # the payload does not pickle: nothing was sent
+            raise TransferError(f"{type(exc).__name__}: {exc}") from exc
         channels = self.channels
         for r in ranks:
             send(channels[r].data, frames)

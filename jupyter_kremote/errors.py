@@ -19,6 +19,11 @@ class ClusterEnded(KRemoteError):
     """The cluster can no longer run work (TTL, a dead agent, shutdown)."""
 
 
+class TransferError(KRemoteError):
+    """An object that cannot travel between the kernel and the agents (it does not pickle,
+    or its class lives in a module the other side lacks); nothing was lost."""
+
+
 class FileError(KRemoteError, ValueError):
     """A file that cannot be shipped: missing, outside the notebook folder, too large."""
 

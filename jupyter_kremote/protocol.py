@@ -77,6 +77,15 @@ class Message:
     msg_id: str = ""
     parent_id: str = ""
     rank: int | None = None
+    #: why a signed payload could not be unpickled ("ModuleNotFoundError: ..."), else ""
+    payload_error: str = ""
+
+
+def tcp_address(host: str, port: int | None = None) -> str:
+    """A ZeroMQ TCP address; IPv6 hosts (pod IPs on IPv6 clusters) go in brackets."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"tcp://{host}" if port is None else f"tcp://{host}:{port}"
 
 
 def new_key() -> bytes:
@@ -305,7 +314,11 @@ class Signer:
     @staticmethod
     def _message(header: dict[str, Any], payload: memoryview | None,
                  buffers: list[memoryview]) -> Message:
-        value = loads(payload, buffers) if payload is not None else None
+        error = ""
+        try:
+            value = loads(payload, buffers) if payload is not None else None
+        except Exception as exc:  # noqa: BLE001 - signed but not loadable here: say why
+            value, error = None, f"{type(exc).__name__}: {exc}"
         return Message(
             kind=header["kind"],
             content=header.get("content") or {},
@@ -314,6 +327,7 @@ class Signer:
             msg_id=header["id"],
             parent_id=header.get("parent", ""),
             rank=header.get("rank"),
+            payload_error=error,
         )
 
 

@@ -15,8 +15,11 @@ matched to this kernel by pid: the server is one of the kernel's ancestor proces
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
+import socket
+import sys
 import threading
 import time
 import urllib.error
@@ -30,6 +33,7 @@ from typing import Any
 from .backends.base import ClusterHandle, StartRequest
 from .client import Endpoint
 from .errors import ClusterEnded, KRemoteError
+from .protocol import TRACKED_PACKAGES, runtime_info
 
 API = "kremote/api/v1"
 #: how long a cached view of a cluster is trusted before asking the server again (seconds)
@@ -42,10 +46,51 @@ class ServerError(KRemoteError):
 
 @dataclass
 class ServerInfo:
-    url: str  # with the base URL, ending in "/"
+    url: str  # with the base URL, ending in "/" (http://localhost/... for a unix socket)
     token: str
     root_dir: str = ""
     pid: int | None = None
+    sock: str = ""  # the server's unix socket, when it listens on one
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, sock_path: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__("localhost", *args[1:], **kwargs)
+        self.sock_path = sock_path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.sock_path)
+
+
+class _UnixHandler(urllib.request.HTTPHandler):
+    """Send http:// requests to a unix socket (jupyter-server's ``--sock``)."""
+
+    def __init__(self, sock_path: str) -> None:
+        super().__init__()
+        self.sock_path = sock_path
+
+    def http_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(lambda host, **kw: _UnixConnection(self.sock_path, host, **kw), req)
+
+
+def _opener(info: ServerInfo) -> urllib.request.OpenerDirector:
+    """Never through a proxy: the server's token must not go to one (HTTP(S)_PROXY)."""
+    handlers: list[Any] = [urllib.request.ProxyHandler({})]
+    if info.sock:
+        handlers.append(_UnixHandler(info.sock))
+    return urllib.request.build_opener(*handlers)
+
+
+def _from_url(url: str, token: str, **extra: Any) -> ServerInfo:
+    """A ServerInfo from http(s)://host/base/ or http+unix://%2Fpath%2Fto.sock/base/."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "http+unix":
+        path = parts.path.rstrip("/") + "/"
+        return ServerInfo(f"http://localhost{path}", token,
+                          sock=urllib.parse.unquote(parts.netloc), **extra)
+    return ServerInfo(url.rstrip("/") + "/", token, **extra)
 
 
 def _runtime_dir() -> Path:
@@ -73,8 +118,7 @@ def find_server(env: dict[str, str] | None = None) -> ServerInfo | None:
     if env.get("KREMOTE_SERVER", "").lower() in ("off", "0", "no", "false"):
         return None
     if env.get("KREMOTE_SERVER_URL"):
-        url = env["KREMOTE_SERVER_URL"].rstrip("/") + "/"
-        return ServerInfo(url, env.get("KREMOTE_SERVER_TOKEN", ""))
+        return _from_url(env["KREMOTE_SERVER_URL"], env.get("KREMOTE_SERVER_TOKEN", ""))
     ancestors = _ancestors()
     for path in sorted(_runtime_dir().glob("jpserver-*.json")):
         try:
@@ -82,8 +126,12 @@ def find_server(env: dict[str, str] | None = None) -> ServerInfo | None:
         except (OSError, ValueError):
             continue
         if info.get("pid") in ancestors and info.get("url"):
-            return ServerInfo(info["url"].rstrip("/") + "/", info.get("token", ""),
-                              info.get("root_dir", ""), info.get("pid"))
+            if info.get("sock"):
+                base = "/" + (info.get("base_url") or "/").strip("/")
+                return ServerInfo(f"http://localhost{base.rstrip('/')}/", info.get("token", ""),
+                                  info.get("root_dir", ""), info.get("pid"), sock=info["sock"])
+            return _from_url(info["url"], info.get("token", ""),
+                             root_dir=info.get("root_dir", ""), pid=info.get("pid"))
     return None
 
 
@@ -93,6 +141,7 @@ class ServerLink:
     def __init__(self, info: ServerInfo, timeout: float = 30.0) -> None:
         self.info = info
         self.timeout = timeout
+        self._opener = _opener(info)
 
     @classmethod
     def discover(cls) -> ServerLink | None:
@@ -121,7 +170,7 @@ class ServerLink:
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:
-            return urllib.request.urlopen(req, timeout=timeout or self.timeout)
+            return self._opener.open(req, timeout=timeout or self.timeout)
         except urllib.error.HTTPError as exc:
             try:
                 message = json.loads(exc.read() or b"{}").get("message")
@@ -173,6 +222,9 @@ class ServerBackend:
         for f in fields(ClusterOptions):
             if f.name != "backend" and hasattr(spec, f.name):
                 body[f.name] = getattr(spec, f.name)
+        # the server compares the agents with this kernel's Python, not its own
+        body["runtime"] = {**runtime_info(),
+                           "imports": [n for n in TRACKED_PACKAGES if n in sys.modules]}
         if request.progress:
             request.progress(f"asking the Jupyter server for cluster {request.name!r}")
         model = self.link.request("POST", "clusters", body,

@@ -22,7 +22,7 @@ from typing import Any
 
 from .backends import Backend, ClusterHandle, StartRequest, get_backend
 from .client import ClusterClient, InputHook, Message, OutputHook
-from .errors import AgentDied, ClusterEnded, ClusterTimeout, RemoteError
+from .errors import AgentDied, ClusterEnded, ClusterTimeout, RemoteError, TransferError
 from .files import FileCollector, FileEntry
 from .protocol import TRACKED_PACKAGES, runtime_info
 from .spec import PodSpec
@@ -63,8 +63,15 @@ class Cluster:
 
     def __init__(self, name: str, options: ClusterOptions, root: str | Path = ".",
                  progress: Callable[[str], None] | None = None, notebook: str = "", *,
-                 backend: Backend | None = None, handle: ClusterHandle | None = None) -> None:
-        """Start a cluster, or with ``handle`` attach to one that runs already (adoption)."""
+                 backend: Backend | None = None, handle: ClusterHandle | None = None,
+                 runtime: dict[str, Any] | None = None, check_drift: bool = True) -> None:
+        """Start a cluster, or with ``handle`` attach to one that runs already (adoption).
+
+        ``runtime`` is what the agents are compared with (a kernel's ``runtime_info()`` plus
+        its ``imports``; by default this process's). Attaching never shuts the cluster down:
+        busy agents keep their cell (their versions were compared when it started), and a
+        failure only lets go of it.
+        """
         self.name = name
         self.options = options
         self.backend = backend or get_backend(options.backend)
@@ -79,22 +86,35 @@ class Cluster:
         #: the agents' comms mirrored in the kernel (relay.CommRelay), made on first use
         self.comms: Any = None
         try:
-            self._check_drift()
-            if self.options.backend != "local":  # torch.distributed: rank 0's pod is master
-                rank0 = self.handle.endpoints[0].host
+            if check_drift and self.options.backend != "local":  # local: the kernel's Python
+                busy = handle is not None and self._busy()
+                if busy:
+                    self.warnings.append(f"agents busy ({busy}): versions not compared again")
+                else:
+                    self._check_drift(runtime)
+            if handle is None and self.options.backend != "local":
+                rank0 = self.handle.endpoints[0].host  # torch.distributed: rank 0 is master
                 self.client.request("env", {"env": {"MASTER_ADDR": rank0,
                                                     "MASTER_PORT": "29500"}}, timeout=30)
         except BaseException:
-            self.shutdown()
+            if handle is None:
+                self.shutdown()
+            else:
+                self.detach()  # someone else's running cluster: never shut it down here
             raise
 
-    def _check_drift(self) -> None:
+    def _busy(self) -> str:
+        """The ranks that are running a cell or do not answer, as text ("" if none)."""
+        pings = self.client.control("ping", timeout=2.0)
+        return ", ".join(f"rank {r}" for r in self.ranks
+                         if r not in pings or pings[r].get("busy"))
+
+    def _check_drift(self, runtime: dict[str, Any] | None = None) -> None:
         """Same Python major.minor as the kernel (cloudpickle needs it); warn on packages."""
-        if self.options.backend == "local":
-            return  # the kernel's own interpreter
-        here = runtime_info()
+        here = runtime or runtime_info()
         # one round trip: the agents also import what this kernel has imported, to compare
-        names = [n for n in TRACKED_PACKAGES if n in sys.modules]
+        names = list(here.get("imports") or []) if runtime else \
+            [n for n in TRACKED_PACKAGES if n in sys.modules]
         replies = self.client.request("info", {"imports": names}, timeout=60)
         for rank, msg in sorted(replies.items()):
             there = msg.content
@@ -106,7 +126,7 @@ class Cluster:
                     "pickled")
         theirs = replies[min(replies)].content.get("packages", {})
         for name in names:
-            mine, other = here["packages"].get(name), theirs.get(name)
+            mine, other = (here.get("packages") or {}).get(name), theirs.get(name)
             if other and mine and other != mine:
                 self.warnings.append(
                     f"{name} {other} on the agents, {mine} in this kernel: objects may not "
@@ -204,13 +224,24 @@ class Cluster:
     def call(self, fn: Callable[..., Any], *args: Any, ranks: list[int] | None = None,
              on_output: OutputHook | None = None, **kwargs: Any) -> list[Any]:
         """Call ``fn(*args, **kwargs)`` on each agent; results in rank order."""
-        replies = self._request("call", payload=(fn, args, kwargs), ranks=ranks,
-                                on_output=on_output)
+        try:
+            replies = self._request("call", payload=(fn, args, kwargs), ranks=ranks,
+                                    on_output=on_output)
+        except TransferError as exc:
+            raise TransferError(f"cannot send the call of {_name_of(fn)} and its arguments: "
+                                f"{exc}") from None
         return [_value_or_raise(r, m) for r, m in sorted(replies.items())]
 
     def push(self, namespace: dict[str, Any], *, ranks: list[int] | None = None) -> None:
-        replies = self._request("push", payload=dict(namespace), ranks=ranks)
-        for r, m in replies.items():
+        try:
+            replies = self._request("push", payload=dict(namespace), ranks=ranks)
+        except TransferError as exc:
+            raise TransferError(f"cannot push {_culprits(namespace)}: {exc}") from None
+        for r, m in sorted(replies.items()):
+            if m.content.get("unloadable"):
+                raise TransferError(f"cannot push {_culprits(namespace, m.content['evalue'])}: "
+                                    f"{m.content['evalue']}; ship the module with --files or "
+                                    "install it where the agents run") from None
             _value_or_raise(r, m)
 
     def pull(self, names: list[str], *, ranks: list[int] | None = None) -> dict[int, dict]:
@@ -304,7 +335,34 @@ class Cluster:
 def _value_or_raise(rank: int, msg: Message) -> Any:
     if msg.content.get("status") == "error":
         raise RemoteError.from_reply(rank, msg.content)
+    if msg.payload_error:
+        raise TransferError(f"rank {rank} sent a value this kernel cannot load: "
+                            f"{msg.payload_error}")
     return msg.payload
+
+
+def _culprits(namespace: dict[str, Any], why: str = "") -> str:
+    """The names among ``namespace`` whose values do not pickle, or name the module ``why``
+    says is missing (looked for only after a failure, so the normal path pays nothing)."""
+    import re
+
+    from .protocol import dumps
+
+    module = re.search(r"No module named '([^']+)'", why)
+    bad = []
+    for name, value in namespace.items():
+        try:
+            data, _ = dumps(value)
+        except Exception:  # noqa: BLE001 - looking for the culprit
+            bad.append(name)
+            continue
+        if module and module.group(1).encode() in data:
+            bad.append(name)
+    return ", ".join(map(repr, bad or list(namespace)))
+
+
+def _name_of(fn: Any) -> str:
+    return getattr(fn, "__qualname__", None) or type(fn).__name__
 
 
 def _read_blob(path: Path) -> bytes:

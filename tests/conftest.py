@@ -123,6 +123,35 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:
     return predicate()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def leaves_nothing_behind():
+    """The whole run leaves no ``kremote-*`` folder in $TMPDIR and no agent process of its
+    own (a descendant of this run, or one with this run's $TMPDIR) behind."""
+    import tempfile
+
+    tmp = Path(tempfile.gettempdir())
+    before = set(tmp.glob("kremote-*"))
+    yield
+    mine = str(tmp)
+
+    def ours() -> list[int]:
+        kids = {p.pid for p in psutil.Process().children(recursive=True)}
+        out = []
+        for p in psutil.process_iter():
+            try:
+                if _is_agent(p) and (p.pid in kids or p.environ().get("TMPDIR") == mine):
+                    out.append(p.pid)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        return out
+
+    assert wait_for(lambda: not ours(), 15), f"agent processes left behind: {ours()}"
+    def left() -> list[str]:
+        return sorted(map(str, set(tmp.glob("kremote-*")) - before))
+
+    assert wait_for(lambda: not left(), 10), f"folders left in {tmp}: {left()}"
+
+
 @pytest.fixture
 def notebook_dir(tmp_path: Path) -> Path:
     d = tmp_path / "notebooks"

@@ -133,6 +133,26 @@ def test_cells_files_variables_and_ranks_on_pods(kkernel, sim):
     status = kkernel.run("%remote status").stdout
     assert "[kubernetes] 2 agent(s)" in status and "jupyter-kremote-default-" in status
     assert sorted(n.split("/")[0] for n in managed(sim.admin)) == ["job", "pod", "pod", "secret"]
+    job, owners = secret_owners(sim.admin)
+    assert {"kind": "Job", "name": job.metadata.name, "uid": job.metadata.uid} in owners
+
+
+def secret_owners(kubeconfig: str):
+    """(the Job, the ownerReferences of the cluster's Secret as dicts)."""
+    async def go():
+        from kubernetes_asyncio import client, config
+
+        cfg = client.Configuration()
+        await config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+        async with client.ApiClient(cfg) as api:
+            (job,) = (await client.BatchV1Api(api).list_job_for_all_namespaces(
+                label_selector=MANAGED)).items
+            (secret,) = (await client.CoreV1Api(api).list_secret_for_all_namespaces(
+                label_selector=MANAGED)).items
+            return job, [{"kind": o.kind, "name": o.name, "uid": o.uid}
+                         for o in secret.metadata.owner_references or []]
+
+    return asyncio.run(go())
 
 
 def test_interrupt_and_extend_on_pods(kkernel, sim):
@@ -375,3 +395,30 @@ def test_configmap_template_is_read_from_the_cluster(kkernel, sim):
     assert bad.status == "error"
     assert bad.stderr == ("UsageError: template 'configmap:kremote-templates/nope.yaml': "
                           "ConfigMap kremote-templates has no key nope.yaml\n")
+
+
+def test_attaching_to_a_busy_cluster_never_shuts_it_down(sim, monkeypatch):
+    """A restarted kernel (or server) re-attaching while a cell runs: no drift round trip
+    queued behind the cell, no shutdown; the cell and the agents' variables live on."""
+    import threading
+
+    from jupyter_kremote.session import Cluster
+
+    first = _in_process_cluster(sim, monkeypatch)()
+    try:
+        first.push({"kept": 7})
+        results: list = []
+        cell = threading.Thread(target=lambda: results.append(first.run(
+            "import time\nfor _ in range(1200): time.sleep(0.1)")), daemon=True)
+        cell.start()
+        assert wait_for(lambda: first.client.control("ping").get(0, {}).get("busy"), 10)
+        second = Cluster("drift", first.options, backend=first.backend, handle=first.handle)
+        assert any("busy" in w for w in second.warnings), second.warnings
+        second.detach()
+        assert first.client.control("ping").get(0, {}).get("busy")  # still running its cell
+        first.client.interrupt()
+        cell.join(15)
+        assert results and results[0][0]["ename"] == "KeyboardInterrupt", results
+        assert first.pull(["kept"]) == {0: {"kept": 7}}
+    finally:
+        first.shutdown()

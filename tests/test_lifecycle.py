@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import time
+from pathlib import Path
 
 import psutil
 
@@ -78,10 +80,15 @@ def test_killed_kernel_leaves_no_agent(notebook_dir):
         kc.execute_interactive("%%remote -n 2\n1", timeout=60)
         pids = agent_pids_of(km.provisioner.process.pid)
         assert len(pids) == 2
+        folders = [p for p in Path(tempfile.gettempdir()).glob("kremote-default-*")
+                   if any(str(p) in " ".join(psutil.Process(a).cmdline()) for a in pids)]
+        assert len(folders) == 1, folders
         os.kill(km.provisioner.process.pid, signal.SIGKILL)
         assert wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status()
                                         != psutil.STATUS_ZOMBIE for p in pids), 5), \
             "agents outlived their kernel"
+        # and the agents, orphaned, removed their cluster's folder on the way out
+        assert wait_for(lambda: not folders[0].exists(), 5), list(folders[0].rglob("*"))
     finally:
         kc.stop_channels()
         km.cleanup_resources()

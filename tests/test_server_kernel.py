@@ -7,6 +7,7 @@ to the same agents, whose variables are still there.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -34,18 +35,21 @@ class Server:
     """A ``jupyter server`` subprocess with the kremote extension, and a tiny REST client."""
 
     def __init__(self, root: Path, runtime: Path, extension: bool = True,
-                 args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
-        self.root, self.runtime = root, runtime
+                 args: tuple[str, ...] = (), env: dict[str, str] | None = None,
+                 sock: Path | None = None) -> None:
+        self.root, self.runtime, self.sock = root, runtime, sock
         self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
+        self.url = "http://localhost/" if sock else f"http://127.0.0.1:{self.port}/"
         env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime),
                "JUPYTER_CONFIG_DIR": str(runtime.parent / "config"), "KREMOTE_SERVER": "",
                **(env or {})}
         env.pop("KREMOTE_SERVER_URL", None)
+        where = [f"--ServerApp.sock={sock}"] if sock else [f"--port={self.port}",
+                                                           "--ip=127.0.0.1"]
         self.log = open(runtime.parent / "server.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root",
-             f"--port={self.port}", "--ip=127.0.0.1", f"--IdentityProvider.token={TOKEN}",
+             *where, f"--IdentityProvider.token={TOKEN}",
              f"--ServerApp.root_dir={root}",
              f"--ServerApp.jpserver_extensions={{'jupyter_kremote_server': {extension}}}",
              *args],
@@ -64,6 +68,15 @@ class Server:
         req = urllib.request.Request(self.url + path, method=method,
                                      data=None if body is None else json.dumps(body).encode())
         req.add_header("Authorization", f"token {TOKEN}")
+        if self.sock:  # the test's own unix-socket client, independent of the product's
+            conn = _UnixHTTP(str(self.sock))
+            conn.request(method, "/" + path, body=req.data, headers=dict(req.header_items()))
+            resp = conn.getresponse()
+            if resp.status >= 400:
+                raise OSError(f"{resp.status} {resp.read()[:200]!r}")
+            raw = resp.read()
+            conn.close()
+            return json.loads(raw) if raw else None
         with urllib.request.urlopen(req, timeout=60) as resp:
             raw = resp.read()
         return json.loads(raw) if raw else None
@@ -91,6 +104,16 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+class _UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=60)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(self.path)
 
 
 @pytest.fixture
@@ -238,3 +261,29 @@ def test_sigint_without_a_tty_stops_the_server_through_its_cleanup(tmp_path):
     assert "kremote: stopped" in log, log[-2000:]
     assert not any(alive(p) for p in pids)
     assert not list(tmp.glob("kremote-*"))
+
+
+@pytest.mark.parametrize("where", ["tcp behind a proxy setting", "unix socket"])
+def test_kernel_reaches_its_server_without_proxy_and_on_a_unix_socket(tmp_path, where):
+    """HTTP(S)_PROXY point at nothing: the kernel's requests to its own server (with the
+    server's token) must not go there; a server on --sock is found as well."""
+    root = tmp_path / "root"
+    root.mkdir()
+    dead = f"http://127.0.0.1:{_free_port()}"
+    env = {"HTTP_PROXY": dead, "http_proxy": dead, "HTTPS_PROXY": dead, "https_proxy": dead,
+           "NO_PROXY": "", "no_proxy": ""}
+    sock = tmp_path / "s.sock" if where == "unix socket" else None
+    srv = Server(root, tmp_path / "runtime", env=env, sock=sock)
+    try:
+        _, k = srv.open_notebook("p.ipynb", root)
+        try:
+            assert k.run("%load_ext jupyter_kremote").status == "ok"
+            assert k.run("%%remote\nx = 1").status == "ok"
+            listing = srv.call("GET", "kremote/api/v1/clusters")["clusters"]
+            assert [c["id"] for c in listing] == ["p-default"]  # the server holds it
+            assert "server" in k.run("%remote status").stdout
+            assert k.run("%remote shutdown").status == "ok"
+        finally:
+            k.kc.stop_channels()
+    finally:
+        srv.stop()

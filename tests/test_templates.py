@@ -152,6 +152,24 @@ def test_base_job() -> None:
     assert base64.b64decode(secret["data"]["KREMOTE_KEY"]) == b"0123abcd"
 
 
+@pytest.mark.parametrize("names", [[], ["gpu"], ["gpu", "shm", "object-storage"]])
+def test_base_pod_meets_podsecurity_restricted(names: list[str]) -> None:
+    """What PodSecurity "restricted" requires of every container and of the pod."""
+    _, job = render(PodSpec(templates=names, gpu=1 if "gpu" in names else 0))
+    p = pod(job)
+    assert p["securityContext"]["runAsNonRoot"] is True
+    assert p["securityContext"]["runAsUser"] != 0
+    assert p["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for c in p["containers"] + p.get("initContainers", []):
+        sc = c["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
+        assert not sc.get("privileged") and "add" not in sc["capabilities"]
+    assert all(set(v) <= {"name", "emptyDir", "secret", "configMap", "projected",
+                          "persistentVolumeClaim", "downwardAPI", "ephemeral", "csi"}
+               for v in p.get("volumes", []))  # no hostPath
+    assert agent(job)["workingDir"] == "/kremote"  # writable for the non-root user
+
+
 def label_of(text: str) -> str:
     from jupyter_kremote.spec import label_value
 
@@ -186,8 +204,10 @@ def test_builtin_combinations_validate_strictly(names: list[str]) -> None:
     has_shm = {"name": "dshm", "emptyDir": {"medium": "Memory"}} in p.get("volumes", [])
     assert has_shm == ("gpu" in names or "shm" in names)
     if has_shm:
-        assert container["volumeMounts"] == [{"name": "dshm", "mountPath": "/dev/shm"}]
-        assert p["volumes"] == [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
+        assert container["volumeMounts"] == [{"name": "kremote-work", "mountPath": "/kremote"},
+                                             {"name": "dshm", "mountPath": "/dev/shm"}]
+        assert p["volumes"] == [{"name": "kremote-work", "emptyDir": {}},
+                                {"name": "dshm", "emptyDir": {"medium": "Memory"}}]
     if "gpu" in names:
         assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
         assert p["tolerations"] == [
@@ -250,11 +270,11 @@ def test_rbac_objects_and_minimal_verbs() -> None:
         ("batch", "jobs"): {"create", "list", "watch", "patch", "delete"},
         ("", "pods"): {"list", "watch", "delete"},
         ("", "pods/log"): {"get"},
-        ("", "secrets"): {"create", "get", "delete"},  # get: adoption after a restart
+        ("", "secrets"): {"create", "get", "patch", "delete"},  # get: adoption; patch: owner
         ("", "configmaps"): {"get"},
         ("", "events"): {"list", "watch"},
     }
-    assert sum(len(rule["verbs"]) for rule in role["rules"]) == 15  # no duplicate rules
+    assert sum(len(rule["verbs"]) for rule in role["rules"]) == 16  # no duplicate rules
     binding = docs[2]
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",

@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--parent-pid", type=int, default=None)
     p.add_argument("--ready-file", type=Path, default=None)
     p.add_argument("--key-stdin", action="store_true")
+    p.add_argument("--cluster-dir", type=Path, default=None,
+                   help="the cluster's folder: the agent removes its work folder on exit, "
+                        "and the folder itself once empty if the kernel is gone")
     return p.parse_args(argv)
 
 
@@ -68,9 +71,13 @@ def main(argv: list[str] | None = None) -> int:
                                 port=args.port, control_port=control_port,
                                 workdir=workdir, ttl=args.ttl, parent_pid=args.parent_pid,
                                 ready_file=args.ready_file, curve_secret=curve,
-                                cluster=os.environ.get("KREMOTE_CLUSTER", "")))
+                                cluster=os.environ.get("KREMOTE_CLUSTER", ""),
+                                cluster_dir=args.cluster_dir))
     install_signal_handlers(agent)
-    return agent.serve()
+    try:
+        return agent.serve()
+    finally:
+        agent.remove_workdir()  # also when serving failed
 
 
 if __name__ == "__main__":

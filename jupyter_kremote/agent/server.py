@@ -30,7 +30,15 @@ from typing import Any
 
 import zmq
 
-from ..protocol import TRACKED_PACKAGES, Message, ProtocolError, Signer, runtime_info, send
+from ..protocol import (
+    TRACKED_PACKAGES,
+    Message,
+    ProtocolError,
+    Signer,
+    runtime_info,
+    send,
+    tcp_address,
+)
 from . import comms
 from .files import FileStore
 from .telemetry import Sampler
@@ -55,6 +63,9 @@ class AgentSettings:
     ready_file: Path | None = None
     cluster: str = ""
     curve_secret: bytes | None = None  # pods: CURVE-encrypt both sockets (Z85 secret key)
+    #: the cluster's folder when this agent owns its work folder in it (local agents): the
+    #: work folder goes when the agent ends, and the whole folder when its kernel is gone
+    cluster_dir: Path | None = None
 
 
 class Agent:
@@ -151,7 +162,11 @@ class Agent:
         has_payload = False
         try:
             handler = getattr(self, f"_do_{msg.kind}", None)
-            if handler is None:
+            if msg.payload_error:  # signed, but not loadable here (a module it lacks...)
+                reply = {**_error(msg.payload_error.split(":", 1)[0],
+                                  f"rank {self.settings.rank} could not load what the kernel "
+                                  f"sent: {msg.payload_error}"), "unloadable": True}
+            elif handler is None:
                 reply = _error("ValueError", f"unknown request kind {msg.kind!r}")
             else:
                 reply, payload, has_payload = handler(msg)
@@ -163,10 +178,20 @@ class Agent:
             self.busy_since = None
             self.last_request = time.time()  # the server's idle culler reads it from pings
         try:
-            self._send(peer, "reply", reply, payload, has_payload=has_payload, parent=msg.msg_id)
+            self._reply(peer, msg, reply, payload, has_payload)
         except KeyboardInterrupt:
-            self._send(peer, "reply", reply, payload, has_payload=has_payload, parent=msg.msg_id)
+            self._reply(peer, msg, reply, payload, has_payload)
         self._current = None
+
+    def _reply(self, peer: bytes, msg: Message, reply: dict[str, Any], payload: Any,
+               has_payload: bool) -> None:
+        try:
+            self._send(peer, "reply", reply, payload, has_payload=has_payload, parent=msg.msg_id)
+        except (KeyboardInterrupt, zmq.ZMQError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the value cannot be pickled: say which
+            self._send(peer, "reply", _unsendable(msg, payload, exc, self.settings.rank),
+                       parent=msg.msg_id)
 
     def _emit(self, kind: str, content: dict[str, Any], payload: Any = None) -> None:
         """Send live output for the running request (called from the cell's code)."""
@@ -388,6 +413,24 @@ class Agent:
     def _shutdown(self) -> None:
         log.info("agent rank %d stopping (%s)", self.settings.rank, self.stop_reason or "done")
         self.data.close(linger=500)
+        self.remove_workdir()
+
+    def remove_workdir(self) -> None:
+        """Leave nothing behind: the work folder always; with the kernel gone (nobody left
+        to read the log or clean up), this rank's files and the cluster folder once empty."""
+        s = self.settings
+        if s.cluster_dir is None:
+            return
+        import shutil
+
+        shutil.rmtree(s.workdir, ignore_errors=True)
+        if self.stop_reason == "orphaned" or (s.parent_pid and os.getppid() != s.parent_pid):
+            for name in (f"rank-{s.rank}.ready", f"rank-{s.rank}.log"):
+                (s.cluster_dir / name).unlink(missing_ok=True)
+            try:
+                s.cluster_dir.rmdir()  # the last agent out removes it
+            except OSError:
+                pass
 
 
 def _redirect(runner: Any):
@@ -436,15 +479,34 @@ def _stdin_error(ename: str, evalue: str) -> BaseException:
     return known.get(ename, RuntimeError)(evalue or ename)
 
 
+def _unsendable(msg: Message, payload: Any, exc: Exception, rank: int) -> dict[str, Any]:
+    """The error reply for a result that cannot be pickled, naming the culprit."""
+    from ..protocol import dumps
+
+    cause = f"{type(exc).__name__}: {exc}"
+    if msg.kind == "pull" and isinstance(payload, dict):
+        bad = []
+        for name, value in payload.items():
+            try:
+                dumps(value)
+            except Exception:  # noqa: BLE001 - we only look for the culprit
+                bad.append(repr(name))
+        what = f"cannot pull {', '.join(bad) or 'these names'} from rank {rank}"
+    else:
+        what = f"the result on rank {rank} cannot be sent back"
+    return _error(type(exc).__name__, f"{what}: {cause}; only values that pickle can travel")
+
+
 def _error(ename: str, evalue: str) -> dict[str, Any]:
     return {"status": "error", "ename": ename, "evalue": evalue, "traceback": []}
 
 
 def _bind(sock: zmq.Socket, host: str, port: int) -> int:
+    sock.ipv6 = ":" in host  # an IPv6 pod IP (or "::" for every address)
     if port:
-        sock.bind(f"tcp://{host}:{port}")
+        sock.bind(tcp_address(host, port))
         return port
-    return sock.bind_to_random_port(f"tcp://{host}")
+    return sock.bind_to_random_port(tcp_address(host))
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:

@@ -168,11 +168,18 @@ async def retry(call: Callable[[], Awaitable[T]], what: str, attempts: int = 6,
     return None
 
 
+#: seconds the client waits for a watch beyond the server's timeoutSeconds before it gives
+#: up on a silently stalled connection and watches again
+WATCH_MARGIN = 10
+
+
 class Reflector:
     """List then watch objects matching a selector; resume on timeouts, re-list on 410.
 
-    ``on_event(type, obj_dict)`` sees every change (``SYNC`` for listed objects).
-    Errors back off and retry; the reflector stops only when told to.
+    ``on_event(type, obj_dict)`` sees every change (``SYNC`` for listed objects). A re-list
+    replaces what the consumer knows: objects deleted during a watch gap are reported
+    ``DELETED``. Each watch has a client timeout above the server's ``timeoutSeconds``, so a
+    stalled connection ends. Errors back off and retry; it stops only when told to.
     """
 
     def __init__(self, list_fn: Callable[..., Any], namespace: str, on_event: Callable,
@@ -187,11 +194,15 @@ class Reflector:
         self.resource_version: str | None = None
         self.synced = asyncio.Event()
         self.relists = 0
+        self.known: dict[str, dict[str, Any]] = {}  # name -> last object seen
 
     async def run(self) -> None:
+        import aiohttp
         from kubernetes_asyncio import watch
 
         backoff = 0.2
+        limit = aiohttp.ClientTimeout(total=self.timeout_seconds + WATCH_MARGIN,
+                                      sock_connect=WATCH_MARGIN)
         while True:
             try:
                 if self.resource_version is None:
@@ -200,15 +211,21 @@ class Reflector:
                 async with w.stream(self.list_fn, self.namespace,
                                     resource_version=self.resource_version,
                                     timeout_seconds=self.timeout_seconds,
-                                    allow_watch_bookmarks=True, **self.selector) as stream:
+                                    allow_watch_bookmarks=True, _request_timeout=limit,
+                                    **self.selector) as stream:
                     async for event in stream:
                         raw = event.get("raw_object") or {}
                         rv = raw.get("metadata", {}).get("resourceVersion")
                         if rv:
                             self.resource_version = rv
                         if event["type"] != "BOOKMARK":
+                            self._remember(event["type"], raw)
                             self.on_event(event["type"], raw)
                 backoff = 0.2
+            except asyncio.TimeoutError:  # the connection stalled: watch again from here
+                log.info("watch of %s stalled past %ss; watching again",
+                         getattr(self.list_fn, "__name__", "objects"),
+                         self.timeout_seconds + WATCH_MARGIN)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - watches must never stop silently
@@ -227,7 +244,23 @@ class Reflector:
 
         body = json.loads(await result.read())  # type: ignore[union-attr]
         self.relists += 1
-        for item in body.get("items", []):
+        items = body.get("items", [])
+        listed = {_key(item) for item in items}
+        for key in [k for k in self.known if k not in listed]:  # deleted during the gap
+            self.on_event("DELETED", self.known.pop(key))
+        for item in items:
+            self._remember("SYNC", item)
             self.on_event("SYNC", item)
         self.resource_version = body.get("metadata", {}).get("resourceVersion")
         self.synced.set()
+
+    def _remember(self, kind: str, obj: dict[str, Any]) -> None:
+        if kind == "DELETED":
+            self.known.pop(_key(obj), None)
+        else:
+            self.known[_key(obj)] = obj
+
+
+def _key(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata", {})
+    return meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}"

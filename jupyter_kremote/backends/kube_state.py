@@ -127,20 +127,29 @@ class ClusterState:
     events: dict[str, dict[str, Any]] = field(default_factory=dict)  # by event uid/name
     job: dict[str, Any] = field(default_factory=dict)
     changed: threading.Event = field(default_factory=threading.Event)
+    #: guards ``pods`` and ``events``: the loop thread writes while kernel threads read
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def on_pod(self, kind: str, pod: dict[str, Any]) -> None:
-        if kind == "DELETED":
-            self.pods.pop(name_of(pod), None)
-        else:
-            self.pods[name_of(pod)] = pod
+        with self.lock:
+            if kind == "DELETED":
+                self.pods.pop(name_of(pod), None)
+            else:
+                self.pods[name_of(pod)] = pod
         self.changed.set()
+
+    def pod_list(self) -> list[dict[str, Any]]:
+        """A snapshot of the pods (never iterate ``pods`` itself from another thread)."""
+        with self.lock:
+            return list(self.pods.values())
 
     def on_event(self, kind: str, ev: dict[str, Any]) -> None:
         obj = ev.get("involvedObject") or {}
         if not str(obj.get("name", "")).startswith(self.job_name):
             return
         if kind != "DELETED":
-            self.events[ev.get("metadata", {}).get("uid") or name_of(ev)] = ev
+            with self.lock:
+                self.events[ev.get("metadata", {}).get("uid") or name_of(ev)] = ev
         self.changed.set()
 
     def on_job(self, kind: str, job: dict[str, Any]) -> None:
@@ -151,7 +160,7 @@ class ClusterState:
     def by_rank(self) -> dict[int, dict[str, Any]]:
         """The newest pod of each rank."""
         out: dict[int, dict[str, Any]] = {}
-        for pod in self.pods.values():
+        for pod in self.pod_list():
             rank = rank_of(pod)
             if rank is None:
                 continue
@@ -161,7 +170,9 @@ class ClusterState:
         return out
 
     def _sorted_events(self) -> list[dict[str, Any]]:
-        return sorted(self.events.copy().values(), key=_event_time)  # the loop thread adds
+        with self.lock:
+            events = list(self.events.values())
+        return sorted(events, key=_event_time)
 
     def recent_events(self, n: int = 5) -> list[str]:
         return [format_event(e) for e in self._sorted_events()[-n:]]

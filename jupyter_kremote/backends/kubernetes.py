@@ -42,6 +42,7 @@ from .kube_api import KubeLoop, KubeSettings, api_message, api_status, retry
 from .kube_state import (
     ClusterState,
     job_failure,
+    name_of,
     pod_failure,
     pod_ip,
     pod_stage,
@@ -211,11 +212,20 @@ class KubernetesBackend:
             self._unwatch(kube)
 
     async def _create(self, kl: KubeLoop, ns: str, secret: dict, job: dict) -> None:
+        name = secret["metadata"]["name"]
         await retry(lambda: kl.core.create_namespaced_secret(ns, secret), "create Secret")
         try:
-            await retry(lambda: kl.batch.create_namespaced_job(ns, job), "create Job")
+            made = await retry(lambda: kl.batch.create_namespaced_job(ns, job), "create Job")
+            # the Secret belongs to the Job: whoever deletes the Job (kubectl, the TTL
+            # controller after ttlSecondsAfterFinished) deletes the keys with it
+            owners = [*secret["metadata"].get("ownerReferences", []), {
+                "apiVersion": "batch/v1", "kind": "Job", "name": job["metadata"]["name"],
+                "uid": made.metadata.uid}]  # type: ignore[union-attr]
+            await retry(lambda: kl.core.patch_namespaced_secret(
+                name, ns, {"metadata": {"ownerReferences": owners}},
+                _content_type="application/merge-patch+json"), "own Secret")
         except Exception as exc:
-            await retry(lambda: kl.core.delete_namespaced_secret(secret["metadata"]["name"], ns),
+            await retry(lambda: kl.core.delete_namespaced_secret(name, ns),
                         "delete Secret", ok_status=(404,))
             raise ClusterStartError(f"the API refused the Job: {api_message(exc)}") from None
 
@@ -395,7 +405,7 @@ class KubernetesBackend:
         opts = client.V1DeleteOptions(propagation_policy="Background")
         await retry(lambda: kl.batch.delete_namespaced_job(kube.job, kube.namespace, body=opts),
                     "delete Job", ok_status=(404,))
-        for pod in list(kube.state.pods):  # at once, not when the garbage collector gets to it
+        for pod in [name_of(p) for p in kube.state.pod_list()]:  # at once, not when the garbage collector gets to it
             await retry(lambda pod=pod: kl.core.delete_namespaced_pod(pod, kube.namespace),
                         "delete pod", ok_status=(404,))
         await retry(lambda: kl.core.delete_namespaced_secret(kube.secret, kube.namespace),

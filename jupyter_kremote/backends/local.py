@@ -78,7 +78,8 @@ class LocalBackend:
         cmd = [sys.executable, "-m", "jupyter_kremote.agent", "--rank", str(rank),
                "--count", str(spec.count), "--host", "127.0.0.1", "--workdir", str(workdir),
                "--ttl", str(spec.ttl), "--parent-pid", str(os.getpid()),
-               "--ready-file", str(base / f"rank-{rank}.ready"), "--key-stdin"]
+               "--ready-file", str(base / f"rank-{rank}.ready"), "--key-stdin",
+               "--cluster-dir", str(base)]
         log = open(base / f"rank-{rank}.log", "ab")  # noqa: SIM115 - handed to the child
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=log, stderr=log, env=env,

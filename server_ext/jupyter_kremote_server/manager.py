@@ -87,6 +87,7 @@ class _Entry:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     started: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None  # the start, kept so that it is not garbage-collected
+    runtime: dict[str, Any] | None = None  # the asking kernel's Python, for the drift check
     events: deque = field(default_factory=lambda: deque(maxlen=MAX_EVENTS))  # newest first
     seen_events: set = field(default_factory=set)
     telemetry: dict[int, deque] = field(default_factory=dict)
@@ -245,9 +246,14 @@ class ClusterManager:
             opts = ClusterOptions(count=spec.get("completions") or 1, backend="kubernetes",
                                   ttl=handle.deadline - handle.started,
                                   namespace=meta.get("namespace"))
-            cluster = await asyncio.to_thread(functools.partial(
-                Cluster, name, opts, self.root, notebook=notebook, backend=backend,
-                handle=handle))
+            try:  # no drift check: no kernel asked; kernels compare when they connect
+                cluster = await asyncio.to_thread(functools.partial(
+                    Cluster, name, opts, self.root, notebook=notebook, backend=backend,
+                    handle=handle, check_drift=False))
+            except Exception as exc:  # noqa: BLE001 - adopt the rest; never shut it down
+                backend.release(handle)  # type: ignore[attr-defined]
+                log.warning("kremote: could not adopt Job %s: %s", meta.get("name"), exc)
+                continue
             async with self._lock:
                 cluster_id = self._new_id(name, notebook)
                 entry = _Entry(ClusterModel(
@@ -358,7 +364,11 @@ class ClusterManager:
             raise BadRequest(f"name {name!r}: expected a non-empty cluster name")
         if not isinstance(notebook, str):
             raise BadRequest(f"notebook {notebook!r}: expected a notebook path")
-        opts = self._options(options or {})
+        options = dict(options or {})
+        runtime = options.pop("runtime", None)
+        if runtime is not None and not isinstance(runtime, dict):
+            raise BadRequest(f"runtime {runtime!r}: expected the kernel's runtime_info()")
+        opts = self._options(options)
         async with self._lock:
             existing = self._find(name, notebook)
             if existing is not None and existing.model.state != ENDED:
@@ -370,7 +380,7 @@ class ClusterManager:
                     id=cluster_id, name=name, notebook=notebook, backend=opts.backend,
                     count=opts.count, gpu=opts.gpu, created=time.time(), ttl=opts.ttl,
                     user=self.limits.user, templates=list(opts.templates),
-                    namespace=opts.namespace), opts)
+                    namespace=opts.namespace), opts, runtime=runtime)
                 self._entries[cluster_id] = entry
                 self._publish(entry)
                 entry.task = asyncio.get_running_loop().create_task(self._start(entry))
@@ -384,8 +394,11 @@ class ClusterManager:
         m = entry.model
         backend = self.backend(entry.options.backend)
         try:
-            cluster = await asyncio.to_thread(Cluster, m.name, entry.options, self.root,
-                                              notebook=m.notebook, backend=backend)
+            # compared with the asking kernel's Python (not this server's); without it, the
+            # kernel compares when it connects
+            cluster = await asyncio.to_thread(functools.partial(
+                Cluster, m.name, entry.options, self.root, notebook=m.notebook,
+                backend=backend, runtime=entry.runtime, check_drift=entry.runtime is not None))
         except BaseException as exc:  # noqa: BLE001 - reported to whoever waits
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             m.state, m.ended = ENDED, f"could not start: {reason}"
