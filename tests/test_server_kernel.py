@@ -91,10 +91,19 @@ class Server:
     def kernel(self, kernel_id: str, cwd: Path) -> Kernel:
         from jupyter_client import BlockingKernelClient
 
-        kc = BlockingKernelClient(connection_file=str(self.runtime / f"kernel-{kernel_id}.json"))
-        kc.load_connection_file()
-        kc.start_channels()
-        kc.wait_for_ready(timeout=60)
+        end = time.monotonic() + 60
+        while True:  # a kernel still importing on a busy machine misses its first heartbeat,
+            kc = BlockingKernelClient(  # which reads as "Kernel died": ask again until it answers
+                connection_file=str(self.runtime / f"kernel-{kernel_id}.json"))
+            kc.load_connection_file()
+            kc.start_channels()
+            try:
+                kc.wait_for_ready(timeout=60)
+                break
+            except RuntimeError:
+                kc.stop_channels()
+                if time.monotonic() > end:
+                    raise
         return Kernel(None, kc, cwd)
 
     def stop(self) -> None:
