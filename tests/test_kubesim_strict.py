@@ -490,3 +490,56 @@ async def test_ipv6_pod_ips(tmp_path: Path) -> None:
         assert six.status.host_ip == "::1"
         _reader, writer = await asyncio.open_connection(six.status.pod_ip, port)
         writer.close()
+
+
+# ---------------------------------------------------------------------------- kubectl apply
+
+def test_apply_the_shipped_rbac_and_check_it_with_can_i(cluster: Any) -> None:
+    """What an admin does with templates/rbac.yaml: apply it, then check the account's rights
+    the way `jupyter kremote doctor` will (SelfSubjectAccessReview)."""
+    from jupyter_kremote.manifests import render_rbac, to_yaml
+
+    ks, admin, home = cluster
+    admin.ok("create", "namespace", "ml")
+    manifest = to_yaml(render_rbac(namespace="ml"))
+    applied = admin.ok("apply", "--validate=false", "-f", "-", stdin=manifest)
+    assert "serviceaccount/jupyter-kremote created" in applied
+    assert "role.rbac.authorization.k8s.io/jupyter-kremote created" in applied
+    assert "unchanged" in admin.ok("apply", "--validate=false", "-f", "-", stdin=manifest)
+    product = as_account(ks, admin, home, "ml", "jupyter-kremote")
+    role = admin.json("get", "role", "jupyter-kremote", "-n", "ml")
+    listed = {}  # resource -> verbs, from `kubectl auth can-i --list` (SelfSubjectRulesReview)
+    for line in product.ok("auth", "can-i", "--list").splitlines()[1:]:
+        if line[:1].isspace():
+            continue  # a non-resource URL row
+        name, _urls, _names, verbs = line.split(None, 3)
+        listed[name] = verbs.strip("[]").split()
+    for rule in role["rules"]:
+        group = f".{rule['apiGroups'][0]}" if rule["apiGroups"][0] else ""
+        for resource in rule["resources"]:
+            assert listed[f"{resource}{group}"] == rule["verbs"], resource
+    for args in (("patch", "jobs.batch"), ("get", "pods", "--subresource=log"),
+                 ("get", "configmaps")):  # SelfSubjectAccessReview, as doctor will ask
+        assert product.run("auth", "can-i", *args).stdout.strip() == "yes", args
+    for verb, what in (("get", "pods"), ("list", "secrets"), ("create", "pods"),
+                       ("list", "jobs.batch -n default")):
+        assert product.run("auth", "can-i", verb, *what.split()).stdout.strip() == "no"
+
+    # an events.k8s.io/v1 Event as Kueue writes one, read back through core/v1
+    event = {"apiVersion": "events.k8s.io/v1", "kind": "Event",
+             "metadata": {"name": "queued", "namespace": "ml"},
+             "eventTime": "2026-11-30T00:00:00.000000Z", "type": "Normal",
+             "reason": "Pending", "action": "Admission", "note": "couldn't assign flavors",
+             "reportingController": "kueue-admission", "reportingInstance": "kueue-0",
+             "regarding": {"kind": "Job", "apiVersion": "batch/v1", "namespace": "ml",
+                           "name": "train"}}
+    admin.ok("create", "--validate=false", "-f", "-", stdin=json.dumps(event))
+    core = admin.json("get", "events", "queued", "-n", "ml")
+    assert (core["message"], core["reportingComponent"], core["involvedObject"]["name"]) == (
+        "couldn't assign flavors", "kueue-admission", "train")
+    assert core["lastTimestamp"] is None and core["eventTime"] == event["eventTime"]
+    assert "eventTime: Required value" in admin.fails(
+        "create", "--validate=false", "-f", "-",
+        stdin=json.dumps({**event, "metadata": {"name": "bad", "namespace": "ml"},
+                          "eventTime": None}))
+    admin.ok("delete", "namespace", "ml", "--wait=false")
