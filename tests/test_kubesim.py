@@ -743,7 +743,8 @@ def test_thread_helper_and_http_knobs(tmp_path: Path) -> None:
 def test_standalone_process(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kc.yaml"
     proc = subprocess.Popen([sys.executable, "-m", "tests.kubesim", "--port", "0",
-                             "--kubeconfig", str(kubeconfig), "--gpus", "1"],
+                             "--kubeconfig", str(kubeconfig), "--gpus", "1", "--rbac",
+                             "--pod-ips", "ipv6"],
                             cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         url = proc.stdout.readline().strip()  # type: ignore[union-attr]
@@ -751,6 +752,17 @@ def test_standalone_process(tmp_path: Path) -> None:
         ctl = KubeSimControl.from_kubeconfig(kubeconfig)
         assert ctl.state()["objects"]["namespaces"]
         assert ctl.compact() > 0
+        # --rbac: a ServiceAccount token with no Role bound may do nothing
+        token = ctl.service_account_token(namespace="default", name="default")
+        request = urllib.request.Request(f"{url}/api/v1/namespaces/default/secrets",
+                                         headers={"Authorization": f"Bearer {token}"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 403
+        assert json.loads(refused.value.read())["message"] == (
+            'secrets is forbidden: User "system:serviceaccount:default:default" cannot list '
+            'resource "secrets" in API group "" in the namespace "default"')
+        refused.value.close()
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0

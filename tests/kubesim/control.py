@@ -60,7 +60,9 @@ class KubeSimControl:
     def from_kubeconfig(cls, path: str | os.PathLike[str]) -> KubeSimControl:
         return cls(*read_kubeconfig(path))
 
-    def call(self, name: str, **kwargs: Any) -> Any:
+    def call(self, knob: str, /, **kwargs: Any) -> Any:
+        """Turn `knob` with keyword arguments (`name=` among them: knob is positional)."""
+        name = knob
         request = urllib.request.Request(
             f"{self.url}/kubesim/knobs/{name}", data=json.dumps(kwargs).encode(),
             method="POST", headers={"Authorization": f"Bearer {self.token}",
