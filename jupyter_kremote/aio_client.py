@@ -42,6 +42,7 @@ class _Call:
     replies: dict[int, Message] = field(default_factory=dict)
     deadline: float | None = None
     interrupted_at: float | None = None
+    watched: bool = False  # liveness and timeout checked by the client's ticker
 
 
 class AsyncClusterClient:
@@ -60,6 +61,7 @@ class AsyncClusterClient:
         self._calls: dict[str, _Call] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fds: list[int] = []
+        self._ticker: asyncio.TimerHandle | None = None
         self.closed = False
 
     # -- event loop wiring ------------------------------------------------------------
@@ -78,6 +80,9 @@ class AsyncClusterClient:
         return loop
 
     def _detach(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
         loop, self._loop = self._loop, None
         if loop is not None and not loop.is_closed():
             for fd in self._fds:
@@ -169,37 +174,40 @@ class AsyncClusterClient:
         if call.future.done():
             call.future.result()
             return
-        timer = loop.call_later(TICK, self._tick, loop, call)
+        call.watched = True
+        if self._ticker is None:  # one timer for every request in flight
+            self._ticker = loop.call_later(TICK, self._tick, loop)
         try:
             await call.future
         except asyncio.CancelledError:
             if call.pending:
                 self.interrupt_nowait(sorted(call.pending))
             raise
-        finally:
-            timer.cancel()
 
-    def _tick(self, loop: asyncio.AbstractEventLoop, call: _Call) -> None:
-        """Every TICK while waiting: liveness, then the timeout."""
-        if call.future.done():
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Every TICK while requests wait: liveness (once per rank), then timeouts."""
+        self._ticker = None
+        waiting = [c for c in self._calls.values() if c.watched and not c.future.done()]
+        if not waiting or self.closed:
             return
-        for r in sorted(call.pending):
-            why = self.liveness(r)
-            if why is not None:
-                others = sorted(call.pending - {r})
+        gone = {r: why for r in set().union(*(c.pending for c in waiting))
+                if (why := self.liveness(r)) is not None}
+        now = loop.time()
+        for call in waiting:
+            dead = sorted(r for r in call.pending if r in gone)
+            if dead:
+                others = sorted(call.pending - set(dead))
                 if others:
                     self.interrupt_nowait(others)
-                call.future.set_exception(AgentDied(f"rank {r} {why} while running the request"))
-                return
-        now = loop.time()
-        if call.deadline is not None and now > call.deadline:
-            if call.interrupted_at is None:
-                call.interrupted_at = now
-                self.interrupt_nowait(sorted(call.pending))
-            elif now - call.interrupted_at > INTERRUPT_GRACE:
-                call.future.set_result(None)  # reported as ClusterTimeout by request()
-                return
-        loop.call_later(TICK, self._tick, loop, call)
+                call.future.set_exception(
+                    AgentDied(f"rank {dead[0]} {gone[dead[0]]} while running the request"))
+            elif call.deadline is not None and now > call.deadline:
+                if call.interrupted_at is None:
+                    call.interrupted_at = now
+                    self.interrupt_nowait(sorted(call.pending))
+                elif now - call.interrupted_at > INTERRUPT_GRACE:
+                    call.future.set_result(None)  # reported as ClusterTimeout by request()
+        self._ticker = loop.call_later(TICK, self._tick, loop)
 
     # -- control plane ----------------------------------------------------------------
     async def control(self, kind: str, content: dict[str, Any] | None = None, *,

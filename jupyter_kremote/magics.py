@@ -25,7 +25,6 @@ from IPython.core.magic_arguments import (
 from .client import Message
 from .errors import ClusterEnded, KRemoteError, RemoteError
 from .files import DEFAULT_MAX_FILE_SIZE, human_size, parse_size
-from .podgroups import DEFAULT_GROUP, GroupFamily, channel_addrs
 from .relay import CommRelay, StdinRelay, kernel_parent_id
 from .session import Cluster, ClusterOptions, Session
 from .spec import SpecError, format_duration, parse_duration
@@ -187,7 +186,7 @@ class RemoteMagics(Magics):
     def __init__(self, shell, session: Session | None = None) -> None:
         super().__init__(shell)
         self.session = session or Session(os.getcwd())
-        self.groups: dict[str, GroupFamily] = {}  # cluster name -> its groups
+        self.groups: dict[str, Any] = {}  # cluster name -> its GroupFamily (podgroups.py)
 
     # -- %%remote ------------------------------------------------------------------------
     @magic_arguments()
@@ -312,7 +311,7 @@ class RemoteMagics(Magics):
         """The named cluster, started from ``args`` if it is not running."""
         name = args.name if args is not None else name
         group = getattr(args, "group", None)
-        if group not in (None, DEFAULT_GROUP):
+        if group not in (None, "main"):  # podgroups.DEFAULT_GROUP
             return self._group(name, group)
         existing = self.session.clusters.get(name)
         if existing is not None:
@@ -531,7 +530,7 @@ class RemoteMagics(Magics):
 
     def _cmd_group(self, args: argparse.Namespace) -> None:
         """``%remote group add NAME [%%remote's options]`` and ``%remote group list``."""
-        from .podgroups import check_group_name
+        from .podgroups import DEFAULT_GROUP, GroupFamily, channel_addrs, check_group_name
 
         words = _split(args.rest)
         if words[:1] == ["list"]:
