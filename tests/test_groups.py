@@ -111,3 +111,18 @@ async def test_add_group_later_is_announced_to_everyone(swimmy):
     assert await c.map(lambda x: x + 1, range(40), group="eval") == list(range(1, 41))
     everywhere = await c.map(lambda x: kremote.group(), range(200), chunksize=1)
     assert set(everywhere) <= {"preprocess", "train", "eval"} and len(everywhere) == 200
+
+
+async def test_groups_start_all_or_nothing():
+    from conftest import agent_pids_of
+
+    before = set(agent_pids_of(os.getpid()))  # this process's agents (other tests' clusters)
+    broken = PodSpec(count=1, env={"PYTHONHOME": "/nonexistent"})  # its Python cannot start
+    cluster = LocalCluster(groups={"fine": PodSpec(count=2), "broken": broken})
+    with pytest.raises(RuntimeError, match="agent rank 0 exited with code 1 before it was ready"):
+        await cluster.start()
+    # the group that did start was stopped with it: no agent of this process is left
+    assert await asyncio.to_thread(
+        wait_for, lambda: not set(agent_pids_of(os.getpid())) - before, 10)
+    with pytest.raises(RuntimeError, match="the cluster is not started"):
+        await cluster.run("1")
