@@ -543,3 +543,30 @@ def test_apply_the_shipped_rbac_and_check_it_with_can_i(cluster: Any) -> None:
         stdin=json.dumps({**event, "metadata": {"name": "bad", "namespace": "ml"},
                           "eventTime": None}))
     admin.ok("delete", "namespace", "ml", "--wait=false")
+
+
+# ---------------------------------------------------------------------------- stored kinds
+
+def test_network_policies_and_kueue_queues_are_stored_when_installed(cluster: Any) -> None:
+    ks, admin, _home = cluster
+    admin.ok("create", "namespace", "q")
+    assert 'the server doesn\'t have a resource type "localqueues"' in admin.fails(
+        "get", "localqueues", "-n", "q")  # no Kueue: its API group is not there
+    ks.call("set_kueue", True)
+    try:
+        assert "localqueues.kueue.x-k8s.io" in admin.ok("get", "crd", "-o", "name")
+        queue = {"apiVersion": "kueue.x-k8s.io/v1beta1", "kind": "LocalQueue",
+                 "metadata": {"name": "team", "namespace": "q"},
+                 "spec": {"clusterQueue": "gpus"}}
+        admin.ok("create", "--validate=false", "-f", "-", stdin=json.dumps(queue))
+        assert admin.json("get", "localqueue", "team", "-n", "q")["spec"] == {
+            "clusterQueue": "gpus"}
+    finally:
+        ks.call("set_kueue", False)
+    policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+              "metadata": {"name": "deny", "namespace": "q"},
+              "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
+    admin.ok("create", "--validate=false", "-f", "-", stdin=json.dumps(policy))
+    assert admin.ok("get", "netpol", "-n", "q", "-o", "name") == \
+        "networkpolicy.networking.k8s.io/deny\n"
+    admin.ok("delete", "namespace", "q", "--wait=false")

@@ -33,6 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="images starting with this fail to pull (default: unknown/)")
     p.add_argument("--rbac", action="store_true",
                    help="enforce RBAC (the kubeconfig's token is cluster-admin)")
+    p.add_argument("--kueue", action="store_true",
+                   help="serve Kueue's LocalQueue/ClusterQueue API (stored, not enforced)")
     p.add_argument("--workdir", help="folder for pod working folders (kept)")
     return p.parse_args(argv)
 
@@ -40,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def serve(args: argparse.Namespace) -> None:
     config = KubeSimConfig(
         host=args.host, port=args.port, pod_ips=args.pod_ips, workdir=args.workdir,
-        rbac=args.rbac,
+        rbac=args.rbac, kueue=args.kueue,
         nodes=[NodeSpec(f"kubesim-node-{i}", args.cpu, args.memory, args.gpus)
                for i in range(args.nodes)])
     if args.token:

@@ -149,6 +149,8 @@ class Api:
         self.config = config
         self.injector = injector
         self.server_address = ""
+        # API groups not served (Kueue's, unless its CRDs are "installed")
+        self.hidden: tuple[str, ...] = () if config.kueue else (resources.KUEUE,)
         self._streams: set[web.StreamResponse] = set()
 
     def app(self) -> web.Application:
@@ -158,7 +160,7 @@ class Api:
             r.add_get(path, self._ok)
         r.add_get("/version", self._version)
         r.add_get("/api", lambda req: self._json(resources.api_versions(self.server_address)))
-        r.add_get("/apis", lambda req: self._json(resources.api_group_list()))
+        r.add_get("/apis", lambda req: self._json(resources.api_group_list(self.hidden)))
         r.add_get("/apis/{group}", self._group)
         r.add_get("/api/{version}", self._discovery)
         r.add_get("/apis/{group}/{version}", self._discovery)
@@ -173,6 +175,8 @@ class Api:
             route: Route | None = None
             with contextlib.suppress(errors.ApiError):
                 route = parse_route(request)
+            if route is not None and route.rt.group in self.hidden:
+                raise _not_found_path()
             if request.path not in PUBLIC:
                 user = self.authenticator.authenticate(request.headers.get("Authorization"))
                 request[USER] = user
@@ -207,11 +211,14 @@ class Api:
         return respond(resources.version_info(self.config.version))
 
     async def _group(self, request: web.Request) -> web.Response:
-        if request.match_info["group"] not in resources.GROUPS:
+        if request.match_info["group"] not in resources.GROUPS or \
+                request.match_info["group"] in self.hidden:
             raise _not_found_path()
         return respond(resources.api_group(request.match_info["group"]))
 
     async def _discovery(self, request: web.Request) -> web.Response:
+        if request.match_info.get("group", "") in self.hidden:
+            raise _not_found_path()
         body = resources.resource_list(request.match_info.get("group", ""),
                                        request.match_info["version"])
         if body is None:

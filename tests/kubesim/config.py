@@ -52,6 +52,9 @@ class KubeSimConfig:
     # Enforce RBAC on every request (the kubeconfig's token is cluster-admin; ServiceAccount
     # tokens from TokenRequest get what their Roles grant). Off: any known token may do all.
     rbac: bool = False
+    # Serve Kueue's LocalQueue/ClusterQueue (kueue.x-k8s.io/v1beta1) with their CRDs listed;
+    # off, the group is absent as on a cluster without Kueue. Stored only: nothing admits.
+    kueue: bool = False
     history_limit: int = 10000
     default_watch_timeout: int = 1800
     bookmark_interval: float = 30.0

@@ -77,6 +77,17 @@ SELF_SUBJECT_REVIEWS = ResourceType("authentication.k8s.io", "v1", "selfsubjectr
                                     "SelfSubjectReview", "", namespaced=False,
                                     verbs=("create",))
 REVIEWS = (SELF_ACCESS_REVIEWS, SELF_RULES_REVIEWS, SELF_SUBJECT_REVIEWS)
+# Stored without behaviour, for checks that read them (`jupyter kremote doctor`).
+NETWORKPOLICIES = ResourceType("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy",
+                               "networkpolicy", short_names=("netpol",))
+CRDS = ResourceType("apiextensions.k8s.io", "v1", "customresourcedefinitions",
+                    "CustomResourceDefinition", "customresourcedefinition", namespaced=False,
+                    short_names=("crd", "crds"), subresources=("status",))
+KUEUE = "kueue.x-k8s.io"  # served only with KubeSimConfig.kueue (its CRDs installed)
+LOCALQUEUES = ResourceType(KUEUE, "v1beta1", "localqueues", "LocalQueue", "localqueue",
+                           short_names=("queue", "queues", "lq"), subresources=("status",))
+CLUSTERQUEUES = ResourceType(KUEUE, "v1beta1", "clusterqueues", "ClusterQueue", "clusterqueue",
+                             namespaced=False, short_names=("cq",), subresources=("status",))
 # Subresources served by another group/kind (discovery names them so, and kubectl drain looks
 # for pods/eviction of kind Eviction in group policy).
 SUBRESOURCE_KINDS = {"eviction": ("policy", "v1", "Eviction", ["create"]),
@@ -85,14 +96,16 @@ SUBRESOURCE_KINDS = {"eviction": ("policy", "v1", "Eviction", ["create"]),
 
 ALL: tuple[ResourceType, ...] = (PODS, SECRETS, CONFIGMAPS, EVENTS, NAMESPACES, NODES, JOBS,
                                  SERVICEACCOUNTS, RESOURCEQUOTAS, EVENTS_V1, ROLES, CLUSTERROLES,
-                                 ROLEBINDINGS, CLUSTERROLEBINDINGS, *REVIEWS)
+                                 ROLEBINDINGS, CLUSTERROLEBINDINGS, *REVIEWS, NETWORKPOLICIES,
+                                 CRDS, LOCALQUEUES, CLUSTERQUEUES)
 # What the store holds (EVENTS_V1 is a view of EVENTS; reviews are never stored).
 STORED: tuple[ResourceType, ...] = tuple(rt for rt in ALL
                                          if rt is not EVENTS_V1 and rt not in REVIEWS)
 _BY_PATH = {(rt.group, rt.version, rt.plural): rt for rt in ALL}
 _BY_KIND = {(rt.api_version, rt.kind): rt for rt in ALL}
 GROUPS = {"batch": ("v1",), "events.k8s.io": ("v1",), _RBAC: ("v1",), _AUTHZ: ("v1",),
-          "authentication.k8s.io": ("v1",)}
+          "authentication.k8s.io": ("v1",), "networking.k8s.io": ("v1",),
+          "apiextensions.k8s.io": ("v1",), KUEUE: ("v1beta1",)}
 
 
 def lookup(group: str, version: str, plural: str) -> ResourceType | None:
@@ -116,9 +129,9 @@ def api_group(name: str) -> dict[str, Any]:
             "preferredVersion": versions[0]}
 
 
-def api_group_list() -> dict[str, Any]:
-    """GET /apis."""
-    groups = [api_group(name) for name in GROUPS]
+def api_group_list(hidden: tuple[str, ...] = ()) -> dict[str, Any]:
+    """GET /apis (without the `hidden` groups: CRDs not installed)."""
+    groups = [api_group(name) for name in GROUPS if name not in hidden]
     for g in groups:
         del g["kind"], g["apiVersion"]
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}

@@ -27,7 +27,18 @@ from .jobs import JobController
 from .kubeconfig import kubeconfig_dict, write_kubeconfig
 from .kubelet import Kubelet
 from .rbac import Authorizer, bootstrap_policy
-from .resources import NAMESPACES, NODES, SERVICEACCOUNTS, STORED, by_kind
+from .resources import (
+    CLUSTERQUEUES,
+    CRDS,
+    KUEUE,
+    LOCALQUEUES,
+    NAMESPACES,
+    NODES,
+    SERVICEACCOUNTS,
+    STORED,
+    ResourceType,
+    by_kind,
+)
 from .scheduler import NodeSpec, Scheduler
 from .store import Store
 from .tls import make_certificate
@@ -106,6 +117,7 @@ class KubeSim:
             self.https_url = f"https://{cfg.host}:{self._runner.addresses[-1][1]}"
         self.api.server_address = f"{cfg.host}:{port}"
         self.kubelet.api_port = port
+        self.set_kueue(cfg.kueue)
         self._manager.start()
         return self
 
@@ -167,6 +179,20 @@ class KubeSim:
             raise TypeError(f"kubesim does not serve {obj.get('apiVersion')} "
                             f"{obj.get('kind')}")
         return self.store.create(rt, prepare_create(rt, obj))
+
+    def set_kueue(self, installed: bool = True) -> None:
+        """Install (or remove) Kueue's API: its CRDs listed, kueue.x-k8s.io served (stored
+        LocalQueues and ClusterQueues; nothing admits workloads)."""
+        assert self.api is not None
+        self.config.kueue = installed
+        self.api.hidden = () if installed else (KUEUE,)
+        for rt in (LOCALQUEUES, CLUSTERQUEUES):
+            name = f"{rt.plural}.{rt.group}"
+            present = self.store.peek(CRDS, "", name) is not None
+            if installed and not present:
+                self.store.create(CRDS, prepare_create(CRDS, _crd(rt)))
+            elif not installed and present:
+                self.store.remove(CRDS, "", name)
 
     def service_account_token(self, namespace: str, name: str,
                               expiration_seconds: int = 3600) -> str:
@@ -305,6 +331,19 @@ class KubeSim:
                                         for o in self.store.iter_objects(rt)] for rt in STORED},
                 "processes": self.processes(), "watches": self.store.watch_count,
                 "errors": [dataclasses.asdict(r) for r in self.injector.rules]}
+
+
+def _crd(rt: ResourceType) -> dict[str, Any]:
+    names = {"plural": rt.plural, "singular": rt.singular, "kind": rt.kind,
+             "listKind": f"{rt.kind}List", "shortNames": list(rt.short_names)}
+    return {"metadata": {"name": f"{rt.plural}.{rt.group}"},
+            "spec": {"group": rt.group, "names": names,
+                     "scope": "Namespaced" if rt.namespaced else "Cluster",
+                     "versions": [{"name": rt.version, "served": True, "storage": True,
+                                   "subresources": {"status": {}}}]},
+            "status": {"acceptedNames": names, "storedVersions": [rt.version],
+                       "conditions": [{"type": "Established", "status": "True",
+                                       "reason": "InitialNamesAccepted"}]}}
 
 
 class KubeSimThread:
