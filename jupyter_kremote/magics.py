@@ -653,6 +653,8 @@ def show_error(shell, etype, value, tb, tb_offset=None):
     """Custom exception display: remote tracebacks as the agent saw them; our own errors
     as one line, without kernel-side frames a user cannot act on."""
     if isinstance(value, RemoteError):
+        if value.ename == "UsageError":  # as IPython shows one: the agent's stderr line
+            return []                    # ("UsageError: ...") already said it, no error
         stb = list(value.remote_traceback) or [f"{value.ename}: {value.evalue}"]
     else:
         stb = [f"{etype.__name__}: {value}"]

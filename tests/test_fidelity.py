@@ -42,6 +42,8 @@ CELLS = [
     "def g():\n  return 1\n   y = 2",
     "%xmode Plain",
     "undefined_name",
+    "f(2)",  # frames of two cells
+    "%nosuchmagic 1",  # UsageError: a stderr line
     "%xmode Context",
     "ip = get_ipython()\ntype(ip).__name__, hasattr(ip, 'kernel'), 'IPKernelApp' in ip.config",
     "%matplotlib\nplt.plot([1, 2]);",

@@ -105,6 +105,9 @@ def test_failing_magic_leaves_the_shell_working(shell):
     assert reply["status"] == "error"
     reply, msgs = shell.remote("get_ipython().enable_gui('qt')\nran = True")
     assert reply["ename"] == "UsageError" and "use %matplotlib inline" in reply["evalue"]
+    # as IPython shows a UsageError: one stderr line, no traceback
+    assert kinds(msgs) == ["stderr"], msgs
+    assert msgs[-1]["text"].startswith("UsageError: %matplotlib qt: a window cannot open")
     # a cell of IPython syntax ending in ";" must not silence the next cells' values
     reply, msgs = shell.remote("%time y = 1\nlen([]);")
     assert reply["status"] == "ok"

@@ -15,11 +15,15 @@ import io
 import os
 import re
 import sys
+import tempfile
 import threading
+import zlib
 from collections.abc import Callable
 from typing import Any
 
 Emit = Callable[[str, dict[str, Any]], None]
+#: where cells seem to live (nothing is written there): ipykernel's naming, ours
+_CELL_DIR = os.path.join(tempfile.gettempdir(), f"kremote_{os.getpid()}")
 #: what makes a cell need IPython's transformers: magics, shell escapes, help, await
 _IPYTHON_SYNTAX = re.compile(r"^\s*[%!?]|=\s*[%!]|\?\s*$|\bawait\b|^\s*get_ipython", re.MULTILINE)
 
@@ -104,6 +108,7 @@ class CellRunner:
         err = _StreamWriter("stderr", self._emit, self._real[1])
         sys.stdout, sys.stderr = out, err
         self.shell.displayhook.cell_source = code
+        self.shell.last_traceback_lines = []  # a UsageError shows none: none stale either
         try:
             if _IPYTHON_SYNTAX.search(code):
                 result = self.shell.run_cell(code, store_history=True, silent=False)
@@ -162,7 +167,9 @@ class CellRunner:
                     shell.execution_count += 1
         except BaseException as exc:  # noqa: BLE001 - reported like IPython does, agent lives
             tb = exc.__traceback__
-            shell.showtraceback((type(exc), exc, tb.tb_next if tb else None))  # cell frames only
+            # cell frames only: without this function's, and no further frame skipped (the
+            # Plain mode's tb_offset of 1 is for run_code's frame, not here)
+            shell.showtraceback((type(exc), exc, tb.tb_next if tb else None), tb_offset=0)
             return exc
         return None
 
@@ -179,6 +186,7 @@ class CellRunner:
 
 def _make_shell(publish: Callable[..., None]) -> Any:
     """An InteractiveShell wired to ``publish`` for display and displayhook output."""
+    from IPython.core.compilerop import CachingCompiler
     from IPython.core.displayhook import DisplayHook
     from IPython.core.displaypub import DisplayPublisher
     from IPython.core.error import UsageError
@@ -212,12 +220,22 @@ def _make_shell(publish: Callable[..., None]) -> Any:
         def finish_displayhook(self):
             sys.stdout.flush()
 
+    class CellCompiler(CachingCompiler):
+        """Cells named like files (``<tmp>/kremote_<pid>/<hash>.py``), as ipykernel names
+        them: tracebacks then show a frame's scope (its ``def`` line) as in a kernel, which
+        stack_data does not for ``<ipython-input-...>`` names."""
+
+        def get_code_name(self, raw_code, transformed_code, number):
+            digest = zlib.crc32(f"{number}\0{raw_code}".encode())
+            return os.path.join(_CELL_DIR, f"{digest}.py")
+
     class ZMQInteractiveShell(InteractiveShell):
         """Named like ipykernel's shell: libraries (tqdm, rich, plotly...) test
         ``get_ipython().__class__.__name__`` to know they run in a notebook."""
 
         displayhook_class = Type(WireDisplayHook)
         display_pub_class = Type(WireDisplayPublisher)
+        compiler_class = Type(CellCompiler)
         kernel = AnyTrait(None)  # ipykernel's shells have one; code tests hasattr()
         last_traceback_lines: list[str] = []
 
