@@ -45,6 +45,13 @@ class KubeSettings:
         "KREMOTE_GPU_TYPE_LABEL", "nvidia.com/gpu.product"))
     user: str = field(default_factory=lambda: os.environ.get("JUPYTERHUB_USER")
                       or os.environ.get("USER") or "user")
+    #: seconds an ErrImagePull / ImagePullBackOff may last before the start fails (a
+    #: registry hiccup clears by itself; a wrong image name does not)
+    image_pull_grace: float = field(default_factory=lambda: float(os.environ.get(
+        "KREMOTE_IMAGE_PULL_GRACE", "10")))
+    #: the watches' server timeoutSeconds (the client gives up a little after it)
+    watch_timeout: int = field(default_factory=lambda: int(os.environ.get(
+        "KREMOTE_WATCH_TIMEOUT", "60")))
 
 
 class KubeLoop:
@@ -168,9 +175,10 @@ async def retry(call: Callable[[], Awaitable[T]], what: str, attempts: int = 6,
     return None
 
 
-#: seconds the client waits for a watch beyond the server's timeoutSeconds before it gives
-#: up on a silently stalled connection and watches again
-WATCH_MARGIN = 10
+def watch_limit(timeout_seconds: int) -> float:
+    """The client's timeout for a watch: above the server's ``timeoutSeconds``, so a silently
+    stalled connection ends and the watch starts again."""
+    return timeout_seconds + min(10.0, max(2.0, timeout_seconds / 6))
 
 
 class Reflector:
@@ -201,8 +209,7 @@ class Reflector:
         from kubernetes_asyncio import watch
 
         backoff = 0.2
-        limit = aiohttp.ClientTimeout(total=self.timeout_seconds + WATCH_MARGIN,
-                                      sock_connect=WATCH_MARGIN)
+        limit = aiohttp.ClientTimeout(total=watch_limit(self.timeout_seconds), sock_connect=10)
         while True:
             try:
                 if self.resource_version is None:
@@ -225,7 +232,7 @@ class Reflector:
             except asyncio.TimeoutError:  # the connection stalled: watch again from here
                 log.info("watch of %s stalled past %ss; watching again",
                          getattr(self.list_fn, "__name__", "objects"),
-                         self.timeout_seconds + WATCH_MARGIN)
+                         watch_limit(self.timeout_seconds))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - watches must never stop silently

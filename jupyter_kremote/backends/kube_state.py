@@ -15,13 +15,24 @@ from typing import Any
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 #: container waiting reasons after which the pod will not run an agent without a fix
 FATAL_WAITING = {
-    "ErrImagePull": "the image could not be pulled",
-    "ImagePullBackOff": "the image could not be pulled",
     "InvalidImageName": "the image name is not valid",
     "CreateContainerConfigError": "a Secret or ConfigMap it needs is missing",
     "CreateContainerError": "the container could not be created",
     "CrashLoopBackOff": "the container keeps crashing",
     "RunContainerError": "the container could not start",
+}
+#: waiting reasons that may clear by themselves (a registry hiccup): fatal after a grace
+PULL_WAITING = {
+    "ErrImagePull": "the image could not be pulled",
+    "ImagePullBackOff": "the image could not be pulled",
+}
+#: DisruptionTarget reasons (Kubernetes >= 1.26) as a user reads them
+DISRUPTIONS = {
+    "PreemptionByScheduler": "was preempted by the scheduler for a higher-priority pod",
+    "DeletionByTaintManager": "was evicted from its node by a NoExecute taint",
+    "EvictionByEvictionAPI": "was evicted through the Eviction API (kubectl drain, autoscaler)",
+    "TerminationByKubelet": "was evicted by its node's kubelet",
+    "DeletionByPodGC": "was deleted by the pod garbage collector (its node is gone)",
 }
 
 
@@ -47,12 +58,36 @@ def _container(pod: dict[str, Any]) -> dict[str, Any]:
     return statuses[0] if statuses else {}
 
 
+def disruption(pod: dict[str, Any]) -> str | None:
+    """The DisruptionTarget condition as a sentence, or None."""
+    for cond in pod.get("status", {}).get("conditions") or []:
+        if cond.get("type") == "DisruptionTarget" and cond.get("status") == "True":
+            reason = cond.get("reason") or ""
+            what = DISRUPTIONS.get(reason, f"was disrupted ({reason})")
+            msg = cond.get("message")
+            return f"pod {name_of(pod)} {what}" + (f": {msg}" if msg else "")
+    return None
+
+
+def pull_failure(pod: dict[str, Any]) -> str | None:
+    """ErrImagePull / ImagePullBackOff as a sentence (fatal only after a grace)."""
+    waiting = (_container(pod).get("state") or {}).get("waiting") or {}
+    reason = waiting.get("reason")
+    if reason not in PULL_WAITING:
+        return None
+    msg = waiting.get("message", "")
+    return f"pod {name_of(pod)}: {reason}: {PULL_WAITING[reason]}" + (f" ({msg})" if msg else "")
+
+
 def pod_failure(pod: dict[str, Any]) -> str | None:
     """Why this pod cannot run (or stopped running) its agent; None while it may."""
     status = pod.get("status", {})
     name = name_of(pod)
     if status.get("reason") == "Evicted":
         return f"pod {name} was evicted: {status.get('message', '')}".rstrip(": ")
+    disrupted = disruption(pod)
+    if disrupted:  # before the exit code: a disrupted agent exits 0 on SIGTERM
+        return disrupted
     if status.get("reason") == "DeadlineExceeded":
         return f"pod {name} reached its deadline (the cluster's TTL ran out)"
     state = _container(pod).get("state") or {}
@@ -102,8 +137,10 @@ def pod_ip(pod: dict[str, Any]) -> str | None:
 
 
 def job_failure(job: dict[str, Any]) -> str | None:
+    """Failed, or FailureTarget (since Kubernetes 1.31 Failed comes only once the pods are
+    gone; in between, the pods end and their exit codes must not be read as the cause)."""
     for cond in job.get("status", {}).get("conditions") or []:
-        if cond.get("type") == "Failed" and cond.get("status") == "True":
+        if cond.get("type") in ("Failed", "FailureTarget") and cond.get("status") == "True":
             if cond.get("reason") == "DeadlineExceeded":
                 return "its TTL ran out (Job DeadlineExceeded)"
             return f"the Job failed: {cond.get('reason')}: {cond.get('message', '')}".rstrip(": ")
@@ -130,13 +167,26 @@ class ClusterState:
     #: guards ``pods`` and ``events``: the loop thread writes while kernel threads read
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    #: the last known state of pods that were deleted (to say why they went)
+    gone: dict[str, dict[str, Any]] = field(default_factory=dict)
+
     def on_pod(self, kind: str, pod: dict[str, Any]) -> None:
         with self.lock:
             if kind == "DELETED":
-                self.pods.pop(name_of(pod), None)
+                last = self.pods.pop(name_of(pod), None)
+                self.gone[name_of(pod)] = pod if disruption(pod) or last is None else \
+                    (last if disruption(last) else pod)
             else:
                 self.pods[name_of(pod)] = pod
+                self.gone.pop(name_of(pod), None)
         self.changed.set()
+
+    def pod_named(self, name: str) -> tuple[dict[str, Any] | None, bool]:
+        """(the pod's last known state, whether it still exists)."""
+        with self.lock:
+            if name in self.pods:
+                return self.pods[name], True
+            return self.gone.get(name), False
 
     def pod_list(self) -> list[dict[str, Any]]:
         """A snapshot of the pods (never iterate ``pods`` itself from another thread)."""
@@ -156,6 +206,17 @@ class ClusterState:
         if name_of(job) == self.job_name and kind != "DELETED":
             self.job = job
             self.changed.set()
+
+    def refused(self) -> str | None:
+        """The message of a FailedCreate event on the Job: Kubernetes will not make its pods
+        (PodSecurity, a ResourceQuota, a missing service account...)."""
+        with self.lock:
+            events = list(self.events.values())
+        for ev in sorted(events, key=_event_time, reverse=True):
+            obj = ev.get("involvedObject") or ev.get("regarding") or {}
+            if ev.get("reason") == "FailedCreate" and obj.get("name") == self.job_name:
+                return ev.get("message") or ev.get("note") or "FailedCreate"
+        return None
 
     def by_rank(self) -> dict[int, dict[str, Any]]:
         """The newest pod of each rank."""

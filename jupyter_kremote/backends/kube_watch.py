@@ -30,13 +30,17 @@ class NamespaceWatch:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.events: dict[str, dict[str, Any]] = {}
         self._mutex = threading.Lock()
+        timeout = kl.settings.watch_timeout
         self.tasks = [
             kl.spawn(Reflector(kl.core.list_namespaced_pod, namespace, self._on_pod,
-                               label_selector=SELECTOR).run()),
+                               label_selector=SELECTOR, timeout_seconds=timeout).run()),
             kl.spawn(Reflector(kl.batch.list_namespaced_job, namespace, self._on_job,
-                               label_selector=SELECTOR).run()),
-            kl.spawn(Reflector(kl.core.list_namespaced_event, namespace, self._on_event).run()),
-        ]
+                               label_selector=SELECTOR, timeout_seconds=timeout).run()),
+        ] + [  # events of the Jobs and of the pods only, by field selector
+            kl.spawn(Reflector(kl.core.list_namespaced_event, namespace, self._on_event,
+                               field_selector=f"involvedObject.kind={kind}",
+                               timeout_seconds=timeout).run())
+            for kind in ("Job", "Pod")]
 
     @classmethod
     def register(cls, kl: KubeLoop, namespace: str, label: str, state: ClusterState) -> None:

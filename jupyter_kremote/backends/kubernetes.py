@@ -17,7 +17,7 @@ import queue
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -41,11 +41,13 @@ from .base import ClusterHandle, StartRequest
 from .kube_api import KubeLoop, KubeSettings, api_message, api_status, retry
 from .kube_state import (
     ClusterState,
+    disruption,
     job_failure,
     name_of,
     pod_failure,
     pod_ip,
     pod_stage,
+    pull_failure,
     unschedulable,
 )
 from .kube_watch import NamespaceWatch
@@ -66,6 +68,7 @@ class _Kube:
     secret: str
     state: ClusterState
     watched: bool = False  # registered with the namespace's shared watch
+    pods: dict[int, str] = field(default_factory=dict)  # rank -> the pod its agent runs in
 
 
 class KubernetesBackend:
@@ -195,6 +198,7 @@ class KubernetesBackend:
         except BaseException:
             self._unwatch(kube)
             raise
+        kube.pods = {r: name_of(p) for r, p in running.items()}
         status = job.get("status", {})
         began = _parse_time(status.get("startTime") or meta["creationTimestamp"])
         ttl = job.get("spec", {}).get("activeDeadlineSeconds") or 3600
@@ -237,16 +241,30 @@ class KubernetesBackend:
         end = time.monotonic() + timeout
         last_line = ""
         client: ClusterClient | None = None
+        pulling: dict[str, float] = {}  # pod -> when its image pull first failed
+        grace = self.settings.image_pull_grace
         try:
             while True:
                 kube.state.changed.wait(0.2)
                 kube.state.changed.clear()
                 pods = kube.state.by_rank()
+                refused = kube.state.refused()
+                if refused:  # FailedCreate: no pod will come (PodSecurity, quota, account)
+                    raise ClusterStartError(self._failure(
+                        request, kube, f"Kubernetes refused to create the pods: {refused}"))
                 failure = None
+                now = time.monotonic()
                 for rank, pod in sorted(pods.items()):  # the pod's own reason is the clearest
                     failure = pod_failure(pod)
                     if failure:
                         failure = f"rank {rank}: {failure}" + self._log_tail(kube, pod)
+                        break
+                    pull = pull_failure(pod)
+                    if pull is None:
+                        pulling.pop(name_of(pod), None)
+                    elif now - pulling.setdefault(name_of(pod), now) >= grace:
+                        failure = (f"rank {rank}: {pull}; still failing after "
+                                   f"KREMOTE_IMAGE_PULL_GRACE={grace:g}s")
                         break
                 failure = failure or job_failure(kube.state.job)
                 if failure:
@@ -262,6 +280,7 @@ class KubernetesBackend:
                         client = ClusterClient(key, self._endpoints(running, curve_public),
                                                lambda r: None)
                     if len(client.control("ping", timeout=0.5)) == count:
+                        kube.pods = {r: name_of(p) for r, p in running.items()}
                         return self._endpoints(running, curve_public)
                 if time.monotonic() > end:
                     stuck = next((m for m in map(unschedulable, pods.values()) if m), None)
@@ -301,7 +320,15 @@ class KubernetesBackend:
         job_failed = job_failure(kube.state.job)
         if job_failed and "TTL" in job_failed:
             return f"ended: {job_failed}"
-        pod = kube.state.by_rank().get(rank)
+        name = kube.pods.get(rank)
+        if name is not None:  # the pod this rank's agent runs in, even if since replaced
+            pod, exists = kube.state.pod_named(name)
+            if not exists:
+                why = (disruption(pod) if pod else None) or job_failed or \
+                    f"its pod {name} was deleted"
+                return f"ended: {why}"
+        else:
+            pod = kube.state.by_rank().get(rank)
         failure = pod_failure(pod) if pod is not None else (job_failed or "its pod is gone")
         failure = failure or job_failed
         return f"ended: {failure}" if failure else None
