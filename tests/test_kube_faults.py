@@ -9,7 +9,6 @@ import subprocess
 import threading
 
 import pytest
-
 from conftest import wait_for
 from test_kubernetes import REAL, kkernel, managed, sim  # noqa: F401 - fixtures
 
@@ -24,7 +23,7 @@ def short_watches(monkeypatch):
 
 def kubectl(admin: str, *args: str) -> str:
     out = subprocess.run(["kubectl", "--kubeconfig", admin, *args], capture_output=True,
-                         text=True, timeout=60)
+                         text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -99,7 +98,7 @@ def test_pod_deleted_while_the_watch_stalled_fails_the_cell(kkernel, sim):  # no
 
     def gone() -> bool:
         return subprocess.run(["kubectl", "--kubeconfig", sim.admin, "get", "pod", pod],
-                              capture_output=True, timeout=30).returncode != 0
+                              capture_output=True, timeout=30, check=False).returncode != 0
 
     assert wait_for(gone, 30)  # its agent ended with it
     sim.ks.call("compact")
