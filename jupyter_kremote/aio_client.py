@@ -28,6 +28,8 @@ from .client import (
 from .errors import AgentDied, ClusterTimeout
 from .protocol import Message, ProtocolError, Signer, send
 
+#: how long a lone request waits on its socket before handing over to the event loop
+SPIN_MS = 1
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 
@@ -161,6 +163,14 @@ class AsyncClusterClient:
         try:
             for r in ranks:
                 self._send(self.channels[r].data, r, frames)
+            if len(ranks) == 1 and len(self._calls) == 1:
+                # nothing else in flight: wait briefly on the socket itself, as the
+                # synchronous client does, so that a quick reply costs no trip through
+                # the event loop; then read what came (poll may have taken the FD's
+                # edge, so look in any case). Longer requests continue on the loop.
+                sock = self.channels[ranks[0]].data
+                sock.poll(SPIN_MS)
+                self._readable(sock, ranks[0])
             await self._wait(loop, call)
         finally:
             del self._calls[msg_id]
