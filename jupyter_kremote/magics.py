@@ -113,10 +113,13 @@ def cluster_options(args: argparse.Namespace | None, env: dict[str, str]) -> Clu
 class _Result:
     """The remote cell's last value, shown as this cell's Out[n]."""
 
-    def __init__(self, bundle: dict[str, Any]) -> None:
+    def __init__(self, bundle: dict[str, Any], errors: list[dict[str, Any]] | None = None) -> None:
         self.bundle = bundle
+        self.errors = errors or []
 
     def _repr_mimebundle_(self, include=None, exclude=None):
+        for content in self.errors:  # a formatter failed on the agent: shown while the
+            _show_remote_error(content)  # kernel shows Out[n], so the cell fails as locally
         return self.bundle
 
     def __repr__(self) -> str:
@@ -131,6 +134,7 @@ class _Output:
         self.comms = comms
         self.line_start: dict[tuple[int, str], bool] = defaultdict(lambda: True)
         self.results: dict[int, dict[str, Any]] = {}
+        self.result_errors: list[dict[str, Any]] = []  # formatter errors of the last value
         #: single rank: what came after the last value (figures shown at the cell's end),
         #: shown after Out[n] as a local kernel does (see replay)
         self.after: list[tuple[int, Message]] = []
@@ -166,6 +170,11 @@ class _Output:
                                      update=bool(msg.content.get("update")))
         elif msg.kind == "comm" and self.comms is not None:
             self.comms.from_agent(rank, msg)
+        elif msg.kind == "error":  # a traceback the remote cell went on after
+            if msg.content.get("in_result") and not self.label:
+                self.result_errors.append(msg.content)
+            else:
+                _show_remote_error(msg.content)
 
     def _labelled(self, rank: int, name: str, text: str) -> str:
         if not self.label:
@@ -267,7 +276,11 @@ class RemoteMagics(Magics):
             bundle = output.results.get(targets[0])
             if output.after:  # after the kernel's displayhook has shown Out[n]
                 self._after_cell(output.replay)
-            return _Result(bundle) if bundle else None
+            if not bundle:
+                for content in output.result_errors:
+                    _show_remote_error(content)
+                return None
+            return _Result(bundle, output.result_errors)
         from IPython.display import publish_display_data
 
         for r, bundle in sorted(output.results.items()):
@@ -647,6 +660,20 @@ def _split(text: str) -> list[str]:
     from IPython.utils.process import arg_split
 
     return arg_split(text, posix=True)
+
+
+def _show_remote_error(content: dict[str, Any]) -> None:
+    """An error output for a remote traceback, as the kernel publishes its own."""
+    from IPython import get_ipython
+
+    ename = str(content.get("ename") or "RemoteError")
+    error = RemoteError.from_reply(0, content)
+    stb = list(content.get("traceback") or []) or [f"{ename}: {error.evalue}"]
+    shell = get_ipython()
+    if shell is not None:
+        shell._showtraceback(type(error), error, stb)
+    else:
+        print("\n".join(stb), file=sys.stderr)
 
 
 def show_error(shell, etype, value, tb, tb_offset=None):

@@ -44,6 +44,9 @@ CELLS = [
     "undefined_name",
     "f(2)",  # frames of two cells
     "%nosuchmagic 1",  # UsageError: a stderr line
+    ("class Bad:\n    def _repr_html_(self):\n        raise AttributeError('no html')\n"
+     "    def __repr__(self):\n        return 'Bad()'\nBad()"),  # error, then Out[n]
+    "display(Bad())\nprint('goes on')",  # an error output, the cell goes on
     "%xmode Context",
     "ip = get_ipython()\ntype(ip).__name__, hasattr(ip, 'kernel'), 'IPKernelApp' in ip.config",
     "%matplotlib\nplt.plot([1, 2]);",

@@ -195,3 +195,18 @@ def test_xmode_applies_to_remote_tracebacks(shell):
                 reply["execution_count"]), "    1/0", "", "ZeroDivisionError: division by zero"]
     finally:
         shell.remote("%xmode Context")
+
+
+def test_a_failing_formatter_shows_an_error_as_in_a_kernel(shell):
+    shell.remote("class Bad:\n"
+                 "    def _repr_html_(self):\n        raise AttributeError('no html')\n"
+                 "    def __repr__(self):\n        return 'Bad()'")
+    # the cell's value: the error output, then Out[n] from text/plain, and the cell fails
+    reply, msgs = shell.remote("Bad()")
+    assert kinds(msgs) == ["error", "execute_result:text/plain"], msgs
+    assert msgs[0]["ename"] == "AttributeError" and reply["status"] == "error"
+    assert "raise AttributeError('no html')" in traceback(msgs)
+    # display(): an error output, and the cell goes on
+    reply, msgs = shell.remote("display(Bad())\nprint('goes on')")
+    assert kinds(msgs) == ["error", "display_data:text/plain", "stdout"], msgs
+    assert reply["status"] == "ok"

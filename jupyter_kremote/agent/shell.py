@@ -78,7 +78,7 @@ class CellRunner:
 
     def __init__(self, emit: Emit) -> None:
         self._emit = emit
-        self.shell = _make_shell(self._publish_display)
+        self.shell = _make_shell(self._publish_display, self._publish_error)
         self.user_ns = self.shell.user_ns
         self._real = (sys.stdout, sys.stderr)
         os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
@@ -93,6 +93,12 @@ class CellRunner:
         if update:
             content["update"] = True
         self._emit("display", content)
+
+    def _publish_error(self, content: dict[str, Any]) -> None:
+        """A traceback shown while the cell goes on (a failing ``_repr_html_``): an error
+        output now, as ipykernel publishes one, not the cell's own error."""
+        self._flush_streams()
+        self._emit("error", content)
 
     def _flush_streams(self) -> None:
         for stream in (sys.stdout, sys.stderr):
@@ -169,7 +175,8 @@ class CellRunner:
             tb = exc.__traceback__
             # cell frames only: without this function's, and no further frame skipped (the
             # Plain mode's tb_offset of 1 is for run_code's frame, not here)
-            shell.showtraceback((type(exc), exc, tb.tb_next if tb else None), tb_offset=0)
+            shell.showtraceback((type(exc), exc, tb.tb_next if tb else None), tb_offset=0,
+                                running_compiled_code=True)
             return exc
         return None
 
@@ -184,7 +191,7 @@ class CellRunner:
         flush_figures()
 
 
-def _make_shell(publish: Callable[..., None]) -> Any:
+def _make_shell(publish: Callable[..., None], publish_error: Callable[..., None]) -> Any:
     """An InteractiveShell wired to ``publish`` for display and displayhook output."""
     from IPython.core.compilerop import CachingCompiler
     from IPython.core.displayhook import DisplayHook
@@ -205,6 +212,14 @@ def _make_shell(publish: Callable[..., None]) -> Any:
         """Sends the last expression's value as an execute result bundle."""
 
         cell_source = ""  # the running cell: a trailing ";" hides its value
+        active = False  # formatting a value: a formatter's error fails the cell
+
+        def __call__(self, result=None):
+            self.active = True
+            try:
+                return super().__call__(result)
+            finally:
+                self.active = False
 
         def quiet(self):
             if self.exec_result is None:  # the fast path, outside shell.run_cell: judge
@@ -273,9 +288,26 @@ def _make_shell(publish: Callable[..., None]) -> Any:
                                  "use %matplotlib inline (figures are shown in the notebook)")
             self.active_eventloop = gui
 
+        _going_on = False  # showtraceback of an error the cell goes on after
+
+        def showtraceback(self, exc_tuple=None, *args, running_compiled_code=False, **kw):
+            # formatters report their errors with an exc_info and go on; the cell's own
+            # error comes from run_code (running_compiled_code) or the fast path
+            self._going_on = exc_tuple is not None and not running_compiled_code
+            try:
+                super().showtraceback(exc_tuple, *args,
+                                      running_compiled_code=running_compiled_code, **kw)
+            finally:
+                self._going_on = False
+
         def _showtraceback(self, etype, evalue, stb):
-            self.last_traceback_lines = list(stb)
+            sys.stdout.flush()
             sys.stderr.flush()
+            if self._going_on:
+                publish_error({"ename": etype.__name__, "evalue": str(evalue),
+                               "traceback": list(stb), "in_result": self.displayhook.active})
+                return
+            self.last_traceback_lines = list(stb)
 
         def init_history(self):
             from IPython.core.history import HistoryManager
