@@ -70,10 +70,12 @@ class LocalCluster:
         self.options = ClusterOptions(count=count, backend=self.backend, env=dict(env or {}),
                                       ttl=self.ttl, connect_timeout=connect_timeout)
         self.files = list(files or [])
+        self._group_files: dict[str, list[str]] = {}  # a group spec's own files
         self.root = root
         self._specs: dict[str, ClusterOptions] = {}
         for group, spec in (groups or {}).items():
             self._specs[check_group_name(group)] = self._options(spec)
+            self._group_files[group] = list(spec.files)
         if not self._specs:
             self._specs[DEFAULT_GROUP] = self.options
         self._groups: GroupSet | None = None
@@ -105,8 +107,7 @@ class LocalCluster:
         try:
             await groups.start(self._specs)
             for g in groups:
-                if self.files:
-                    await self._ship(g, g.cluster.files.explicit(self.files))
+                await self._ship_files(g)
         except BaseException:
             groups.close_clients()
             await asyncio.to_thread(groups.shutdown)
@@ -121,9 +122,9 @@ class LocalCluster:
         Every agent (old and new) then knows every group's addresses."""
         name = check_group_name(name)
         options = self._options(spec or PodSpec())
+        self._group_files[name] = list((spec or PodSpec()).files)
         g = await self.groups.add(name, options)
-        if self.files:
-            await self._ship(g, g.cluster.files.explicit(self.files))
+        await self._ship_files(g)
         return g.ranks
 
     async def __aenter__(self) -> LocalCluster:
@@ -252,6 +253,12 @@ class LocalCluster:
         for g, _ in self.groups.targets(group, None):
             sent += await self._ship(g, g.cluster.files.explicit(list(paths)))
         return sent
+
+    async def _ship_files(self, g: Group) -> None:
+        """The cluster's files and the group spec's own, to a group that just started."""
+        paths = self.files + [p for p in self._group_files.get(g.name, []) if p not in self.files]
+        if paths:
+            await self._ship(g, g.cluster.files.explicit(paths))
 
     async def _ship(self, g: Group, entries: list[Any]) -> int:
         """Make ``entries`` present on the group's agents; returns the bytes sent."""
@@ -402,5 +409,6 @@ class KubeCluster(LocalCluster):
                          root=root, connect_timeout=spec.connect_timeout)
         if groups:
             self._specs = {check_group_name(g): self._options(s) for g, s in groups.items()}
+            self._group_files = {g: list(s.files) for g, s in groups.items()}
         else:
             self._specs = {DEFAULT_GROUP: self._options(spec)}

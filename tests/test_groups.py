@@ -104,8 +104,10 @@ async def test_remote_functions_ship_their_module_and_keep_tracebacks(swimmy):
 
 async def test_add_group_later_is_announced_to_everyone(swimmy):
     c, _ = swimmy
-    ranks = await c.add_group("eval", PodSpec(count=1))
+    ranks = await c.add_group("eval", PodSpec(count=1, files=["steps.py"]))
     assert ranks == [0]
+    assert await c.run("import os; os.path.exists('steps.py')", group="eval") == [
+        {"text/plain": "True"}]  # the group spec's own files
     addrs = await c.call(lambda: kremote.peers("eval"))
     assert len(addrs) == 4 and len({tuple(a) for a in addrs}) == 1
     assert await c.map(lambda x: x + 1, range(40), group="eval") == list(range(1, 41))
