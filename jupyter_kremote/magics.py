@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -23,6 +24,7 @@ from IPython.core.magic_arguments import (
 )
 
 from .client import Message
+from .display import Live, StartProgress, status_table, top_table
 from .errors import ClusterEnded, KRemoteError, RemoteError
 from .files import DEFAULT_MAX_FILE_SIZE, human_size, parse_size
 from .relay import CommRelay, StdinRelay, kernel_parent_id
@@ -343,11 +345,7 @@ class RemoteMagics(Magics):
         return self._start(name, cluster_options(args, env))
 
     def _start(self, name: str, options: ClusterOptions) -> Cluster:
-        t0 = time.perf_counter()
-
-        def progress(line: str) -> None:
-            print(f"[kremote] {line}", file=sys.stderr, flush=True)
-
+        progress = StartProgress(name, options.count, options.backend)
         try:
             cluster = self.session.ensure(name, options, progress=progress)
         except ClusterEnded:
@@ -356,9 +354,8 @@ class RemoteMagics(Magics):
             raise ClusterEnded(f"cluster {name!r} could not start: {exc}") from None
         for warning in cluster.warnings:
             print(f"[kremote] warning: {warning}", file=sys.stderr)
-        print(f"[kremote] cluster {name!r}: {options.count} {options.backend} agent(s) ready "
-              f"in {time.perf_counter() - t0:.2f}s, TTL {format_duration(options.ttl)}",
-              file=sys.stderr)
+        progress.ready(f"cluster {name!r}: {options.count} {options.backend} agent(s) ready "
+                       f"in {progress.elapsed:.2f}s, TTL {format_duration(options.ttl)}")
         return cluster
 
     def _ship(self, cluster: Cluster, cell: str, explicit: list[str], no_auto: bool,
@@ -417,44 +414,32 @@ class RemoteMagics(Magics):
         return handler(parser.parse_argstring(rest))
 
     def _cmd_status(self, args: argparse.Namespace) -> None:
-        if not self.session.clusters:
-            print("no clusters; a %%remote cell starts one")
-            return
-        for name, cluster in self.session.clusters.items():
-            if args.name and name != args.name:
-                continue
-            left = cluster.deadline - time.time()
-            state = f"ended ({cluster.ended})" if cluster.ended else (
-                f"TTL {format_duration(max(left, 0))} left")
-            held = " held by the Jupyter server" if cluster.shared else ""
-            print(f"cluster {name!r} [{cluster.options.backend}{held}] "
-                  f"{len(cluster.ranks)} agent(s), {state}")
-            print(f"  {'rank':>4}  {'state':<40} {'where':<36} dropped")
-            for row in cluster.status():
-                where = f"pid {row['pid']}" if "pid" in row else row.get("where", "-")
-                if row.get("node"):
-                    where += f" on {row['node']}"
-                print(f"  {row['rank']:>4}  {row['state']:<40} {where:<36} {row['dropped']}")
-
-    def _cmd_top(self, args: argparse.Namespace) -> None:
-        """CPU, memory and GPUs per agent, like ``arena top node``."""
+        """Each cluster and its ranks; ``--watch S`` refreshes in place until stopped."""
         if not self.session.clusters:
             print("no clusters; a %%remote cell starts one")
             return
         cluster = self._get(args.name)
-        rows = cluster.status()
+
+        def view() -> dict[str, str]:
+            return status_table(cluster).bundle()
+
+        _watch(view, args.watch)
+
+    def _cmd_top(self, args: argparse.Namespace) -> None:
+        """CPU, memory and GPUs per agent, like ``arena top node``; ``--watch S`` refreshes
+        in place until stopped."""
+        if not self.session.clusters:
+            print("no clusters; a %%remote cell starts one")
+            return
+        cluster = self._get(args.name)
         if cluster.telemetry():  # CPU use is over the time since the last sample: measure
             time.sleep(0.5)      # over the next half second, not since whenever that was
-        samples = cluster.telemetry()
-        left = cluster.deadline - time.time()
-        state = f"ended ({cluster.ended})" if cluster.ended else (
-            f"TTL {format_duration(max(left, 0))} left")
-        held = " held by the Jupyter server" if getattr(cluster, "shared", False) else ""
-        print(f"cluster {cluster.name!r} [{cluster.options.backend}{held}] "
-              f"{len(cluster.ranks)} agent(s), {state}")
-        print(_top_table(rows, samples, cluster.options), end="")
-        if any("gpus" not in samples.get(r["rank"], {}) for r in rows):
-            print("  GPU figures need nvidia-ml-py and a GPU on the agent")
+
+        def view() -> dict[str, str]:
+            rows = cluster.status()
+            return top_table(cluster, rows, cluster.telemetry()).bundle()
+
+        _watch(view, args.watch)
 
     def _cmd_push(self, args: argparse.Namespace) -> None:
         ns = self.shell.user_ns
@@ -602,9 +587,10 @@ def _parser(prog: str, *specs: tuple[tuple[str, ...], dict[str, Any]]) -> MagicA
 
 
 _RANK = (("--rank",), {"type": _ranks, "default": None})
+_WATCH = (("--watch",), {"type": _seconds, "default": None, "nargs": "?", "const": 1.0})
 _SUBPARSERS: dict[str, MagicArgumentParser] = {
-    "status": _parser("status"),
-    "top": _parser("top"),
+    "status": _parser("status", _WATCH),
+    "top": _parser("top", _WATCH),
     "push": _parser("push", (("names",), {"nargs": "+"}), _RANK),
     "pull": _parser("pull", (("names",), {"nargs": "+"}), _RANK),
     "logs": _parser("logs", _RANK, (("--tail",), {"type": int, "default": 200}),
@@ -623,37 +609,23 @@ for _p in _SUBPARSERS.values():
 
 def _top_table(rows: list[dict[str, Any]], samples: dict[int, dict[str, Any]],
                options: ClusterOptions) -> str:
-    """``%remote top``'s table: a line per agent, a further line per extra GPU."""
-    def used_of(used: Any, total: Any) -> str:
-        if used is None:
-            return "-"
-        return human_size(used) + ("" if total is None else f" / {human_size(total)}")
+    """``%remote top``'s rows as text (the table without its title)."""
+    cluster = argparse.Namespace(options=options, deadline=0.0, ended="", name="", ranks=[])
+    return top_table(cluster, rows, samples).text().split("\n", 1)[1]
 
-    head = ["RANK", "POD", "STATE", "CPU %", "MEMORY", "GPUS", "GPU", "UTIL %", "GPU MEMORY"]
-    right = {0, 3, 5, 6, 7}  # numbers align right
-    table = [head]
-    allocated = str(options.gpu) if options.backend != "local" or options.gpu else "-"
-    for row in rows:
-        sample = samples.get(row["rank"], {})
-        where = f"pid {row['pid']}" if "pid" in row else str(row.get("where", "-"))
-        cpu = sample.get("cpu_percent")
-        gpus = sample.get("gpus") or [{}]
-        for i, gpu in enumerate(gpus):
-            pod = [str(row["rank"]), where, str(row["state"]),
-                   "-" if cpu is None else f"{cpu:.1f}",
-                   used_of(sample.get("mem_bytes"), sample.get("mem_total_bytes")),
-                   allocated] if i == 0 else [""] * 6
-            table.append(pod + [
-                str(gpu.get("index", "-")),
-                "-" if gpu.get("util_percent") is None else str(gpu["util_percent"]),
-                used_of(gpu.get("mem_used_bytes"), gpu.get("mem_total_bytes"))])
-    widths = [max(len(r[c]) for r in table) for c in range(len(head))]
-    lines = []
-    for r in table:
-        cells = [v.rjust(w) if c in right else v.ljust(w)
-                 for c, (v, w) in enumerate(zip(r, widths))]
-        lines.append("  " + "  ".join(cells).rstrip() + "\n")
-    return "".join(lines)
+
+def _watch(view: Callable[[], dict[str, str]], every: float | None) -> None:
+    """Show ``view()``; with ``every``, refresh it in place until the stop button."""
+    live = Live()
+    live.show(view())
+    if not every:
+        return
+    try:
+        while True:
+            time.sleep(every)
+            live.show(view())
+    except KeyboardInterrupt:
+        pass  # the stop button ends the watch; the last table stays
 
 
 def _split(text: str) -> list[str]:

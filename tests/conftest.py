@@ -34,6 +34,14 @@ class CellResult:
                        if o["type"] == "stream" and o["name"] == "stderr")
 
     @property
+    def text(self) -> str:
+        """What a terminal would print: stdout, and each display's text/plain form."""
+        return "".join(o["text"] if o["type"] == "stream" else o["data"]["text/plain"] + "\n"
+                       for o in self.outputs
+                       if o["type"] == "stream" and o["name"] == "stdout"
+                       or o["type"].endswith("display_data") and "text/plain" in o["data"])
+
+    @property
     def error(self) -> dict[str, Any] | None:
         for o in self.outputs:
             if o["type"] == "error":
@@ -68,7 +76,8 @@ class Kernel:
                 outputs.append({"type": "stream", "name": c["name"], "text": c["text"],
                                 "t": time.monotonic()})
             elif kind in ("display_data", "execute_result", "update_display_data"):
-                outputs.append({"type": kind, "data": c["data"], "t": time.monotonic()})
+                outputs.append({"type": kind, "data": c["data"], "t": time.monotonic(),
+                                "display_id": c.get("transient", {}).get("display_id")})
             elif kind == "error":
                 outputs.append({"type": "error", "ename": c["ename"], "evalue": c["evalue"],
                                 "traceback": c["traceback"], "t": time.monotonic()})

@@ -125,12 +125,12 @@ def test_cells_files_variables_and_ranks_on_pods(kkernel, sim):
     assert "[rank 0] rank 0 42\n" in res.stdout and "[rank 1] rank 1 42\n" in res.stdout
     assert "[rank 0] 0 2 29500\n" in res.stdout and "[rank 1] 1 2 29500\n" in res.stdout
     assert "[rank 0] master is rank 0: True\n" in res.stdout
-    assert "rank 0: Running" in res.stderr  # start-up progress was shown
+    assert "rank 0: Running" in res.text  # start-up progress was shown
     assert kkernel.run("v = [1, 2]\n%remote push v").status == "ok"
     kkernel.run("%%remote\nw = v * int(os.environ['KREMOTE_RANK'])")
     res = kkernel.run("%remote pull w\nprint(w)")
     assert res.stdout == "[[], [1, 2]]\n"
-    status = kkernel.run("%remote status").stdout
+    status = kkernel.run("%remote status").text
     assert "[kubernetes] 2 agent(s)" in status and "jupyter-kremote-default-" in status
     assert sorted(n.split("/")[0] for n in managed(sim.admin)) == ["job", "pod", "pod", "secret"]
     job, owners = secret_owners(sim.admin)
@@ -242,7 +242,7 @@ def test_oom_killed_agent_fails_the_cell_and_next_cell_says_so(kkernel, sim):
     res = kkernel.run("%%remote\nprint(x)")
     assert res.error["ename"] == "ClusterEnded" and "OOMKilled" in res.error["evalue"]
     assert "OOMKilling" in kkernel.run("%remote events").stdout or \
-        "OOMKilled" in kkernel.run("%remote status").stdout
+        "OOMKilled" in kkernel.run("%remote status").text
 
 
 @needs_sim
@@ -250,7 +250,7 @@ def test_evicted_pod_ends_the_cluster(kkernel, sim):
     assert kkernel.run("%%remote\nx = 1").status == "ok"
     pod = [p for p in managed(sim.admin) if p.startswith("pod/")][0].split("/")[1]
     sim[1].call("evict", "default", pod, "The node was low on resource: memory.")
-    assert wait_for(lambda: "evicted" in kkernel.run("%remote status").stdout, 10)
+    assert wait_for(lambda: "evicted" in kkernel.run("%remote status").text, 10)
     res = kkernel.run("%%remote\nprint(x)")
     assert res.error["ename"] == "ClusterEnded" and "was evicted" in res.error["evalue"]
 
@@ -372,7 +372,7 @@ def test_api_errors_are_retried_and_watches_resume(kkernel, sim):
     ks.call("compact")  # the watches must re-list (410 Gone) to see what follows
     pod = [p for p in managed(sim.admin) if p.startswith("pod/")][0].split("/")[1]
     ks.call("evict", "default", pod, "The node was low on resource: memory.")
-    assert wait_for(lambda: "evicted" in kkernel.run("%remote status").stdout, 15)
+    assert wait_for(lambda: "evicted" in kkernel.run("%remote status").text, 15)
 
 
 def test_configmap_template_is_read_from_the_cluster(kkernel, sim):

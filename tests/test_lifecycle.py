@@ -31,7 +31,7 @@ def test_killed_agent_fails_cell_fast_then_restart(kernel):
     assert reply["status"] == "error"
     assert reply["ename"] == "AgentDied"
     assert "rank 1 was killed by SIGKILL" in reply["evalue"]
-    status = kernel.run("%remote status").stdout
+    status = kernel.run("%remote status").text
     assert "was killed by SIGKILL" in status
     nxt = kernel.run("%%remote\nprint(x)")
     assert nxt.error["ename"] == "ClusterEnded"

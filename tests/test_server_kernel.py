@@ -155,7 +155,7 @@ def test_kernel_uses_the_server_and_reattaches_after_a_restart(server):
             ("train-default", "work/train.ipynb", "running")]
         created = listing[0]["created"]
         status = k.run("%remote status")
-        assert "server" in status.stdout and "idle" in status.stdout
+        assert "server" in status.text and "idle" in status.text
 
         # a kernel restart: the new kernel reattaches, and x is still on the agent
         server.call("POST", f"api/kernels/{kernel_id}/restart")
@@ -207,7 +207,7 @@ def test_kernels_without_the_extension_run_agents_themselves(tmp_path):
             assert k.run("%load_ext jupyter_kremote").status == "ok"
             res = k.run("%%remote\nprint('local', 1 + 1)")
             assert res.status == "ok" and "local 2" in res.stdout
-            assert "local" in k.run("%remote status").stdout
+            assert "local" in k.run("%remote status").text
         finally:
             k.run("%remote shutdown")
             k.kc.stop_channels()

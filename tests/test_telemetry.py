@@ -46,7 +46,7 @@ def test_top_shows_a_cells_memory_and_no_gpu_figures(kernel):
     assert res.status == "ok", res.outputs
     top = kernel.run("%remote top")
     assert top.status == "ok", top.outputs
-    lines = top.stdout.splitlines()
+    lines = top.text.splitlines()
     assert re.fullmatch(r"cluster 'default' \[local\] 1 agent\(s\), TTL .* left", lines[0])
     head = lines[1].split()
     assert head[:5] == ["RANK", "POD", "STATE", "CPU", "%"]
