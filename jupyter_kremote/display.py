@@ -59,19 +59,24 @@ class Table:
         return {"text/plain": self.text().rstrip("\n"), "text/html": self.html()}
 
 
-class Live:
-    """One display, updated in place (``display_id``)."""
+#: metadata key on kremote's own displays, so that tools can set them apart from the cell's
+METADATA_KEY = "jupyter_kremote"
 
-    def __init__(self) -> None:
+
+class Live:
+    """One display, updated in place (``display_id``); ``kind`` goes in its metadata."""
+
+    def __init__(self, kind: str = "") -> None:
         self.handle: Any = None
+        self.metadata = {METADATA_KEY: kind} if kind else {}
 
     def show(self, bundle: dict[str, str]) -> None:
         from IPython.display import display
 
         if self.handle is None:
-            self.handle = display(bundle, raw=True, display_id=True)
+            self.handle = display(bundle, raw=True, display_id=True, metadata=self.metadata)
         else:
-            self.handle.update(bundle, raw=True)
+            self.handle.update(bundle, raw=True, metadata=self.metadata)
 
 
 # -- what %remote status / top / start-up show ----------------------------------------------
@@ -140,7 +145,7 @@ class StartProgress:
         self.title = f"cluster {name!r}: starting {count} {backend} agent(s)"
         self.t0 = time.perf_counter()
         self.rows: list[list[str]] = []
-        self.live = Live()
+        self.live = Live("start")
 
     def __call__(self, line: str) -> None:
         self.rows = [*self.rows, [f"{time.perf_counter() - self.t0:.1f}s", line]][-8:]

@@ -77,6 +77,7 @@ class Kernel:
                                 "t": time.monotonic()})
             elif kind in ("display_data", "execute_result", "update_display_data"):
                 outputs.append({"type": kind, "data": c["data"], "t": time.monotonic(),
+                                "metadata": c.get("metadata", {}),
                                 "display_id": c.get("transient", {}).get("display_id")})
             elif kind == "error":
                 outputs.append({"type": "error", "ename": c["ename"], "evalue": c["evalue"],

@@ -26,6 +26,8 @@ def test_start_up_is_one_display_that_ends_ready(kernel):
     assert re.fullmatch(r"cluster 'default': 2 local agent\(s\) ready in [0-9.]+s, "
                         r"TTL 1h 00m", last["text/plain"])
     assert "ready in" in last["text/html"] and last["text/html"].startswith("<div")
+    (shown_msg,) = [o for o in res.outputs if o["type"] == "display_data"]
+    assert shown_msg["metadata"] == {"jupyter_kremote": "start"}  # tools can set it apart
 
 
 def test_status_is_an_html_table_with_a_text_fallback(kernel):

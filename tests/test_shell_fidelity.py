@@ -40,6 +40,8 @@ def kinds(msgs: list[dict]) -> list[str]:
     """What the cell showed, in order, without kremote's own status lines."""
     out = []
     for m in msgs:
+        if "jupyter_kremote" in (m.get("metadata") or {}):
+            continue  # kremote's own display (the cluster's start-up)
         if m["type"] == "stream":
             if m["text"].startswith("[kremote]"):
                 continue

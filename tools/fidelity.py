@@ -11,7 +11,8 @@ types, in order) and, for cells whose output is the same in both local runs, the
 streams, ``text/plain`` and ``text/html``, and errors' values and tracebacks.
 
 Before comparing, what differs by construction is set aside: kremote's own ``[kremote]``
-stderr lines; consecutive stream messages are joined, stdout's before stderr's (ipykernel
+stderr lines and displays (metadata ``jupyter_kremote``: a cluster's start-up); consecutive
+stream messages are joined, stdout's before stderr's (ipykernel
 flushes each stream every 0.2 s, agents at each line, so their interleaving differs); object
 addresses (``at 0x7f...``) and cell file names in ``SyntaxError`` values are
 masked; a remote cell is one line longer (its ``%%remote`` line), so line numbers inside
@@ -114,6 +115,8 @@ def outcome(outputs: list[dict[str, Any]], *, shift: bool) -> CellOutcome:
     merged: list[dict[str, Any]] = []
     run: dict[str, str] = {}  # consecutive stream output: text per stream name
     for out in [*outputs, {"output_type": "end"}]:
+        if "jupyter_kremote" in (out.get("metadata") or {}):
+            continue  # kremote's own display (a cluster's start-up)
         if out["output_type"] == "stream":
             text = KREMOTE_LINE.sub("", out["text"]) if out["name"] == "stderr" else out["text"]
             run[out["name"]] = run.get(out["name"], "") + text
