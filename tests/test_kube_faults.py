@@ -80,8 +80,8 @@ def test_disruptions_say_what_disrupted_the_pod(kkernel, sim, how, expected):  #
     else:
         kubectl(sim.admin, "drain", "kubesim-node-0", "--ignore-daemonsets",
                 "--delete-emptydir-data", "--force", "--timeout=60s")
-    assert wait_for(lambda: expected in kkernel.run("%remote status").stdout, 20), \
-        kkernel.run("%remote status").stdout
+    assert wait_for(lambda: expected in kkernel.run("%remote status").text, 20), \
+        kkernel.run("%remote status").text
     res = kkernel.run("%%remote\nprint(x)")
     assert res.error["ename"] == "ClusterEnded" and expected in res.error["evalue"], res.error
     assert "exited with code" not in res.error["evalue"]

@@ -290,7 +290,7 @@ def test_kernel_reaches_its_server_without_proxy_and_on_a_unix_socket(tmp_path, 
             assert k.run("%%remote\nx = 1").status == "ok"
             listing = srv.call("GET", "kremote/api/v1/clusters")["clusters"]
             assert [c["id"] for c in listing] == ["p-default"]  # the server holds it
-            assert "server" in k.run("%remote status").stdout
+            assert "server" in k.run("%remote status").text
             assert k.run("%remote shutdown").status == "ok"
         finally:
             k.kc.stop_channels()
