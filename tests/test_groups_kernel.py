@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 def test_group_magics_announce_peers_to_every_group(kernel):
     assert kernel.run("%%remote\nx = 1").status == "ok"
@@ -34,8 +36,9 @@ def test_map_shows_progress_and_remote_tasks_counts(kernel):
     shown = [o["data"]["text/plain"] for o in res.outputs
              if o["type"] in ("display_data", "update_display_data")]
     assert len(res.of_type("display_data")) == 1  # one line, updated in place
-    assert shown[-1].startswith("<lambda>: 300/300 done, 0 running, 0 failed (")
-    assert shown[-1].endswith(", done)")
+    # (a cold agent's first chunk may be re-run on another: "N speculative")
+    assert re.fullmatch(r"<lambda>: 300/300 done, 0 running, 0 failed(, \d+ speculative)? "
+                        r"\([\d.]+s, done\)", shown[-1]), shown[-1]
     tasks = kernel.run("%remote tasks").stdout
     assert "cluster 'default' <lambda>: 300/300 done, 0 running, 0 failed" in tasks
     assert "done)" in tasks
