@@ -9,7 +9,10 @@ messages for those ids back as ``comm`` requests, which :func:`deliver` dispatch
 
 from __future__ import annotations
 
-import importlib.util
+import contextlib
+import importlib
+import importlib.abc
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -58,14 +61,22 @@ _manager = CommManager()
 def install(emit: Emit, shell: Any) -> None:
     """Make ``comm`` (hence ipywidgets) create wire comms; tell libraries that look for a
     kernel before they show widgets (``tqdm.auto``) that they can."""
-    if importlib.util.find_spec("ipywidgets") and importlib.util.find_spec("ipykernel"):
-        # tqdm.auto picks widgets where ipykernel's shell module is loaded (~0.2 s, once,
-        # before the first cell, and only where ipywidgets is installed)
-        importlib.import_module("ipykernel.zmqshell")
+    sys.meta_path.insert(0, _KernelFirst())
     WireComm.emit = staticmethod(emit)  # type: ignore[assignment]
     comm.create_comm = WireComm
     comm.get_comm_manager = lambda: _manager
     shell.config.IPKernelApp  # noqa: B018 - the section older tqdm versions check for
+
+
+class _KernelFirst(importlib.abc.MetaPathFinder):
+    """Loads ipykernel's shell module just before ``tqdm.autonotebook`` (``tqdm.auto``),
+    which shows widgets only where that module is loaded; nothing else pays its ~0.2 s."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "tqdm.autonotebook":
+            sys.meta_path.remove(self)
+            with contextlib.suppress(ImportError):
+                importlib.import_module("ipykernel.zmqshell")
 
 
 def deliver(content: dict[str, Any], buffers: list[bytes] | None) -> None:
