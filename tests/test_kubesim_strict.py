@@ -30,6 +30,8 @@ KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 FAST: dict[str, Any] = {"scheduler_retry": 0.2, "scheduler_retry_max": 0.4,
                         "max_grace_seconds": 1.0, "bookmark_interval": 0.3}
 SLEEP = "import time; time.sleep(120)"
+STUBBORN = ("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "print('up', flush=True)\ntime.sleep(120)")
 pytestmark = pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is not installed")
 
 
@@ -189,6 +191,23 @@ def test_missing_namespace_is_404_on_create_and_empty_on_list(cluster: Any) -> N
     admin.ok("create", "namespace", "somewhere")
     assert admin.json("get", "serviceaccount", "default", "-n", "somewhere")["metadata"][
         "name"] == "default"  # the ServiceAccount controller made it
+
+    # deleting a namespace: Terminating while something in it is held by a finalizer, no new
+    # content meanwhile, gone once it is empty
+    held = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+        "name": "held", "namespace": "somewhere", "finalizers": ["example.com/hold"]}}
+    admin.ok("create", "--validate=false", "-f", "-", stdin=json.dumps(held))
+    admin.ok("delete", "namespace", "somewhere", "--wait=false")
+    assert admin.ok("get", "namespace", "somewhere", "-o", "jsonpath={.status.phase}") == \
+        "Terminating"
+    assert admin.fails("create", "configmap", "late", "-n", "somewhere").endswith(
+        'configmaps "late" is forbidden: unable to create new content in namespace somewhere '
+        "because it is being terminated")
+    admin.ok("patch", "configmap", "held", "-n", "somewhere", "--type=merge", "-p",
+             '{"metadata":{"finalizers":null}}')
+    until(lambda: admin.run("get", "namespace", "somewhere").returncode != 0,
+          what="namespace gone")
+    assert 'namespaces "somewhere" not found' in admin.fails("get", "namespace", "somewhere")
 
 
 # ---------------------------------------------------------------------------- admission
@@ -381,8 +400,6 @@ async def _client(sim: KubeSim, tmp_path: Path) -> k8s.ApiClient:
     return k8s.ApiClient(cfg)
 
 
-STUBBORN = ("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-            "print('up', flush=True)\ntime.sleep(120)")
 
 
 @pytest.mark.asyncio

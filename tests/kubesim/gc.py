@@ -82,13 +82,36 @@ class Deleter:
         return self.store.remove(PODS, ns, name) or {}
 
     def _delete_namespace(self, ns_obj: dict[str, Any]) -> dict[str, Any]:
+        """Mark the namespace Terminating; the namespace controller (`collect`) empties it
+        and removes it once nothing is left, as the real one does."""
         name = ns_obj["metadata"]["name"]
+        if ns_obj["metadata"].get("deletionTimestamp"):
+            return self.store.get(NAMESPACES, "", name)
+
+        def terminate(ns: dict[str, Any]) -> None:
+            ns["metadata"]["deletionTimestamp"] = rfc3339()
+            ns["metadata"]["deletionGracePeriodSeconds"] = 0
+            ns.setdefault("status", {})["phase"] = "Terminating"
+        updated = self.store.mutate(NAMESPACES, "", name, terminate)
+        self._empty_namespace(name)
+        return updated or {}
+
+    def _empty_namespace(self, name: str) -> None:
+        left = 0
         for rt in STORED:
-            if rt.namespaced:
-                for obj in list(self.store.iter_objects(rt, name)):
-                    self.store.remove(rt, name, obj["metadata"]["name"])
-        self.store.remove(NAMESPACES, "", name)
-        return success_status(NAMESPACES, ns_obj)
+            if not rt.namespaced or rt is EVENTS:
+                continue
+            for obj in list(self.store.iter_objects(rt, name)):
+                left += 1
+                if not obj["metadata"].get("deletionTimestamp"):
+                    try:
+                        self.delete(rt, name, obj["metadata"]["name"], BACKGROUND)
+                    except errors.ApiError:
+                        pass
+        if left == 0:
+            for event in list(self.store.iter_objects(EVENTS, name)):
+                self.store.remove(EVENTS, name, event["metadata"]["name"])
+            self.store.remove(NAMESPACES, "", name)
 
     def dependents(self, owner_uid: str) -> list[tuple[ResourceType, dict[str, Any]]]:
         found = []
@@ -114,7 +137,11 @@ class Deleter:
                               obj["metadata"]["name"], strip)
 
     def collect(self) -> None:
-        """One garbage-collector pass: cascade foreground deletions, remove orphans."""
+        """One garbage-collector pass: cascade foreground deletions, remove orphans, empty
+        and remove Terminating namespaces."""
+        for ns in list(self.store.iter_objects(NAMESPACES)):
+            if ns["metadata"].get("deletionTimestamp"):
+                self._empty_namespace(ns["metadata"]["name"])
         for rt in STORED:
             if rt is EVENTS:
                 continue

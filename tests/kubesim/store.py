@@ -255,7 +255,7 @@ class Store:
         if obj == current:
             return with_kind(rt, current)
         if (meta.get("deletionTimestamp") and not meta.get("finalizers")
-                and not meta.get("deletionGracePeriodSeconds")):
+                and not meta.get("deletionGracePeriodSeconds") and rt.plural != "namespaces"):
             self._bucket(rt)[(ns, name)] = obj
             return self.remove(rt, ns, name) or with_kind(rt, obj)
         meta["resourceVersion"] = str(self._next_rv())
