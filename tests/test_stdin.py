@@ -42,6 +42,9 @@ def test_input_and_getpass_ask_the_notebook(kernel):
     assert user.prompts == [("your name? ", False), ("password: ", True)]
     assert res.stdout == "before the prompt\nhello Ada 6\n"
     assert "s3cret" not in res.stdout + res.stderr
+    logs = kernel.run("%remote logs")
+    assert logs.status == "ok" and "--- rank 0 ---" in logs.stdout
+    assert "s3cret" not in logs.stdout  # the password is in no log
 
 
 def test_breakpoint_steps_prints_and_continues(kernel):
