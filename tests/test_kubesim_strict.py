@@ -441,6 +441,16 @@ async def test_failure_target_comes_before_failed_which_waits_for_the_pods(
             podFailurePolicy={"rules": [{"action": "FailJob", "onExitCodes": {
                 "containerName": "main", "operator": "In", "values": [42]}}]})))
 
+        bad = json.loads(job_yaml("bad-policy", "default", podFailurePolicy={"rules": [
+            {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [1]}}]}))
+        bad["spec"]["template"]["spec"]["restartPolicy"] = "OnFailure"
+        with pytest.raises(k8s.ApiException) as refused:
+            await batch.create_namespaced_job("default", bad)
+        assert refused.value.status == 422
+        assert json.loads(refused.value.body)["message"] == (
+            'Job.batch "bad-policy" is invalid: spec.template.spec.restartPolicy: Invalid '
+            'value: "OnFailure": only "Never" is supported when podFailurePolicy is specified')
+
         async def policy_failed() -> Any:
             job = await batch.read_namespaced_job("policy", "default")
             return next((c for c in job.status.conditions or [] if c.type == "Failed"), None)

@@ -249,9 +249,24 @@ def _validate_job(obj: dict[str, Any], causes: Causes) -> None:
         return
     _check_labels(dig(template, "metadata", "labels"), "spec.template.metadata.labels", causes)
     validate_pod_spec(template["spec"], "spec.template.spec", causes)
-    if template["spec"].get("restartPolicy") not in ("OnFailure", "Never"):
+    restart = template["spec"].get("restartPolicy")
+    if restart not in ("OnFailure", "Never"):
         causes.append(("spec.template.spec.restartPolicy",
                        'Required value: valid values: "OnFailure", "Never"'))
+    elif spec.get("podFailurePolicy") and restart != "Never":
+        causes.append(("spec.template.spec.restartPolicy",
+                       (f'Invalid value: "{restart}": only "Never" is supported when '
+                        "podFailurePolicy is specified")))
+    for i, rule in enumerate((spec.get("podFailurePolicy") or {}).get("rules") or []):
+        action = rule.get("action")
+        if action not in ("FailJob", "FailIndex", "Ignore", "Count"):
+            causes.append((f"spec.podFailurePolicy.rules[{i}].action",
+                           (f'Unsupported value: "{action}": supported values: "Count", '
+                            '"FailIndex", "FailJob", "Ignore"')))
+        if bool(rule.get("onExitCodes")) == bool(rule.get("onPodConditions")):
+            causes.append((f"spec.podFailurePolicy.rules[{i}]",
+                           ("Invalid value: specifying one of OnExitCodes and "
+                            "OnPodConditions is required")))
 
 
 def _secret_data(obj: dict[str, Any], causes: Causes) -> None:
