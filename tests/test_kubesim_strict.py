@@ -170,6 +170,22 @@ def test_clusterrole_through_rolebinding_and_clusterrolebinding(cluster: Any) ->
     assert viewer.run("auth", "can-i", "list", "pods").stdout.strip() == "yes"
     assert viewer.run("auth", "can-i", "list", "pods", "-n", "team").stdout.strip() == "no"
     assert viewer.run("auth", "can-i", "get", "secrets").stdout.strip() == "no"
+    # the admin asks for the account: impersonation (--as) and a SubjectAccessReview
+    as_viewer = ("--as=system:serviceaccount:ops:viewer", "-n", "ops")
+    assert admin.run("auth", "can-i", "list", "pods", *as_viewer).stdout.strip() == "yes"
+    assert admin.run("auth", "can-i", "list", "secrets", *as_viewer).stdout.strip() == "no"
+    assert viewer.fails("get", "pods", "--as=someone-else").endswith(
+        'users "someone-else" is forbidden: User "system:serviceaccount:ops:viewer" cannot '
+        'impersonate resource "users" in API group "" at the cluster scope')
+    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+              "spec": {"user": "system:serviceaccount:ops:viewer",
+                       "resourceAttributes": {"namespace": "ops", "verb": "watch",
+                                              "resource": "pods"}}}
+    answer = json.loads(admin.ok("create", "--validate=false", "-o", "json", "-f", "-",
+                                 stdin=json.dumps(review)))
+    assert answer["status"] == {"allowed": True, "reason": (
+        'RBAC: allowed by RoleBinding "view/ops" of ClusterRole "view" to ServiceAccount '
+        '"viewer/ops"')}
     assert viewer.fails("get", "nodes").endswith(
         'nodes is forbidden: User "system:serviceaccount:ops:viewer" cannot list resource '
         '"nodes" in API group "" at the cluster scope')

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from . import errors, eventsv1, resources
 from .admission import Admission
-from .auth import Authenticator, UserInfo
+from .auth import Authenticator, UserInfo, service_account_user
 from .config import KubeSimConfig
 from .disruption import Disruptions
 from .faults import ErrorInjector
@@ -179,6 +179,8 @@ class Api:
                 raise _not_found_path()
             if request.path not in PUBLIC:
                 user = self.authenticator.authenticate(request.headers.get("Authorization"))
+                if request.headers.get("Impersonate-User"):
+                    user = self._impersonate(request, user)
                 request[USER] = user
                 if self.authorizer is not None:
                     self.authorizer.check(_attributes(request, user, route))
@@ -200,6 +202,25 @@ class Api:
         except web.HTTPMethodNotAllowed:
             exc405 = errors.method_not_allowed(request.method, "")
             return respond(exc405.status(), 405)
+
+    def _impersonate(self, request: web.Request, user: UserInfo) -> UserInfo:
+        """`kubectl --as`: allowed with the `impersonate` verb on users / serviceaccounts /
+        groups (checked only with RBAC on); then the request is the impersonated user's."""
+        name = request.headers["Impersonate-User"]
+        groups = request.headers.getall("Impersonate-Group", [])
+        account = name.split(":") if name.startswith("system:serviceaccount:") else []
+        if self.authorizer is not None:
+            wanted = [Attributes(user, "impersonate", True, "", "v1", "serviceaccounts",
+                                 namespace=account[2], name=account[3])
+                      if len(account) == 4 else
+                      Attributes(user, "impersonate", True, "", "v1", "users", name=name)]
+            wanted += [Attributes(user, "impersonate", True, "", "v1", "groups", name=g)
+                       for g in groups]
+            for attrs in wanted:
+                self.authorizer.check(attrs)
+        if len(account) == 4 and not groups:
+            return service_account_user(account[2], account[3])
+        return UserInfo(name, (*groups, "system:authenticated"))
 
     async def _json(self, body: Any) -> web.Response:
         return respond(body)

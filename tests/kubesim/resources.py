@@ -76,7 +76,9 @@ SELF_RULES_REVIEWS = ResourceType(_AUTHZ, "v1", "selfsubjectrulesreviews",
 SELF_SUBJECT_REVIEWS = ResourceType("authentication.k8s.io", "v1", "selfsubjectreviews",
                                     "SelfSubjectReview", "", namespaced=False,
                                     verbs=("create",))
-REVIEWS = (SELF_ACCESS_REVIEWS, SELF_RULES_REVIEWS, SELF_SUBJECT_REVIEWS)
+ACCESS_REVIEWS = ResourceType(_AUTHZ, "v1", "subjectaccessreviews", "SubjectAccessReview", "",
+                              namespaced=False, verbs=("create",))
+REVIEWS = (SELF_ACCESS_REVIEWS, SELF_RULES_REVIEWS, SELF_SUBJECT_REVIEWS, ACCESS_REVIEWS)
 # Stored without behaviour, for checks that read them (`jupyter kremote doctor`).
 NETWORKPOLICIES = ResourceType("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy",
                                "networkpolicy", short_names=("netpol",))

@@ -1,5 +1,6 @@
-"""Self reviews: SelfSubjectAccessReview (`kubectl auth can-i`), SelfSubjectRulesReview
-(`kubectl auth can-i --list`) and SelfSubjectReview (`kubectl auth whoami`)."""
+"""Access reviews: SelfSubjectAccessReview (`kubectl auth can-i`), SelfSubjectRulesReview
+(`kubectl auth can-i --list`), SelfSubjectReview (`kubectl auth whoami`), and
+SubjectAccessReview (may user U do X? asked by a service that acts for users)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from . import errors
 from .auth import UserInfo
 from .rbac import Attributes, Authorizer
-from .resources import SELF_ACCESS_REVIEWS, SELF_RULES_REVIEWS, ResourceType
+from .resources import ACCESS_REVIEWS, SELF_ACCESS_REVIEWS, SELF_RULES_REVIEWS, ResourceType
 
 
 def _answer(rt: ResourceType, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
@@ -25,7 +26,14 @@ def review(rt: ResourceType, body: dict[str, Any], user: UserInfo,
            authorizer: Authorizer | None) -> dict[str, Any]:
     """Answer a self review; with RBAC off (`authorizer` None) everything is allowed."""
     spec = body.get("spec") or {}
-    if rt is SELF_ACCESS_REVIEWS:
+    if rt is ACCESS_REVIEWS:
+        if not spec.get("user") and not spec.get("groups"):
+            raise errors.invalid(rt.kind, rt.group, "", [(
+                "spec.user", ('Invalid value: "": at least one of user or group must be '
+                              "specified"))])
+        user = UserInfo(spec.get("user", ""), tuple(spec.get("groups") or ()),
+                        spec.get("uid", ""))
+    if rt in (SELF_ACCESS_REVIEWS, ACCESS_REVIEWS):
         res, non_res = spec.get("resourceAttributes"), spec.get("nonResourceAttributes")
         if bool(res) == bool(non_res):
             raise errors.invalid(rt.kind, rt.group, "", [(
