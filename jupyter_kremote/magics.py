@@ -405,10 +405,11 @@ class RemoteMagics(Magics):
         handler = getattr(self, f"_cmd_{sub}", None)
         if handler is None:
             raise UsageError(f"%remote {sub}: unknown command; use one of status, top, push, "
-                             "pull, logs, events, render, extend, restart, shutdown, tasks, group")
+                             "pull, logs, events, render, doctor, extend, restart, shutdown, tasks, "
+                             "group")
         if sub == "group":  # takes %%remote's own options after the group's name
             return handler(argparse.Namespace(rest=rest))
-        if sub == "render":  # takes %%remote's own options
+        if sub in ("render", "doctor"):  # take %%remote's own options
             return handler(argparse.Namespace(rest=rest))
         parser = _SUBPARSERS[sub]
         return handler(parser.parse_argstring(rest))
@@ -491,6 +492,18 @@ class RemoteMagics(Magics):
 
         try:
             print(render_yaml(opts.name, options, notebook=self.session.notebook), end="")
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+    def _cmd_doctor(self, args: argparse.Namespace) -> None:
+        """Check, with this kernel's credentials, that such a cluster can start; one line
+        per check with its fix."""
+        opts = parse_argstring(self.remote, args.rest)
+        options = cluster_options(opts, _env_pairs(opts.env))
+        from .doctor import report, run_doctor
+
+        try:
+            print(report(run_doctor(opts.name, options)), end="")
         except ValueError as exc:
             raise UsageError(str(exc)) from None
 
@@ -597,6 +610,7 @@ _SUBPARSERS: dict[str, MagicArgumentParser] = {
                     (("--follow", "-f"), {"action": "store_true"})),
     "events": _parser("events", (("--tail",), {"type": int, "default": 50})),
     "render": _parser("render", (("rest",), {"nargs": argparse.REMAINDER})),
+    "doctor": _parser("doctor", (("rest",), {"nargs": argparse.REMAINDER})),
     "extend": _parser("extend", (("duration",), {"type": _seconds})),
     "restart": _parser("restart", (("-n", "--count"), {"type": _count, "default": None})),
     "shutdown": _parser("shutdown", (("--all",), {"action": "store_true"})),
