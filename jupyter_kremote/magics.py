@@ -137,12 +137,12 @@ class _Output:
         self.line_start: dict[tuple[int, str], bool] = defaultdict(lambda: True)
         self.results: dict[int, dict[str, Any]] = {}
         self.result_errors: list[dict[str, Any]] = []  # formatter errors of the last value
-        #: single rank: what came after the last value (figures shown at the cell's end),
-        #: shown after Out[n] as a local kernel does (see replay)
+        #: single rank: what came after the last value or the cell's error (figures shown
+        #: at the cell's end), shown after Out[n] / the error as a local kernel does
         self.after: list[tuple[int, Message]] = []
 
     def __call__(self, rank: int, msg: Message) -> None:
-        if not self.label and self.results:
+        if not self.label and (self.results or msg.content.get("after_error")):
             self.after.append((rank, msg))
         else:
             self.render(rank, msg)
@@ -272,7 +272,8 @@ class RemoteMagics(Magics):
         for r, c in errors[1:]:
             print(f"[rank {r}] {c.get('ename')}: {c.get('evalue')}", file=sys.stderr)
         if errors:
-            output.replay()
+            if output.after:  # after the kernel has shown the error
+                self._after_cell(output.replay)
             raise RemoteError.from_reply(*errors[0])
         if len(targets) == 1:
             bundle = output.results.get(targets[0])

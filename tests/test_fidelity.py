@@ -51,6 +51,8 @@ CELLS = [
     "ip = get_ipython()\ntype(ip).__name__, hasattr(ip, 'kernel'), 'IPKernelApp' in ip.config",
     "%matplotlib\nplt.plot([1, 2]);",
     "x.sum().round(3)",
+    "",  # an empty cell stays empty
+    "plt.plot(x)\nraise ValueError('after a plot')",  # the error, then the figure
 ]
 
 

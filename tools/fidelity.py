@@ -5,8 +5,8 @@
 Each notebook runs three times through nbclient with a real ipykernel, each run in a fresh
 copy of the notebook's folder (so files a run writes do not leak into the next): twice as
 written, and once with ``%load_ext jupyter_kremote`` first (not stored in the history, so
-cells keep their numbers) and every code cell under ``%%remote`` (local agents). Per code
-cell it compares the status, the error name, the kinds of outputs (stream names, MIME
+cells keep their numbers) and every non-empty code cell under ``%%remote`` (local agents).
+Per code cell it compares the status, the error name, the kinds of outputs (stream names, MIME
 types, in order) and, for cells whose output is the same in both local runs, their text:
 streams, ``text/plain`` and ``text/html``, and errors' values and tracebacks.
 
@@ -80,9 +80,9 @@ def run_notebook(path: Path, *, remote: bool, timeout: float) -> list[CellOutcom
     with tempfile.TemporaryDirectory(prefix="kremote-fidelity-") as tmp:
         work = Path(tmp) / "nb"
         shutil.copytree(path.parent, work, ignore=shutil.ignore_patterns("*.ipynb", ".*"))
-        if remote:
+        if remote:  # an empty cell stays so: IPython refuses a cell magic without body
             for c in cells:
-                c.source = "%%remote\n" + c.source
+                c.source = "%%remote\n" + c.source if c.source.strip() else c.source
         env = {**os.environ, "PYTHONHASHSEED": "0", "KREMOTE_SERVER": "off"}
         client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
                                 interrupt_on_timeout=True,
@@ -105,8 +105,8 @@ def run_notebook(path: Path, *, remote: bool, timeout: float) -> list[CellOutcom
                     cell.outputs.append(nbformat.v4.new_output(
                         "error", ename="CellTimeoutError", evalue=f"over {timeout}s",
                         traceback=[]))
-    return [outcome(c.outputs, shift=remote and not c.source[9:].startswith("%%"))
-            for c in cells]
+    return [outcome(c.outputs, shift=c.source.startswith("%%remote\n")
+                    and not c.source[9:].startswith("%%")) for c in cells]
 
 
 # -- normalising -------------------------------------------------------------------------

@@ -92,6 +92,8 @@ class CellRunner:
             content["transient"] = transient
         if update:
             content["update"] = True
+        if self.shell.last_traceback_lines:  # the cell failed already: figures flushed at
+            content["after_error"] = True    # its end come after the error, as locally
         self._emit("display", content)
 
     def _publish_error(self, content: dict[str, Any]) -> None:
@@ -316,6 +318,8 @@ def _make_shell(publish: Callable[..., None], publish_error: Callable[..., None]
             self.configurables.append(self.history_manager)
 
     shell = ZMQInteractiveShell.instance(colors="nocolor")
+    for tb in (shell.InteractiveTB, shell.SyntaxTB):  # tracebacks as ipykernel's: coloured
+        tb.set_theme_name("neutral")                 # and laid out alike
     shell.system = shell.system_piped  # ``!cmd`` output goes to the cell, not the log
     shell.InteractiveTB.set_mode("Context")
     return shell
