@@ -290,7 +290,8 @@ class ServerBackend:
                                   query={"rank": rank, "tail": tail})
         return reply["text"]
 
-    def follow_logs(self, handle: ClusterHandle, rank: int, write: Callable[[str], None]) -> None:
+    def follow_logs(self, handle: ClusterHandle, rank: int, write: Callable[[str], None],
+                    stop: threading.Event | None = None) -> None:
         self.link.stream(f"clusters/{self._ids[id(handle)]}/logs",
                          {"rank": rank, "tail": 200, "follow": 1}, write)
 

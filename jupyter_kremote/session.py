@@ -282,10 +282,11 @@ class Cluster:
     def events(self, n: int = 50) -> list[str]:
         return self.backend.events(self.handle, n)
 
-    def follow_logs(self, rank: int, write: Callable[[str], None]) -> None:
+    def follow_logs(self, rank: int, write: Callable[[str], None],
+                    stop: threading.Event | None = None) -> None:
         """Stream rank's log to ``write`` until the agent ends or Ctrl-C."""
         self._targets([rank])
-        self.backend.follow_logs(self.handle, rank, write)
+        self.backend.follow_logs(self.handle, rank, write, stop)
 
     def status(self, timeout: float = 1.0) -> list[dict[str, Any]]:
         pings = self.client.control("ping", timeout=timeout) if self.ended is None else {}

@@ -263,6 +263,21 @@ def dns_safe_name(*parts: str, max_len: int = 63) -> str:
     return f"{body}-{digest}" if body else digest
 
 
+def user_namespace(template: str, username: str) -> str:
+    """A namespace from a template such as ``u-{username}``: the user name goes in made
+    DNS-safe by :func:`dns_safe_name` (``Alice`` and ``a@b.org`` are no valid names; each gets
+    a short hash of the original, so that ``a.b`` and ``a-b`` stay apart), and the result is
+    made a valid name as a whole. ``""`` stays ``""`` (the kubeconfig's namespace).
+
+    Example:
+        >>> user_namespace("u-{username}", "alice")
+        'u-alice'
+    """
+    if not template:
+        return ""
+    return dns_safe_name(template.format(username=dns_safe_name(username)))
+
+
 def label_value(text: str | None) -> str:
     """A label value for arbitrary text: "" stays "" (a valid value), else `dns_safe_name`."""
     if not text:

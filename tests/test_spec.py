@@ -294,3 +294,19 @@ def test_podspec_validate_catches_later_changes() -> None:
     spec.count = 0
     with pytest.raises(SpecError, match="--count 0"):
         spec.validate()
+
+
+@pytest.mark.parametrize("user", ["alice", "Alice", "a@b.org", "a.b", "a-b", "x" * 80, "Zoë"])
+def test_user_namespaces_are_valid_and_distinct(user: str) -> None:
+    import re
+
+    from jupyter_kremote.spec import user_namespace
+
+    ns = user_namespace("u-{username}", user)
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", ns) and len(ns) <= 63, ns
+    others = {user_namespace("u-{username}", u) for u in
+              ("alice", "Alice", "a@b.org", "a.b", "a-b", "x" * 80, "Zoë") if u != user}
+    assert ns not in others
+    if user == "alice":
+        assert ns == "u-alice"  # a valid name stays as it is
+    assert user_namespace("", user) == ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -45,8 +46,10 @@ class Backend(Protocol):
     def logs(self, handle: ClusterHandle, rank: int, tail: int = 200) -> str:
         """The agent's own output outside cells (start-up, warnings, crashes)."""
 
-    def follow_logs(self, handle: ClusterHandle, rank: int, write: Callable[[str], None]) -> None:
-        """Stream the log to ``write`` as it grows, until the agent ends (Ctrl-C stops)."""
+    def follow_logs(self, handle: ClusterHandle, rank: int, write: Callable[[str], None],
+                    stop: threading.Event | None = None) -> None:
+        """Stream the log to ``write`` as it grows, until the agent ends, Ctrl-C, or ``stop``
+        is set (the client went away: the stream and its thread end with it)."""
 
     def events(self, handle: ClusterHandle, n: int = 50) -> list[str]:
         """Recent events about the cluster, oldest first (none for local agents)."""

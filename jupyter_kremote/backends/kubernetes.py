@@ -15,6 +15,7 @@ import logging
 import math
 import queue
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -362,7 +363,8 @@ class KubernetesBackend:
             return ""
         return self._read_log(kube, pod["metadata"]["name"], tail)
 
-    def follow_logs(self, handle: ClusterHandle, rank: int, write: Callable[[str], None]) -> None:
+    def follow_logs(self, handle: ClusterHandle, rank: int, write: Callable[[str], None],
+                    stop: threading.Event | None = None) -> None:
         kube = self._clusters.get(id(handle))
         pod = kube.state.by_rank().get(rank) if kube else None
         if kube is None or pod is None:
@@ -383,6 +385,8 @@ class KubernetesBackend:
         done = kl.spawn(stream())
         try:  # the caller's thread writes, so output lands in the caller's cell
             while not (done.done() and chunks.empty()):
+                if stop is not None and stop.is_set():
+                    return  # the client went away: cancelling closes the stream
                 try:
                     write(chunks.get(timeout=0.2))
                 except queue.Empty:

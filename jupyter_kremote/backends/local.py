@@ -128,12 +128,12 @@ class LocalBackend:
             return ""
         return _tail(base / f"rank-{rank}.log", tail)
 
-    def follow_logs(self, handle: ClusterHandle, rank: int, write) -> None:
+    def follow_logs(self, handle: ClusterHandle, rank: int, write, stop=None) -> None:
         base = self._dirs.get(id(handle))
         if base is None:
             return
         with open(base / f"rank-{rank}.log", errors="replace") as fh:
-            while True:
+            while stop is None or not stop.is_set():
                 chunk = fh.read()
                 if chunk:
                     write(chunk)

@@ -12,6 +12,8 @@ import threading
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, Int, List, Unicode, default
 
+from jupyter_kremote.spec import user_namespace
+
 from .handlers import default_handlers
 from .manager import ClusterManager, Limits
 
@@ -29,7 +31,8 @@ class KRemoteApp(ExtensionApp):
     namespace = Unicode(
         "", config=True,
         help="Kubernetes namespace of clusters that do not name one ('' = the kubeconfig's); "
-             "{username} is replaced by the user, for per-user namespaces. "
+             "{username} is replaced by the user name made DNS-safe (lower case, a short hash "
+             "when changed), for per-user namespaces. "
              "Example: c.KRemoteApp.namespace = 'kremote-{username}'")
     template_path = List(
         Unicode(), [], config=True,
@@ -125,7 +128,7 @@ class KRemoteApp(ExtensionApp):
                         default_ttl=self.default_ttl,
                         max_ttl=self.max_ttl, idle_cull_seconds=self.idle_cull_seconds,
                         backend=self.backend,
-                        namespace=self.namespace.format(username=self.user) or None,
+                        namespace=user_namespace(self.namespace, self.user) or None,
                         user=self.user, monitor_interval=self.monitor_interval,
                         telemetry_interval=self.telemetry_interval,
                         telemetry_history=self.telemetry_history)

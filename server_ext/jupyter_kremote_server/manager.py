@@ -325,7 +325,7 @@ class ClusterManager:
 
         def follow() -> None:
             try:
-                cluster.follow_logs(rank_i, write)
+                cluster.follow_logs(rank_i, write, closed)
             except Exception:  # noqa: BLE001 - EOFError, or the agent is gone
                 pass
             finally:
