@@ -821,3 +821,13 @@ def test_kubectl_get_logs_delete(kubectl: str, tmp_path: Path) -> None:
         assert run("get", "jobs,pods", "-o", "name").strip() == ""
         assert not any(pid_alive(p) for p in pids)
 
+
+
+@pytest.mark.asyncio
+async def test_failed_start_leaves_no_folder() -> None:
+    import tempfile
+
+    before = set(Path(tempfile.gettempdir()).glob("kubesim-*"))
+    with pytest.raises(OSError, match="203.0.113.1"):
+        await KubeSim(host="203.0.113.1").start()  # not an address of this machine
+    assert set(Path(tempfile.gettempdir()).glob("kubesim-*")) == before

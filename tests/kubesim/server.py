@@ -76,6 +76,14 @@ class KubeSim:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> KubeSim:
+        """Serve; a start that fails stops what it began (and removes its folder)."""
+        try:
+            return await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> KubeSim:
         cfg = self.config
         self.root = cfg.workdir or tempfile.mkdtemp(prefix="kubesim-")
         os.makedirs(self.root, exist_ok=True)
