@@ -100,3 +100,11 @@ def test_the_tool_sees_what_differs():
         {"output_type": "stream", "name": "stderr", "text": "a\n"}], shift=True)
     assert fidelity._why(local, local, other_stream) == \
         "status error locally, ok remotely ()"
+
+
+def test_remote_line_numbers_are_read_one_lower_in_their_column():
+    remote = ("Cell In[7], line 11, in f()\n     10     def f():\n---> 11         return 1\n"
+              "File /lib/x.py:40, in g()\n---> 40 g()")
+    assert fidelity._traceback(remote, shift=True) == (
+        "Cell In[#], line 10, in f()\n      9     def f():\n---> 10         return 1\n"
+        "File /lib/x.py:40, in g()\n---> 40 g()")  # frames of files keep their numbers

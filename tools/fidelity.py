@@ -162,12 +162,14 @@ def _traceback(tb: str, shift: bool) -> str:
         if head:
             in_cell = True
             line = f"{head[1]}#{head[2]}{int(head[3]) - shift}{line[head.end():]}"
-        elif line.strip().startswith("File ") or not line.strip():
-            in_cell = in_cell and bool(line.strip())
+        elif line.lstrip().startswith("File ") or not line.strip():
+            in_cell = False  # a library's frame, or the end of this one
         elif in_cell and shift and (ctx := CONTEXT_LINE.match(line)):
             if ctx[2] == "1" and ctx[3].startswith(" # %%remote"):
                 continue  # the comment that stands for the %%remote line
-            line = f"{ctx[1]}{int(ctx[2]) - 1}{ctx[3]}"
+            width, num = len(ctx[1]) + len(ctx[2]), str(int(ctx[2]) - 1)  # a 7-wide column
+            mark = "-" * (width - len(num) - 2) + "> " if ctx[1].startswith("-") else ""
+            line = f"{(mark + num).rjust(width)}{ctx[3]}"
         out.append(line)
     return "\n".join(out)
 
