@@ -174,3 +174,21 @@ async def _run_via(conn: dict, code: str) -> None:
     finally:
         client.close()
 
+
+
+@pytest.mark.asyncio
+async def test_server_compares_the_agents_with_the_kernels_python(kube_env, tmp_path):
+    """The kernel asking for a cluster sends its own Python; the server (whose Python may
+    differ) compares the agents with that one."""
+    from jupyter_kremote_server.models import StartFailed
+
+    manager = ClusterManager(_limits("carol"), root=str(tmp_path))
+    try:
+        with pytest.raises(StartFailed) as info:
+            await manager.ensure("default", "d.ipynb", {
+                "cpu": "100m", "mem": "100Mi", "image": IMAGE,
+                "runtime": {"python": "3.9.18", "packages": {}, "imports": []}})
+        assert "this kernel runs Python 3.9.18" in str(info.value)
+    finally:
+        await manager.shutdown_all()
+    assert await asyncio.to_thread(wait_for, lambda: not managed(kube_env.admin), 20)
