@@ -55,6 +55,8 @@ class Server:
              *args],
             env=env, stdout=self.log, stderr=subprocess.STDOUT)
         ok = wait_for(self._up, 30, 0.2)
+        if not ok:  # not up in time (a busy machine): never leave it running behind the test
+            self.stop()
         assert ok, (runtime.parent / "server.log").read_text()[-3000:]
 
     def _up(self) -> bool:
