@@ -192,3 +192,67 @@ async def test_server_compares_the_agents_with_the_kernels_python(kube_env, tmp_
     finally:
         await manager.shutdown_all()
     assert await asyncio.to_thread(wait_for, lambda: not managed(kube_env.admin), 20)
+
+
+@pytest.mark.asyncio
+async def test_adoption_carries_on_past_a_cluster_it_cannot_take_back(kube_env, tmp_path):
+    """A restarted server adopts the user's clusters even when one is busy running a cell
+    (no version check may time out and shut it down) and another cannot be taken back (its
+    key Secret is gone): the busy one keeps running, the rest are adopted."""
+    import subprocess
+    import threading
+
+    from jupyter_kremote.client import ClusterClient, Endpoint
+
+    _, _, admin = kube_env
+    first = ClusterManager(_limits("carol"), root=str(tmp_path))
+    for notebook in ("a/broken.ipynb", "b/busy.ipynb", "c/fine.ipynb"):
+        model = await first.ensure("default", notebook,
+                                   {"cpu": "100m", "mem": "100Mi", "image": IMAGE})
+        assert model.state == "running"
+    conn = await first.connection("busy-default")
+    going, done = threading.Event(), threading.Event()
+
+    def long_cell() -> None:  # what a kernel does: a cell still running when the server goes
+        eps = [Endpoint(e["rank"], e["host"], e["port"], e["control_port"],
+                        e["curve_serverkey"].encode()) for e in conn["endpoints"]]
+        client = ClusterClient(base64.b64decode(conn["key"]), eps, lambda r: None)
+        try:
+            client.request("execute", {"code": "print('go', flush=True)\nimport time\n"
+                                                "time.sleep(120)", "env": {}},
+                           on_output=lambda rank, msg: going.set(), timeout=150)
+        except Exception:  # noqa: BLE001 - ended by the shutdown at the end of the test
+            pass
+        finally:
+            client.close()
+            done.set()
+
+    threading.Thread(target=long_cell, daemon=True).start()
+    assert going.wait(30)
+    await first.close(keep=("kubernetes",))
+
+    def kubectl(*args: str) -> str:
+        return subprocess.run(["kubectl", f"--kubeconfig={admin}", "-n", "default", *args],
+                              check=True, capture_output=True, text=True, timeout=60).stdout
+
+    jobs = json.loads(kubectl("get", "jobs", "-l", "kremote/user=carol", "-o", "json"))["items"]
+    broken = next(j["metadata"]["name"] for j in jobs
+                  if j["metadata"]["annotations"]["kremote/notebook-path"] == "a/broken.ipynb")
+    secrets = json.loads(kubectl("get", "secrets", "-l", "kremote/user=carol", "-o", "json"))
+    (key,) = [s["metadata"]["name"] for s in secrets["items"]
+              if s["metadata"]["ownerReferences"][0]["name"] == broken]
+    kubectl("delete", "secret", key)
+
+    second = ClusterManager(_limits("carol"), root=str(tmp_path))
+    try:
+        assert sorted(await second.adopt()) == ["busy-default", "fine-default"]
+        await _run_via(await second.connection("fine-default"), "print('adopted')")
+        assert not done.is_set()  # the busy cell still runs: adoption did not end it
+        # the one it could not take back is left as it was (its TTL still ends it)
+        assert broken in kubectl("get", "jobs", "-o", "name")
+    finally:
+        await second.shutdown_all()
+        kubectl("delete", "job", broken, "--wait=false")
+    assert done.wait(30)
+    assert wait_for(lambda: not kubectl("get", "jobs,pods,secrets", "-l", "kremote/user=carol",
+                                        "-o", "name").split(), 30)
