@@ -25,6 +25,7 @@ from .podgroups import DEFAULT_GROUP, Group, GroupSet, check_group_name
 from .remote_fn import RemoteFunction, module_files
 from .session import ClusterOptions
 from .spec import PodSpec, parse_duration
+from .task_report import report_tasks
 
 
 def _print_output(labels: dict[int, str] | None) -> Callable[[int, Message], None]:
@@ -349,9 +350,16 @@ class LocalCluster:
                                       lambda g=g, r=r: g.client.interrupt_nowait([r])))
         counts = TaskCounts(self.name, getattr(fn, "__qualname__", "map"), len(items))
         RECENT.append(counts)
+        report_tasks()  # the panel shows the map's counts (throttled, in the background)
         show = notebook_progress() if progress is None or progress else None
+
+        def on_progress(c: TaskCounts) -> None:
+            if show is not None:
+                show(c)
+            report_tasks()
+
         mapper = Mapper(fn, items, workers, counts, chunksize=chunksize, retries=retries,
-                        on_progress=show)
+                        on_progress=on_progress)
         async for pair in mapper.results():
             yield pair
 

@@ -568,6 +568,7 @@ class RemoteMagics(Magics):
         if main is not None and DEFAULT_GROUP not in family.members and main.ended is None:
             family.members[DEFAULT_GROUP] = (main, channel_addrs(main.handle.endpoints))
         options = cluster_options(opts, _env_pairs(opts.env))
+        options.group = group  # labels its pods, and the panel lists them under it
         if main is not None:  # one TTL for the cluster's groups
             options.ttl = max(main.deadline - time.time(), 1.0)
         cluster = self._start(family.cluster_name(group), options)

@@ -39,6 +39,7 @@ __all__ = [
     "AGENT_PORT",
     "DEFAULT_KUBE_VERSION",
     "LABEL_CLUSTER",
+    "LABEL_GROUP",
     "LABEL_NOTEBOOK",
     "LABEL_USER",
     "MANAGED_BY",
@@ -62,6 +63,7 @@ MANAGED_BY = "jupyter-kremote"
 LABEL_CLUSTER = "kremote/cluster"
 LABEL_USER = "kremote/user"
 LABEL_NOTEBOOK = "kremote/notebook"
+LABEL_GROUP = "kremote/group"
 REDACTED = "<redacted>"
 KEY_ENV = "KREMOTE_KEY"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -242,6 +244,7 @@ def render_cluster(
         LABEL_CLUSTER: label_value(cluster_id),
         LABEL_USER: label_value(user),
         LABEL_NOTEBOOK: label_value(notebook),
+        LABEL_GROUP: spec.group,
     }
     ttl = max(1, math.ceil(spec.ttl))
     identity: dict[str, Any] = {

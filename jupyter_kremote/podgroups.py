@@ -110,6 +110,8 @@ class GroupSet:
     async def start(self, specs: dict[str, ClusterOptions]) -> None:
         """Start every group at once; if one fails, stop the others and raise its error."""
         names = [check_group_name(n) for n in specs]
+        for n in names:
+            specs[n].group = n
         started = await asyncio.gather(
             *(asyncio.to_thread(Cluster, self._cluster_name(n), specs[n], self.root)
               for n in names), return_exceptions=True)
@@ -127,6 +129,7 @@ class GroupSet:
     async def add(self, name: str, options: ClusterOptions) -> Group:
         if name in self._groups:
             raise ValueError(f"cluster {self.name!r} already has a group {name!r}")
+        options.group = check_group_name(name)
         if self.deadline is not None:  # the cluster's TTL, not a fresh one
             options.ttl = max(self.deadline - time.time(), 1.0)
         cluster = await asyncio.to_thread(Cluster, self._cluster_name(name), options,

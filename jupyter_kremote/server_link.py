@@ -15,6 +15,7 @@ matched to this kernel by pid: the server is one of the kernel's ancestor proces
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -133,6 +134,16 @@ def find_server(env: dict[str, str] | None = None) -> ServerInfo | None:
             return _from_url(info["url"], info.get("token", ""),
                              root_dir=info.get("root_dir", ""), pid=info.get("pid"))
     return None
+
+
+def notebook_path(server: ServerLink | None, root: str | Path = "") -> str:
+    """This kernel's notebook as the server and the panel name it: its path under the
+    server's root (JupyterLab gives kernels ``JPY_SESSION_NAME``)."""
+    notebook = os.environ.get("JPY_SESSION_NAME", "") or ("" if server else str(root))
+    if server is not None and server.info.root_dir and os.path.isabs(notebook):
+        with contextlib.suppress(ValueError):
+            notebook = Path(notebook).relative_to(server.info.root_dir).as_posix()
+    return notebook
 
 
 class ServerLink:
@@ -320,4 +331,5 @@ class ServerBackend:
                 pass  # already gone
 
 
-__all__ = ["ServerBackend", "ServerError", "ServerInfo", "ServerLink", "find_server"]
+__all__ = ["ServerBackend", "ServerError", "ServerInfo", "ServerLink", "find_server",
+           "notebook_path"]

@@ -10,8 +10,6 @@ to go on.
 from __future__ import annotations
 
 import atexit
-import contextlib
-import os
 import sys
 import threading
 import time
@@ -45,13 +43,14 @@ class ClusterOptions:
     gpu: int = 0
     gpu_type: str | None = None
     namespace: str | None = None
+    group: str = "main"  # which pod group of its cluster this is (podgroups.py)
 
     def to_spec(self) -> PodSpec:
         return PodSpec(image=self.image, cpu=self.cpu, mem=self.mem, gpu=self.gpu,
                        gpu_type=self.gpu_type, count=self.count, env=dict(self.env),
                        secret_env=dict(self.secret_env), templates=list(self.templates),
                        ttl=self.ttl, connect_timeout=self.connect_timeout,
-                       namespace=self.namespace)
+                       namespace=self.namespace, group=self.group)
 
 
 #: how an agent ends *because* another failed; the other one names the cause
@@ -390,12 +389,9 @@ class Session:
         #: the Jupyter server's extension holding this kernel's clusters, or None
         self.server = server
         #: the notebook's path, for labels; JupyterLab's kernels get it in JPY_SESSION_NAME
-        self.notebook = (notebook or os.environ.get("JPY_SESSION_NAME", "")
-                         or ("" if server else str(self.root)))
-        if server is not None and server.info.root_dir and os.path.isabs(self.notebook):
-            # the server names notebooks by their path under its root, like the panel
-            with contextlib.suppress(ValueError):
-                self.notebook = Path(self.notebook).relative_to(server.info.root_dir).as_posix()
+        from .server_link import notebook_path
+
+        self.notebook = notebook or notebook_path(server, self.root)
         self.clusters: dict[str, Cluster] = {}
         self.specs: dict[str, ClusterOptions] = {}
         atexit.register(self.shutdown_all)
@@ -415,7 +411,8 @@ class Session:
             options = ClusterOptions(count=model["count"], backend=model["backend"],
                                      ttl=model["ttl"], gpu=model["gpu"],
                                      templates=list(model.get("templates") or []),
-                                     namespace=model.get("namespace"))
+                                     namespace=model.get("namespace"),
+                                     group=model.get("group") or "main")
             backend = ServerBackend(self.server, options.backend)
             try:
                 handle = backend.attach(model)

@@ -58,6 +58,7 @@ OPTION_NAMES: dict[str, str] = {
     "connect_timeout": "--timeout",
     "namespace": "--namespace",
     "name": "--name",
+    "group": "--group",
 }
 
 # Kubernetes' quantity grammar (k8s.io/apimachinery/pkg/api/resource): a signed decimal number,
@@ -67,6 +68,7 @@ _QUANTITY_RE = re.compile(
     r"(?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+))"
     r"(?:(?P<binary>[KMGTPE]i)|[eE](?P<exponent>[+-]?\d+)|(?P<decimal>[numkMGTPE]))?"
 )
+_GROUP_RE = re.compile(r"[a-z]([a-z0-9-]{0,18}[a-z0-9])?")
 _BINARY = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
 _DECIMAL = {"n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
 
@@ -325,6 +327,7 @@ class PodSpec:
     connect_timeout: float = 120.0
     namespace: str | None = None
     name: str | None = None
+    group: str = "main"  # the pod group (podgroups.py); labels the pods kremote/group
 
     def __post_init__(self) -> None:
         self.validate()
@@ -371,3 +374,6 @@ class PodSpec:
             check_dns_label(self.namespace, opt["namespace"])
         if self.name is not None:
             check_dns_label(self.name, opt["name"])
+        if not isinstance(self.group, str) or not _GROUP_RE.fullmatch(self.group):
+            raise SpecError(f"{opt['group']} {self.group!r}: use 1-20 lowercase letters, digits "
+                            "or '-', starting with a letter: e.g. train")

@@ -453,6 +453,85 @@ def test_panel_shows_manages_and_shuts_down_a_cluster(lab: Lab, page) -> None:
     screenshot(page, "panel-after-shutdown.png")
 
 
+GROUP_CELLS = [
+    "%load_ext jupyter_kremote",
+    "%%remote -n 1\nx = 1",
+    "%remote group add train -n 2",
+    ("from jupyter_kremote import LocalCluster\n"
+     "async with LocalCluster(count=2, name='squares') as c:\n"
+     "    squares = await c.map(lambda x: x * x, range(40))\n"
+     "    try:\n"
+     "        await c.map(lambda x: 1 // (x - 3), range(8), retries=0)\n"
+     "    except Exception as exc:\n"
+     "        print('map failed:', type(exc).__name__)\n"
+     "print('sum of squares', sum(squares))"),
+]
+
+
+@pytest.mark.timeout(300)
+def test_panel_shows_pod_groups_and_map_counts(lab: Lab, page) -> None:
+    """A cluster with two groups is one card with a heading per group; the kernel's maps show
+    with their done / running / failed counts."""
+    nb = {"cells": [{"cell_type": "code", "metadata": {}, "execution_count": None,
+                     "outputs": [], "source": src} for src in GROUP_CELLS],
+          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                      "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    (lab.root / "groups.ipynb").write_text(json.dumps(nb))
+    open_lab(page, lab, "lab/tree/groups.ipynb")
+    open_panel_from_palette(page)
+    widen_sidebar(page)
+    panel = page.locator("#jupyter-kremote-panel")
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for()
+    page.wait_for_function(
+        "() => { const w = window.jupyterapp.shell.currentWidget;"
+        " return w && w.sessionContext && w.sessionContext.session"
+        " && w.sessionContext.kernelDisplayStatus === 'idle'; }", timeout=60_000)
+    page.evaluate("() => { void window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+    page.locator(".jp-OutputArea-output", has_text="sum of squares 20540").wait_for(
+        timeout=120_000)
+    assert "map failed: " in page.locator(".jp-Notebook").inner_text()
+
+    # one card for the cluster, its pods under a heading per group
+    section = panel.locator("section.jp-kremote-group[aria-label='groups.ipynb']")
+    card = section.locator("article.jp-kremote-card[aria-label='cluster default']")
+    card.wait_for(timeout=30_000)
+    assert section.locator("article[aria-label='cluster default-train']").count() == 0
+    groups = card.locator(".jp-kremote-podgroup")
+    wait_for(lambda: card.locator("tr.jp-kremote-pod").count() == 3, 20, 0.2)
+    assert groups.locator(".jp-kremote-podgroup-name").all_inner_texts() == ["main", "train"]
+    details = groups.locator(".jp-kremote-podgroup-details").all_inner_texts()
+    assert details[0].startswith("1 pod") and details[1].startswith("2 pods"), details
+    assert card.locator(".jp-kremote-podgroup[data-group='train'] tr.jp-kremote-pod").count() == 2
+    assert card.locator(".jp-kremote-pod-count").inner_text() == "3 in 2 groups"
+    models = [c for c in lab.api("GET", "clusters")["clusters"]
+              if c["notebook"] == "groups.ipynb"]
+    assert sorted((c["group"], c["family"]) for c in models) == [
+        ("main", "default"), ("train", "default")]
+    assert {p["group"] for c in models for p in c["pods"]} == {"main", "train"}
+
+    # the maps the kernel ran, with their counts: the last state is reported
+    maps = section.locator("article[aria-label='maps of squares'] .jp-kremote-map")
+    page.locator(".jp-kremote-map-failed").wait_for(timeout=20_000)
+    assert maps.count() == 2
+    failed, done = maps.nth(0), maps.nth(1)  # newest first
+    assert done.locator(".jp-kremote-map-counts").inner_text() == (
+        "done 40/40 · running 0 · failed 0")
+    assert done.locator(".jp-kremote-map-state").inner_text() == "done"
+    failed_counts = failed.locator(".jp-kremote-map-counts").inner_text()
+    assert re.fullmatch(r"done \d/8 · running 0 · failed [1-9]", failed_counts), failed_counts
+    assert failed.locator(".jp-kremote-map-state").inner_text() == "failed"
+    assert lab.api("GET", "tasks")["tasks"]["groups.ipynb"][0]["total"] == 40
+    panel.locator(".jp-kremote-body").screenshot(path=str(ARTIFACTS / "panel-groups.png"))
+
+    # Shut down acts on the whole cluster: both groups' agents stop
+    card.locator(".jp-kremote-shutdown").click()
+    page.locator(".jp-Dialog .jp-Dialog-button", has_text="Shut down").click()
+    card.wait_for(state="detached", timeout=30_000)
+    assert wait_for(lambda: not [c for c in lab.api("GET", "clusters")["clusters"]
+                                 if c["notebook"] == "groups.ipynb"], 20, 0.2)
+
+
 @pytest.mark.timeout(180)
 def test_panel_error_state_when_the_server_extension_is_missing(lab: Lab, page) -> None:
     """A server without the extension answers 404 under kremote/api/v1: the panel says so."""

@@ -21,6 +21,7 @@ except ImportError:  # a source checkout: hatch maps server_ext/ into the wheel 
 
 from conftest import alive, all_agent_pids, wait_for
 from jupyter_kremote_server.manager import ClusterManager, Limits
+from jupyter_kremote_server.models import BadRequest
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
@@ -253,6 +254,63 @@ async def test_idle_culling_without_a_server(tmp_path):
         await manager.shutdown_all()
 
 
+@pytest.mark.asyncio
+async def test_pod_groups_are_records_of_one_cluster(tmp_path):
+    """`%remote group add train` starts `swimmy-train`: the panel shows it in swimmy's card."""
+    manager = ClusterManager(Limits(), root=str(tmp_path))
+    try:
+        main = await manager.ensure("swimmy", "nb/s.ipynb", {"count": 1})
+        train = await manager.ensure("swimmy-train", "nb/s.ipynb",
+                                     {"count": 2, "group": "train"})
+        assert (main.group, main.family) == ("main", "swimmy")
+        assert (train.id, train.group, train.family) == ("s-swimmy-train", "train", "swimmy")
+        assert [p["group"] for p in train.pods] == ["train", "train"]
+        assert [p["group"] for p in main.pods] == ["main"]
+        listed = {m["id"]: (m["family"], m["group"]) for m in manager.snapshot()}
+        assert listed == {"s-swimmy": ("swimmy", "main"), "s-swimmy-train": ("swimmy", "train")}
+        with pytest.raises(BadRequest, match=r"^--group 'Train!': use 1-20 lowercase"):
+            await manager.ensure("bad", "nb/s.ipynb", {"group": "Train!"})
+        assert len(await manager.list_clusters()) == 2
+    finally:
+        await manager.shutdown_all()
+
+
+@pytest.mark.asyncio
+async def test_kernels_report_map_counts_to_the_panel(jp_fetch, jp_ws_fetch):
+    ws = await jp_ws_fetch(*API, "stream")
+    assert json.loads(await ws.read_message())["tasks"] == {}
+    squares = {"cluster": "sq", "function": "square", "total": 20, "done": 12, "running": 4,
+               "failed": 1, "retried": 1, "started": 1767000000.0, "state": "running",
+               "extra": "dropped"}
+    code, put = await _call(jp_fetch, "tasks", method="PUT",
+                            body={"notebook": "nb/map.ipynb", "maps": [squares]})
+    assert code == 200
+    pushed = await _next(ws, lambda m: m["type"] == "tasks")
+    assert pushed["notebook"] == "nb/map.ipynb" and pushed["maps"] == put["maps"]
+    (m,) = pushed["maps"]
+    assert (m["function"], m["done"], m["running"], m["failed"], m["state"]) == (
+        "square", 12, 4, 1, "running")
+    assert "extra" not in m
+    code, listing = await _call(jp_fetch, "tasks")
+    assert listing == {"tasks": {"nb/map.ipynb": put["maps"]}}
+    # a new kernel's first report replaces the notebook's maps; no maps forgets them
+    for maps, expect in [
+        ([{**squares, "done": "12"}], "maps[0].done '12': expected a whole number >= 0"),
+        ([{**squares, "state": "lost"}], "maps[0].state 'lost': expected one of running,"),
+        ([{"function": "f"}], "maps[0].cluster: expected a non-empty string"),
+        ({"sq": 1}, "maps: expected a list of maps"),
+    ]:
+        code, message = await _refused(jp_fetch, "tasks", method="PUT",
+                                       body={"notebook": "nb/map.ipynb", "maps": maps})
+        assert code == 400 and message.startswith(expect), message
+    code, listing = await _call(jp_fetch, "tasks")
+    assert listing["tasks"]["nb/map.ipynb"] == put["maps"]  # refused: nothing changed
+    await _call(jp_fetch, "tasks", method="PUT", body={"notebook": "nb/map.ipynb", "maps": []})
+    code, listing = await _call(jp_fetch, "tasks")
+    assert listing == {"tasks": {}}
+    ws.close()
+
+
 def _kremote_routes(web_app) -> list[tuple[str, type]]:
     routes = []
     for host_rule in web_app.default_router.rules:
@@ -267,17 +325,17 @@ def _kremote_routes(web_app) -> list[tuple[str, type]]:
 async def test_every_endpoint_requires_the_token(jp_serverapp, http_server_client,
                                                  jp_auth_header, jp_ws_fetch):
     routes = _kremote_routes(jp_serverapp.web_app)
-    assert len(routes) == 8
+    assert len(routes) == 9
     client = http_server_client  # a plain HTTP client: no token unless given
     checked = 0
     for pattern, handler in routes:
         path = re.sub(r"\(\?P<\w+>[^)]*\)", "x", pattern).removesuffix("$").removesuffix("/?")
         if path.endswith("/stream"):
             continue  # the WebSocket, below
-        for method in ("GET", "POST", "DELETE"):
+        for method in ("GET", "POST", "PUT", "DELETE"):
             if method.lower() not in vars(handler):
                 continue
-            body = '{"colour": "red"}' if method == "POST" else None  # 400: starts nothing
+            body = '{"colour": "red"}' if method in ("POST", "PUT") else None  # 400: no change
             anonymous = await client.fetch(path, method=method, body=body, raise_error=False)
             assert anonymous.code in (401, 403), (method, path, anonymous.code)
             # the same request with the token gets past authentication (400 or 404: no cluster x)
@@ -285,7 +343,7 @@ async def test_every_endpoint_requires_the_token(jp_serverapp, http_server_clien
                                        headers=jp_auth_header)
             assert known.code not in (401, 403), (method, path, known.code)
             checked += 1
-    assert checked == 9
+    assert checked == 11
 
     # the WebSocket: refused without the token, a snapshot with it
     from tornado.websocket import websocket_connect
@@ -297,7 +355,7 @@ async def test_every_endpoint_requires_the_token(jp_serverapp, http_server_clien
     assert info.value.code in (401, 403)
     ws = await jp_ws_fetch(*API, "stream")
     first = json.loads(await ws.read_message())
-    assert first == {"type": "snapshot", "clusters": []}
+    assert first == {"type": "snapshot", "clusters": [], "tasks": {}}
     ws.close()
 
 

@@ -107,6 +107,7 @@ def test_base_job() -> None:
         "kremote/cluster": "c1",
         "kremote/user": "ann",
         "kremote/notebook": label_of("work/a.ipynb"),
+        "kremote/group": "main",
     }
     assert job["metadata"]["labels"] == labels
     assert job["spec"]["template"]["metadata"]["labels"] == labels
@@ -666,6 +667,11 @@ def test_labels_are_label_safe_for_odd_names() -> None:
     labels = job["metadata"]["labels"]
     assert labels["kremote/notebook"].startswith("my-notebooks-unicode-test-1-ipynb-")
     assert labels["kremote/user"].startswith("ann-example-x-corp-com-")
+    assert labels["kremote/group"] == "main"
+    _, train = render(PodSpec(group="train"))
+    assert train["spec"]["template"]["metadata"]["labels"]["kremote/group"] == "train"
+    with pytest.raises(SpecError, match=r"--group 'Train X': use 1-20 lowercase letters"):
+        PodSpec(group="Train X")
     assert job["metadata"]["annotations"] == {
         "kremote/user-name": user,
         "kremote/notebook-path": notebook,

@@ -19,8 +19,15 @@ import {
   sparklinePoints
 } from './format';
 import { ClusterStore } from './model';
-import { groupByNotebook, IState } from './state';
-import type { ICluster, IClusterEvent, IGpuSample, IPodRow, ITelemetrySample } from './types';
+import { groupByNotebook, ICard, IState, mapsOf, mergeEvents } from './state';
+import type {
+  ICluster,
+  IClusterEvent,
+  IGpuSample,
+  IMapSummary,
+  IPodRow,
+  ITelemetrySample
+} from './types';
 
 /** Durations offered by the Extend button's menu, in seconds; the first is the default. */
 export const EXTEND_CHOICES = [3600, 1800, 2 * 3600, 4 * 3600, 8 * 3600];
@@ -155,8 +162,17 @@ export class ClustersPanel extends Widget {
           h('h3', { className: 'jp-kremote-group-title', title: group.notebook },
             notebookLabel(group.notebook))
         );
-        for (const c of group.clusters) {
-          section.append(this._card(c, state));
+        for (const card of group.cards) {
+          section.append(this._card(card, state));
+        }
+        // maps of clusters the server does not hold (the Python API's), one box per cluster
+        for (const name of [...new Set(group.maps.map(m => m.cluster))].sort()) {
+          section.append(h('article',
+            { className: 'jp-kremote-card jp-kremote-maps-card', 'aria-label': `maps of ${name}` },
+            h('div', { className: 'jp-kremote-card-head' },
+              h('span', { className: 'jp-kremote-name' }, name),
+              h('span', { className: 'jp-kremote-status' }, 'Python API cluster')),
+            this._maps(group.maps.filter(m => m.cluster === name))));
         }
         body.append(section);
       }
@@ -220,7 +236,9 @@ export class ClustersPanel extends Widget {
     );
   }
 
-  private _card(c: ICluster, state: IState): HTMLElement {
+  private _card(card: ICard, state: IState): HTMLElement {
+    const c = card.main;
+    const several = card.groups.length > 1 || (c.group ?? 'main') !== 'main';
     const now = Date.now() / 1000;
     const cd = countdown(c.state === 'ended' ? null : c.deadline, now);
     const ttl = h(
@@ -247,36 +265,99 @@ export class ClustersPanel extends Widget {
       h('dd', { className: 'jp-kremote-templates' },
         (c.templates ?? []).length ? (c.templates ?? []).join(', ') : '—'),
       h('dt', {}, 'pods'),
-      h('dd', {}, `${c.count}${c.gpu ? ` × ${c.gpu} GPU` : ''}`),
+      h('dd', { className: 'jp-kremote-pod-count' }, several
+        ? `${card.groups.reduce((n, g) => n + g.count, 0)} in ${card.groups.length} ` +
+          `group${card.groups.length === 1 ? '' : 's'}`
+        : `${c.count}${c.gpu ? ` × ${c.gpu} GPU` : ''}`),
       h('dt', {}, 'age'),
       h('dd', { className: 'jp-kremote-age', 'data-since': c.created }, formatAge(c.created, now))
     );
-    const card = h(
+    const el = h(
       'article',
       {
         className: `jp-kremote-card jp-kremote-card-${c.state}`,
         'data-cluster': c.id,
-        'aria-label': `cluster ${c.name}`
+        'aria-label': `cluster ${card.name}`
       },
       h(
         'div',
         { className: 'jp-kremote-card-head' },
-        h('span', { className: 'jp-kremote-name', title: c.id }, c.name),
+        h('span', { className: 'jp-kremote-name', title: card.groups.map(g => g.id).join(', ') },
+          card.name),
         status,
         ttl
       ),
       meta,
-      this._actions(c)
+      this._actions(c, card.groups)
     );
-    for (const w of c.warnings ?? []) {
-      card.append(h('p', { className: 'jp-kremote-cluster-warning' }, w));
+    for (const g of card.groups) {
+      for (const w of g.warnings ?? []) {
+        el.append(h('p', { className: 'jp-kremote-cluster-warning' }, w));
+      }
     }
-    card.append(this._pods(c, state));
-    card.append(this._events(c));
-    return card;
+    if (several) {
+      for (const g of card.groups) {
+        el.append(this._podGroup(g, state));
+      }
+    } else {
+      el.append(this._pods(c, state));
+    }
+    const maps = mapsOf(state, card);
+    if (maps.length) {
+      el.append(this._maps(maps));
+    }
+    const events = card.groups.reduce(
+      (all: IClusterEvent[], g) => mergeEvents(all, g.events ?? []), []);
+    el.append(this._events({ ...c, events }));
+    return el;
   }
 
-  private _actions(c: ICluster): HTMLElement {
+  /** Parallel maps, newest first: done / running / failed counts and a progress bar. */
+  private _maps(maps: IMapSummary[]): HTMLElement {
+    const list = h('ol', { className: 'jp-kremote-maps', 'aria-label': 'maps' });
+    for (const m of [...maps].reverse()) {
+      const pct = m.total ? (100 * m.done) / m.total : 100;
+      list.append(
+        h(
+          'li',
+          { className: `jp-kremote-map jp-kremote-map-${m.state}`, 'data-function': m.function },
+          h('span', { className: 'jp-kremote-map-function', title: m.function }, m.function),
+          bar(pct, `${m.done}/${m.total}`, `${m.function} done`, 'util'),
+          h('span', { className: 'jp-kremote-map-counts' },
+            `done ${m.done}/${m.total} · running ${m.running} · failed ${m.failed}`),
+          h('span', { className: 'jp-kremote-map-state' }, m.state)
+        )
+      );
+    }
+    return h('details', { className: 'jp-kremote-maps-box', open: true },
+      h('summary', {}, `Maps (${maps.length})`), list);
+  }
+
+  /** One pod group of a card: a heading (name, pods, image, resources), then its pods. */
+  private _podGroup(g: ICluster, state: IState): HTMLElement {
+    const name = g.group ?? 'main';
+    const resources = [
+      g.cpu ? `${g.cpu} CPU` : '',
+      g.mem ? `${g.mem} mem` : '',
+      g.gpu ? `${g.gpu} GPU` : ''
+    ].filter(Boolean).join(', ');
+    const details = [
+      `${g.count} pod${g.count === 1 ? '' : 's'}`,
+      g.image ?? '',
+      resources ? `${resources} each` : '',
+      g.state === 'running' ? '' : g.state
+    ].filter(Boolean).join(' · ');
+    return h(
+      'section',
+      { className: 'jp-kremote-podgroup', 'data-group': name, 'aria-label': `group ${name}` },
+      h('h4', { className: 'jp-kremote-podgroup-title', title: g.id },
+        h('span', { className: 'jp-kremote-podgroup-name' }, name),
+        h('span', { className: 'jp-kremote-podgroup-details' }, details)),
+      this._pods(g, state)
+    );
+  }
+
+  private _actions(c: ICluster, records: ICluster[]): HTMLElement {
     const ended = c.state !== 'running';
     const chosen = this._extendBy.get(c.id) ?? EXTEND_CHOICES[0];
     const select = h('select', {
@@ -300,7 +381,7 @@ export class ClustersPanel extends Widget {
       },
       'Extend'
     );
-    extend.addEventListener('click', () => void this._extend(c, extend));
+    extend.addEventListener('click', () => void this._extend(c, records, extend));
     const shutdown = h(
       'button',
       {
@@ -311,15 +392,18 @@ export class ClustersPanel extends Widget {
       },
       c.state === 'ended' ? 'Remove' : 'Shut down'
     );
-    shutdown.addEventListener('click', () => void this._shutdown(c));
+    shutdown.addEventListener('click', () => void this._shutdown(c, records));
     return h('div', { className: 'jp-kremote-actions' }, extend, select, shutdown);
   }
 
-  private async _extend(c: ICluster, button: HTMLElement): Promise<void> {
+  /** Extend every group of the card: a cluster has one TTL. */
+  private async _extend(c: ICluster, records: ICluster[], button: HTMLElement): Promise<void> {
     const seconds = this._extendBy.get(c.id) ?? EXTEND_CHOICES[0];
     button.setAttribute('disabled', '');
     try {
-      await this._store.extend(c.id, seconds);
+      for (const r of records.filter(r => r.state === 'running')) {
+        await this._store.extend(r.id, seconds);
+      }
     } catch (error) {
       void showErrorMessage(`Could not extend ${c.name}`, (error as Error).message ?? error);
     } finally {
@@ -327,13 +411,14 @@ export class ClustersPanel extends Widget {
     }
   }
 
-  private async _shutdown(c: ICluster): Promise<void> {
-    const pods = c.pods?.length ?? c.count;
+  private async _shutdown(c: ICluster, records: ICluster[]): Promise<void> {
+    const pods = records.reduce((n, r) => n + (r.pods?.length || r.count), 0);
+    const name = String(c.family || c.name);
     const result = await showDialog({
-      title: `Shut down cluster "${c.name}"?`,
+      title: `Shut down cluster "${name}"?`,
       body:
         c.state === 'ended'
-          ? `Forget the ended cluster ${c.id}.`
+          ? `Forget the ended cluster ${name}.`
           : `This stops its ${pods} agent${pods === 1 ? '' : 's'} (${c.backend}); their variables ` +
             'and files are lost. The notebook can start a new cluster with %%remote.',
       buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Shut down' })]
@@ -342,9 +427,11 @@ export class ClustersPanel extends Widget {
       return;
     }
     try {
-      await this._store.shutdown(c.id);
+      for (const r of records) {
+        await this._store.shutdown(r.id);
+      }
     } catch (error) {
-      void showErrorMessage(`Could not shut down ${c.name}`, (error as Error).message ?? error);
+      void showErrorMessage(`Could not shut down ${name}`, (error as Error).message ?? error);
     }
   }
 

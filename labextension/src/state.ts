@@ -8,6 +8,7 @@ import type {
   ICluster,
   IClusterEvent,
   IPodRow,
+  IMapSummary,
   ITelemetrySample,
   StreamMessage
 } from './types';
@@ -28,6 +29,8 @@ export interface IState {
   clusters: { [id: string]: ICluster };
   /** Samples per cluster id, then per rank, oldest first. */
   telemetry: { [id: string]: { [rank: string]: ITelemetrySample[] } };
+  /** Parallel maps per notebook, as its kernel last reported them, oldest first. */
+  tasks: { [notebook: string]: IMapSummary[] };
   connection: Connection;
   error: string | null;
 }
@@ -40,7 +43,7 @@ export type Action =
   | { type: 'connection'; connection: Connection; error?: string | null };
 
 export function initialState(): IState {
-  return { clusters: {}, telemetry: {}, connection: 'connecting', error: null };
+  return { clusters: {}, telemetry: {}, tasks: {}, connection: 'connecting', error: null };
 }
 
 function eventKey(e: IClusterEvent): string {
@@ -127,9 +130,24 @@ function replaceAll(state: IState, clusters: ICluster[]): IState {
 /** The state after `action`; `state` itself is never changed. */
 export function reduce(state: IState, action: Action): IState {
   switch (action.type) {
-    case 'snapshot':
+    case 'snapshot': {
+      const next = replaceAll(state, action.clusters ?? []);
+      return action.tasks ? { ...next, tasks: { ...action.tasks } } : next;
+    }
     case 'list':
       return replaceAll(state, action.clusters ?? []);
+    case 'tasks': {
+      if (typeof action.notebook !== 'string' || !Array.isArray(action.maps)) {
+        return state;
+      }
+      const tasks = { ...state.tasks };
+      if (action.maps.length) {
+        tasks[action.notebook] = action.maps;
+      } else {
+        delete tasks[action.notebook];
+      }
+      return { ...state, tasks };
+    }
     case 'cluster': {
       const c = action.cluster;
       if (!c || !c.id) {
@@ -220,14 +238,50 @@ export function parseMessage(data: unknown): StreamMessage | null {
     return null;
   }
   const type = (msg as { type?: unknown }).type;
-  const known = ['snapshot', 'cluster', 'removed', 'event', 'telemetry', 'ended'];
+  const known = ['snapshot', 'cluster', 'removed', 'event', 'telemetry', 'ended', 'tasks'];
   return typeof type === 'string' && known.includes(type) ? (msg as StreamMessage) : null;
+}
+
+/**
+ * One card: a cluster with its pod groups. The server holds each group as a record of its
+ * own (group `train` of `swimmy` is `swimmy-train`) that shares `family`; the `main` group
+ * (or else the first by name) speaks for the card.
+ */
+export interface ICard {
+  key: string;
+  name: string;
+  main: ICluster;
+  groups: ICluster[];
 }
 
 /** A group of cards: the clusters of one notebook. */
 export interface IGroup {
   notebook: string;
   clusters: ICluster[];
+  cards: ICard[];
+  /** The notebook's maps whose cluster has no card (the Python API's own clusters). */
+  maps: IMapSummary[];
+}
+
+/** A card's maps: those its notebook's kernel ran on a cluster of the card's name. */
+export function mapsOf(state: IState, card: ICard): IMapSummary[] {
+  return (state.tasks[card.main.notebook ?? ''] ?? []).filter(m => m.cluster === card.name);
+}
+
+/** The records of one notebook's clusters as cards, one per cluster, by name. */
+export function cardsOf(clusters: ICluster[]): ICard[] {
+  const byFamily = new Map<string, ICluster[]>();
+  for (const c of clusters) {
+    const family = c.family || c.name;
+    byFamily.set(family, [...(byFamily.get(family) ?? []), c]);
+  }
+  const order = (c: ICluster): string => `${(c.group ?? 'main') === 'main' ? 0 : 1}${c.group ?? ''}`;
+  return [...byFamily.entries()]
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([name, records]) => {
+      const groups = records.sort((x, y) => order(x).localeCompare(order(y)) || x.id.localeCompare(y.id));
+      return { key: `${groups[0].notebook ?? ''}|${name}`, name, main: groups[0], groups };
+    });
 }
 
 /**
@@ -241,13 +295,24 @@ export function groupByNotebook(state: IState, current: string | null): IGroup[]
     list.push(c);
     groups.set(c.notebook ?? '', list);
   }
+  for (const notebook of Object.keys(state.tasks)) {
+    if (!groups.has(notebook)) {
+      groups.set(notebook, []);
+    }
+  }
   const rank = (nb: string): number => (nb === current ? 0 : nb === '' ? 2 : 1);
   return [...groups.entries()]
     .sort(([a], [b]) => rank(a) - rank(b) || a.localeCompare(b))
-    .map(([notebook, clusters]) => ({
-      notebook,
-      clusters: clusters.sort((x, y) => x.name.localeCompare(y.name) || x.id.localeCompare(y.id))
-    }));
+    .map(([notebook, clusters]) => {
+      const cards = cardsOf(clusters);
+      const names = new Set(cards.map(c => c.name));
+      return {
+        notebook,
+        clusters: clusters.sort((x, y) => x.name.localeCompare(y.name) || x.id.localeCompare(y.id)),
+        cards,
+        maps: (state.tasks[notebook] ?? []).filter(m => !names.has(m.cluster))
+      };
+    });
 }
 
 /** Pods running now, over all clusters that are not ended (the status bar's count). */

@@ -31,6 +31,7 @@ export interface IPodRow {
   started?: number;
   state?: string;
   telemetry?: ITelemetrySample | null;
+  group?: string;
   [key: string]: unknown;
 }
 
@@ -63,12 +64,35 @@ export interface ICluster {
   events?: IClusterEvent[];
   templates?: string[];
   namespace?: string | null;
+  /** This record's pod group ("main" by default); the groups of a cluster share `family`. */
+  group?: string;
+  family?: string;
+  image?: string | null;
+  cpu?: string | null;
+  mem?: string | null;
   [key: string]: unknown;
+}
+
+/** One parallel map's counts, as the notebook's kernel reports them (`PUT tasks`). */
+export interface IMapSummary {
+  cluster: string;
+  function: string;
+  total: number;
+  done: number;
+  running: number;
+  failed: number;
+  retried?: number;
+  rerun?: number;
+  speculative?: number;
+  started: number;
+  finished?: number | null;
+  state: string; // "running" | "done" | "failed" | "cancelled"
 }
 
 /** Messages of the `stream` WebSocket. */
 export type StreamMessage =
-  | { type: 'snapshot'; clusters: ICluster[] }
+  | { type: 'snapshot'; clusters: ICluster[]; tasks?: { [notebook: string]: IMapSummary[] } }
+  | { type: 'tasks'; notebook: string; maps: IMapSummary[] }
   | { type: 'cluster'; cluster: ICluster }
   | { type: 'removed'; id: string }
   | { type: 'event'; id: string; event: IClusterEvent }

@@ -1,5 +1,7 @@
 import {
+  cardsOf,
   groupByNotebook,
+  mapsOf,
   initialState,
   IState,
   MAX_EVENTS,
@@ -177,6 +179,53 @@ describe('groupByNotebook and runningPods', () => {
     expect(groups.map(g => g.notebook)).toEqual(['c.ipynb', 'a.ipynb', 'b.ipynb', '']);
     expect(groups[2].clusters.map(c => c.name)).toEqual(['alpha', 'zeta']);
     expect(groupByNotebook(s, null)[0].notebook).toBe('a.ipynb');
+  });
+
+  it('shows the pod groups of one cluster as one card, main group first', () => {
+    const s = withSnapshot(
+      cluster('nb-swimmy-train', { name: 'swimmy-train', family: 'swimmy', group: 'train', gpu: 1 }),
+      cluster('nb-swimmy', { name: 'swimmy', family: 'swimmy', group: 'main' }),
+      cluster('nb-swimmy-prep', { name: 'swimmy-prep', family: 'swimmy', group: 'prep' }),
+      cluster('nb-other', { name: 'other' })
+    );
+    const [group] = groupByNotebook(s, null);
+    expect(group.cards.map(c => c.name)).toEqual(['other', 'swimmy']);
+    const card = group.cards[1];
+    expect(card.main.id).toBe('nb-swimmy');
+    expect(card.groups.map(g => g.group)).toEqual(['main', 'prep', 'train']);
+    expect(group.cards[0].groups.map(g => g.id)).toEqual(['nb-other']);
+  });
+
+  it('keeps the cards of two notebooks apart and a lone group as its own card', () => {
+    const cards = cardsOf([
+      cluster('a-train', { name: 'a-train', family: 'a', group: 'train' }),
+      cluster('b', { name: 'b' })
+    ]);
+    expect(cards.map(c => [c.name, c.main.id])).toEqual([['a', 'a-train'], ['b', 'b']]);
+  });
+
+  it('keeps the latest maps per notebook: on the card of their cluster, else apart', () => {
+    const map = (cluster: string, done: number) => ({
+      cluster, function: 'square', total: 20, done, running: 20 - done, failed: 0,
+      started: 1000, state: done === 20 ? 'done' : 'running'
+    });
+    let s = withSnapshot(cluster('nb-swimmy', { name: 'swimmy', family: 'swimmy' }));
+    s = reduce(s, { type: 'tasks', notebook: 'work/train.ipynb', maps: [map('swimmy', 4)] });
+    s = reduce(s, { type: 'tasks', notebook: 'work/train.ipynb',
+      maps: [map('swimmy', 20), map('api', 3)] });
+    const [group] = groupByNotebook(s, null);
+    expect(mapsOf(s, group.cards[0]).map(m => [m.done, m.state])).toEqual([[20, 'done']]);
+    expect(group.maps.map(m => m.cluster)).toEqual(['api']);
+    // a notebook with maps but no server-held cluster still gets its section
+    s = reduce(s, { type: 'tasks', notebook: 'other.ipynb', maps: [map('api', 1)] });
+    expect(groupByNotebook(s, null).map(g => [g.notebook, g.maps.length])).toEqual([
+      ['other.ipynb', 1], ['work/train.ipynb', 1]]);
+    // an empty report forgets the notebook's maps; a snapshot brings the server's
+    s = reduce(s, { type: 'tasks', notebook: 'other.ipynb', maps: [] });
+    expect(Object.keys(s.tasks)).toEqual(['work/train.ipynb']);
+    s = reduce(s, { type: 'snapshot', clusters: [], tasks: { 'x.ipynb': [map('api', 2)] } });
+    expect(s.tasks).toEqual({ 'x.ipynb': [map('api', 2)] });
+    expect(parseMessage(JSON.stringify({ type: 'tasks', notebook: 'x', maps: [] }))).not.toBeNull();
   });
 
   it('counts Running pods of clusters that did not end', () => {

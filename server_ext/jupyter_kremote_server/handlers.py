@@ -158,6 +158,26 @@ class TelemetryHandler(KRemoteHandler):
         self.send(await self.call(self.manager.telemetry(cluster_id)))
 
 
+class TasksHandler(KRemoteHandler):
+    """Parallel maps' counts: kernels PUT their notebook's latest, the panel reads them."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.send({"tasks": self.manager.tasks.snapshot()})
+
+    @web.authenticated
+    @authorized
+    async def put(self) -> None:
+        body = self.body()
+        self.send(await self.call(_now(self.manager.put_tasks, body.get("notebook"),
+                                       body.get("maps"))))
+
+
+async def _now(fn: Any, *args: Any) -> Any:
+    return fn(*args)
+
+
 class StreamHandler(_ManagerMixin, ExtensionHandlerMixin, JupyterHandler,
                     websocket.WebSocketHandler):
     """Every change of every cluster, as JSON messages (docs/api.md, "WebSocket")."""
@@ -177,8 +197,8 @@ class StreamHandler(_ManagerMixin, ExtensionHandlerMixin, JupyterHandler,
     def open(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
         self._queue = self.manager.hub.subscribe()
         self.manager.start_monitor()
-        self.write_message(json.dumps({"type": "snapshot", "clusters": self.manager.snapshot()},
-                                      default=str))
+        self.write_message(json.dumps({"type": "snapshot", "clusters": self.manager.snapshot(),
+                                       "tasks": self.manager.tasks.snapshot()}, default=str))
         self._pump = asyncio.get_running_loop().create_task(self._forward())
 
     async def _forward(self) -> None:
@@ -206,5 +226,6 @@ default_handlers: list[tuple[str, type[JupyterHandler]]] = [
     (rf"/{API}/clusters/{_ID}/connection/?", ConnectionHandler),
     (rf"/{API}/clusters/{_ID}/events/?", EventsHandler),
     (rf"/{API}/clusters/{_ID}/telemetry/?", TelemetryHandler),
+    (rf"/{API}/tasks/?", TasksHandler),
     (rf"/{API}/stream/?", StreamHandler),
 ]

@@ -31,6 +31,7 @@ from typing import Any
 
 from jupyter_kremote.backends import Backend, get_backend
 from jupyter_kremote.errors import ClusterEnded
+from jupyter_kremote.manifests import LABEL_GROUP
 from jupyter_kremote.session import Cluster, ClusterOptions
 from jupyter_kremote.spec import dns_safe_name, format_duration, parse_quantity
 
@@ -47,6 +48,7 @@ from .models import (
     OverLimit,
     StartFailed,
 )
+from .tasks import TaskBoard
 
 log = logging.getLogger("jupyter_kremote_server")
 
@@ -105,6 +107,7 @@ class ClusterManager:
         self._lock = asyncio.Lock()  # guards the registry and the limit checks
         self._backends: dict[str, Backend] = {}
         self.hub = Hub()
+        self.tasks = TaskBoard()  # parallel maps' counts, as kernels report them
         self._monitor: asyncio.Task | None = None
 
     def backend(self, name: str) -> Backend:
@@ -179,7 +182,8 @@ class ClusterManager:
 
     def _row(self, entry: _Entry, row: dict[str, Any]) -> dict[str, Any]:
         history = entry.telemetry.get(row["rank"])
-        return {**row, "telemetry": history[-1] if history else None}
+        return {**row, "group": entry.model.group,
+                "telemetry": history[-1] if history else None}
 
     def _add_event(self, entry: _Entry, event: dict[str, Any]) -> None:
         ev = {"time": time.time(), "type": "Normal", "object": f"cluster/{entry.model.id}",
@@ -198,6 +202,13 @@ class ClusterManager:
         if force or text != entry.published:
             entry.published = text
             self.hub.publish({"type": "cluster", "cluster": data})
+
+    def put_tasks(self, notebook: Any, maps: Any) -> dict[str, Any]:
+        """A kernel's latest map counts (``PUT tasks``), passed on to the panel."""
+        message = {"type": "tasks", "notebook": notebook,
+                   "maps": self.tasks.put(notebook, maps)}
+        self.hub.publish(message)
+        return {"notebook": notebook, "maps": message["maps"]}
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [self._entries[i].model.to_dict() for i in sorted(self._entries)]
@@ -245,7 +256,8 @@ class ClusterManager:
             spec = job.get("spec", {})
             opts = ClusterOptions(count=spec.get("completions") or 1, backend="kubernetes",
                                   ttl=handle.deadline - handle.started,
-                                  namespace=meta.get("namespace"))
+                                  namespace=meta.get("namespace"),
+                                  group=(meta.get("labels") or {}).get(LABEL_GROUP, "main"))
             try:  # no drift check: no kernel asked; kernels compare when they connect
                 cluster = await asyncio.to_thread(functools.partial(
                     Cluster, name, opts, self.root, notebook=notebook, backend=backend,
@@ -259,7 +271,7 @@ class ClusterManager:
                 entry = _Entry(ClusterModel(
                     id=cluster_id, name=name, notebook=notebook, backend="kubernetes",
                     count=opts.count, user=self.limits.user, namespace=opts.namespace,
-                    created=handle.started, ttl=opts.ttl, state=RUNNING,
+                    group=opts.group, created=handle.started, ttl=opts.ttl, state=RUNNING,
                     deadline=handle.deadline, last_activity=time.time()), opts, cluster)
                 entry.started.set()
                 self._entries[cluster_id] = entry
@@ -380,7 +392,8 @@ class ClusterManager:
                     id=cluster_id, name=name, notebook=notebook, backend=opts.backend,
                     count=opts.count, gpu=opts.gpu, created=time.time(), ttl=opts.ttl,
                     user=self.limits.user, templates=list(opts.templates),
-                    namespace=opts.namespace), opts, runtime=runtime)
+                    namespace=opts.namespace, group=opts.group, image=opts.image,
+                    cpu=opts.cpu, mem=opts.mem), opts, runtime=runtime)
                 self._entries[cluster_id] = entry
                 self._publish(entry)
                 entry.task = asyncio.get_running_loop().create_task(self._start(entry))

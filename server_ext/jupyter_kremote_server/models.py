@@ -28,6 +28,11 @@ class ClusterModel:
     backend: str
     count: int
     gpu: int = 0  # per pod
+    group: str = "main"  # this record's pod group; a cluster's groups share ``family``
+    family: str = ""  # the name of the cluster the group belongs to ("" = ``name``)
+    image: str | None = None
+    cpu: str | None = None  # per pod, as asked
+    mem: str | None = None  # per pod, as asked
     user: str = ""
     templates: list[str] = field(default_factory=list)
     namespace: str | None = None  # Kubernetes only
@@ -42,8 +47,18 @@ class ClusterModel:
     warnings: list[str] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)  # newest first
 
+    def __post_init__(self) -> None:
+        self.family = self.family or family_of(self.name, self.group)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def family_of(name: str, group: str) -> str:
+    """The cluster a group's record belongs to: group ``train`` of ``swimmy`` is started as
+    ``swimmy-train`` (podgroups.GroupFamily.cluster_name)."""
+    suffix = f"-{group}"
+    return name[: -len(suffix)] if group != "main" and name.endswith(suffix) else name
 
 
 @dataclass
