@@ -6,7 +6,7 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-import type { ICluster, IClusterEvent, ITelemetrySample } from './types';
+import type { ICluster, IClusterEvent, IMapSummary, ITelemetrySample } from './types';
 
 /** Path of the API under the server's base URL. */
 export const API_PATH = 'kremote/api/v1';
@@ -70,6 +70,15 @@ export async function request<T>(
 export async function listClusters(): Promise<ICluster[]> {
   const body = await request<{ clusters: ICluster[] }>('clusters');
   return body.clusters ?? [];
+}
+
+/** Parallel maps per notebook (`GET tasks`); undefined from a server without the endpoint. */
+export async function listTasks(): Promise<{ [notebook: string]: IMapSummary[] } | undefined> {
+  try {
+    return (await request<{ tasks: { [notebook: string]: IMapSummary[] } }>('tasks')).tasks;
+  } catch {
+    return undefined;
+  }
 }
 
 export async function extendCluster(id: string, seconds: number): Promise<ICluster> {

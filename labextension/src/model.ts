@@ -63,8 +63,8 @@ export class ClusterStore {
   /** One REST list (the polling step, and "Retry" of the error state). */
   async refresh(): Promise<void> {
     try {
-      const clusters = await api.listClusters();
-      this.dispatch({ type: 'list', clusters });
+      const [clusters, tasks] = await Promise.all([api.listClusters(), api.listTasks()]);
+      this.dispatch({ type: 'list', clusters, tasks });
       if (this._state.connection !== 'live') {
         this.dispatch({ type: 'connection', connection: 'polling' });
       }

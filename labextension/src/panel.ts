@@ -152,7 +152,7 @@ export class ClustersPanel extends Widget {
       body.append(this._errorState(state.error ?? ''));
     } else if (state.connection === 'connecting' && !Object.keys(state.clusters).length) {
       body.append(h('div', { className: 'jp-kremote-loading' }, 'Loading clusters…'));
-    } else if (!Object.keys(state.clusters).length) {
+    } else if (!Object.keys(state.clusters).length && !Object.keys(state.tasks).length) {
       body.append(this._emptyState());
     } else {
       for (const group of groupByNotebook(state, this._currentNotebook())) {

@@ -38,7 +38,7 @@ export interface IState {
 /** Actions beyond the WebSocket's own messages. */
 export type Action =
   | StreamMessage
-  | { type: 'list'; clusters: ICluster[] } // GET clusters (polling): same as a snapshot
+  | { type: 'list'; clusters: ICluster[]; tasks?: { [notebook: string]: IMapSummary[] } } // GET clusters and tasks (polling): same as a snapshot
   | { type: 'history'; id: string; pods: { [rank: string]: ITelemetrySample[] } }
   | { type: 'connection'; connection: Connection; error?: string | null };
 
@@ -130,12 +130,11 @@ function replaceAll(state: IState, clusters: ICluster[]): IState {
 /** The state after `action`; `state` itself is never changed. */
 export function reduce(state: IState, action: Action): IState {
   switch (action.type) {
-    case 'snapshot': {
+    case 'snapshot':
+    case 'list': {
       const next = replaceAll(state, action.clusters ?? []);
       return action.tasks ? { ...next, tasks: { ...action.tasks } } : next;
     }
-    case 'list':
-      return replaceAll(state, action.clusters ?? []);
     case 'tasks': {
       if (typeof action.notebook !== 'string' || !Array.isArray(action.maps)) {
         return state;

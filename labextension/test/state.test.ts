@@ -225,6 +225,11 @@ describe('groupByNotebook and runningPods', () => {
     expect(Object.keys(s.tasks)).toEqual(['work/train.ipynb']);
     s = reduce(s, { type: 'snapshot', clusters: [], tasks: { 'x.ipynb': [map('api', 2)] } });
     expect(s.tasks).toEqual({ 'x.ipynb': [map('api', 2)] });
+    // polling (GET clusters and tasks) does the same; a server without tasks keeps them
+    s = reduce(s, { type: 'list', clusters: [], tasks: { 'y.ipynb': [map('api', 5)] } });
+    expect(Object.keys(s.tasks)).toEqual(['y.ipynb']);
+    s = reduce(s, { type: 'list', clusters: [] });
+    expect(Object.keys(s.tasks)).toEqual(['y.ipynb']);
     expect(parseMessage(JSON.stringify({ type: 'tasks', notebook: 'x', maps: [] }))).not.toBeNull();
   });
 
