@@ -83,6 +83,14 @@ async def test_swimmy_on_kubesim_one_job_per_group(tmp_path, monkeypatch):
                 kubectl, "get", "pods", "-l", f"kremote/cluster={ids[1]}", "-o",
                 "json"))["items"]
             assert [p["spec"]["nodeName"] for p in pods] == ["gpu-node", "gpu-node"]
+            # each pod says its group: kubectl selects a group's pods by label
+            train = json.loads(await asyncio.to_thread(
+                kubectl, "get", "pods", "-l", "kremote/group=train", "-o", "json"))["items"]
+            assert sorted(p["metadata"]["name"] for p in train) == sorted(
+                p["metadata"]["name"] for p in pods)
+            assert len(json.loads(await asyncio.to_thread(
+                kubectl, "get", "pods", "-l", "kremote/group=preprocess", "-o",
+                "json"))["items"]) == 2
             assert await swimmy.hello.on(c, group="train")("Swimmy") == [
                 "hello Swimmy from train rank 0", "hello Swimmy from train rank 1"]
             # swimmy.py is shipped to the pods (it lives in the cluster's root folder)
