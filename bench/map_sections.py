@@ -8,7 +8,6 @@ at a time, interleaved with kremote's rounds.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -20,7 +19,7 @@ from typing import Any
 
 from cleanup import Reaper, checkpoint
 from peers import Started, clock
-from sections import Config, Ratio, Section, Shared, _error, _progress
+from sections import Config, Ratio, Section, Shared, _AsyncCluster, _error, _progress
 from stats import Figure
 
 WORKERS = 4
@@ -100,18 +99,11 @@ class MapPeer:
         self._reaper.stop(self._token)
 
 
-class KremoteMaps:
+class KremoteMaps(_AsyncCluster):
     """A LocalCluster of WORKERS agents on an event loop of its own, driven from here."""
 
     def __init__(self, reaper: Reaper) -> None:
-        from jupyter_kremote import LocalCluster
-
-        self.loop = asyncio.new_event_loop()
-        self.cluster = LocalCluster(count=WORKERS, name="bench-map")
-        self._reaper = reaper
-        self._token = reaper.add("kremote map cluster", self._stop)
-        self.loop.run_until_complete(self.cluster.start())
-        reaper.remember()
+        super().__init__(reaper, count=WORKERS, name="bench-map")
 
     def map(self, fn: Any, items: Any, **kw: Any) -> tuple[float, list[Any]]:
         async def timed() -> tuple[float, list[Any]]:
@@ -123,15 +115,6 @@ class KremoteMaps:
 
     def pids(self) -> list[int]:
         return [row["pid"] for row in self.cluster.cluster.status()]
-
-    def _stop(self) -> None:
-        try:
-            self.loop.run_until_complete(self.cluster.shutdown())
-        finally:
-            self.loop.close()
-
-    def close(self) -> None:
-        self._reaper.stop(self._token)
 
 
 # -- (d) 10,000 tiny tasks --------------------------------------------------------------------

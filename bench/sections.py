@@ -202,18 +202,18 @@ def section_a(cfg: Config, reaper: Reaper, shared: Shared) -> Section:
 
 
 class _AsyncCluster:
-    """The async API's one-agent cluster on an event loop of its own; each block of calls
-    runs in one coroutine, so that only the calls are timed, not the loop's start."""
+    """The async API's cluster (one agent unless told) on an event loop of its own; each block
+    of calls runs in one coroutine, so that only the calls are timed, not the loop's start."""
 
-    def __init__(self, reaper: Reaper) -> None:
+    def __init__(self, reaper: Reaper, count: int = 1, name: str = "bench-async") -> None:
         import asyncio
 
         from jupyter_kremote import LocalCluster
 
         self.loop = asyncio.new_event_loop()
-        self.cluster = LocalCluster(count=1, name="bench-async")
+        self.cluster = LocalCluster(count=count, name=name)
         self._reaper = reaper
-        self._token = reaper.add("kremote async cluster", self._stop)
+        self._token = reaper.add(f"kremote cluster {name}", self._stop)
         self.loop.run_until_complete(self.cluster.start())
         reaper.remember()
 
