@@ -489,7 +489,17 @@ def test_panel_shows_pod_groups_and_map_counts(lab: Lab, page) -> None:
         "() => { const w = window.jupyterapp.shell.currentWidget;"
         " return w && w.sessionContext && w.sessionContext.session"
         " && w.sessionContext.kernelDisplayStatus === 'idle'; }", timeout=60_000)
-    page.evaluate("() => { void window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+    # a run-all sent while the notebook panel still settles can be dropped: send it again if
+    # no cell has started (the first prompt still reads "[ ]") after a while
+    started = notebook.locator(".jp-InputPrompt", has_text=re.compile(r"\[(\*|\d+)\]"))
+    for _ in range(3):
+        page.evaluate(
+            "() => { void window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+        try:
+            started.first.wait_for(timeout=15_000)
+            break
+        except Exception:  # noqa: BLE001 - Playwright's TimeoutError: try again
+            continue
     notebook.locator(".jp-OutputArea-output", has_text="sum of squares 20540").wait_for(
         timeout=120_000)
     assert "map failed: " in notebook.inner_text()
