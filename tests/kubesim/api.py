@@ -22,6 +22,7 @@ from .gc import Deleter
 from .kubelet import Kubelet
 from .logs import LogQuery
 from .patch import apply_patch
+from .portforward import PortForwards
 from .rbac import Attributes, Authorizer
 from .resources import EVENTS, EVENTS_V1, NAMESPACES, PODS, REVIEWS, ResourceType
 from .reviews import review
@@ -33,6 +34,7 @@ from .validation import prepare_create, prepare_update
 
 PUBLIC = ("/healthz", "/livez", "/readyz")
 CREATE_SUBRESOURCES = ("token", "eviction")
+CONNECT_SUBRESOURCES = ("portforward",)  # GET (WebSocket) is `get`, POST (SPDY) `create`
 USER = web.RequestKey("user", UserInfo)
 KEEP_STATUS = ("pods", "jobs", "nodes", "namespaces")
 _IDENTITY = ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp",
@@ -90,7 +92,7 @@ def parse_route(request: web.Request) -> Route:
         if method == "DELETE":
             verb = "delete" if name else "deletecollection"
     if not verb or (name is None and verb in ("update", "patch")) or \
-            (name and verb == "create" and sub not in CREATE_SUBRESOURCES):
+            (name and verb == "create" and sub not in CREATE_SUBRESOURCES + CONNECT_SUBRESOURCES):
         raise errors.method_not_allowed(method, rt.plural)
     if sub in CREATE_SUBRESOURCES and verb != "create":
         raise errors.method_not_allowed(method, f"{rt.plural}/{sub}")
@@ -152,6 +154,7 @@ class Api:
         # API groups not served (Kueue's, unless its CRDs are "installed")
         self.hidden: tuple[str, ...] = () if config.kueue else (resources.KUEUE,)
         self._streams: set[web.StreamResponse] = set()
+        self.portforwards = PortForwards(store, authorizer, config)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=8 * 1024 * 1024)
@@ -159,6 +162,7 @@ class Api:
         for path in PUBLIC:
             r.add_get(path, self._ok)
         r.add_get("/version", self._version)
+        r.add_get("/version/", self._version)  # go-restful serves both (kr8s asks this one)
         r.add_get("/api", lambda req: self._json(resources.api_versions(self.server_address)))
         r.add_get("/apis", lambda req: self._json(resources.api_group_list(self.hidden)))
         r.add_get("/apis/{group}", self._group)
@@ -247,6 +251,7 @@ class Api:
         return respond(body)
 
     async def close_streams(self) -> None:
+        await self.portforwards.drop()
         for resp in list(self._streams):
             with contextlib.suppress(Exception):
                 await resp.write_eof()
@@ -266,6 +271,11 @@ class Api:
                 raise errors.method_not_allowed(request.method, route.rt.plural)
             body = self._check_body(await read_body(request), route)
             return respond(review(route.rt, body, request[USER], self.authorizer), 201)
+        if route.sub == "portforward":
+            if route.verb not in ("get", "create"):
+                raise errors.method_not_allowed(request.method, "pods/portforward")
+            return await self.portforwards.serve(request, request[USER], route.namespace or "",
+                                                 route.name or "")
         if route.sub == "eviction":
             return respond(self.disruptions.evict(route.namespace or "", route.name or "",
                                                   await read_body(request)), 201)

@@ -43,7 +43,7 @@ class ResourceType:
 
 
 PODS = ResourceType("", "v1", "pods", "Pod", "pod", short_names=("po",), categories=("all",),
-                    subresources=("status", "log", "eviction"))
+                    subresources=("status", "log", "eviction", "portforward"))
 SECRETS = ResourceType("", "v1", "secrets", "Secret", "secret")
 CONFIGMAPS = ResourceType("", "v1", "configmaps", "ConfigMap", "configmap", short_names=("cm",))
 EVENTS = ResourceType("", "v1", "events", "Event", "event", short_names=("ev",))
@@ -94,7 +94,8 @@ CLUSTERQUEUES = ResourceType(KUEUE, "v1beta1", "clusterqueues", "ClusterQueue", 
 # for pods/eviction of kind Eviction in group policy).
 SUBRESOURCE_KINDS = {"eviction": ("policy", "v1", "Eviction", ["create"]),
                      "token": ("authentication.k8s.io", "v1", "TokenRequest", ["create"]),
-                     "log": ("", "", "Pod", ["get"])}
+                     "log": ("", "", "Pod", ["get"]),
+                     "portforward": ("", "", "PodPortForwardOptions", ["create", "get"])}
 
 ALL: tuple[ResourceType, ...] = (PODS, SECRETS, CONFIGMAPS, EVENTS, NAMESPACES, NODES, JOBS,
                                  SERVICEACCOUNTS, RESOURCEQUOTAS, EVENTS_V1, ROLES, CLUSTERROLES,

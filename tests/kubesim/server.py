@@ -268,6 +268,17 @@ class KubeSim:
         """End every open watch stream; returns how many were open."""
         return self.store.drop_watches()
 
+    async def drop_portforwards(self) -> int:
+        """Close every open pods/portforward WebSocket from the server side (an API server
+        restart, a proxy's idle timeout); returns how many were open."""
+        assert self.api is not None
+        return await self.api.portforwards.drop()
+
+    def portforwards_served(self) -> int:
+        """How many port-forward WebSockets were accepted so far."""
+        assert self.api is not None
+        return self.api.portforwards.served
+
     def access_log(self, user: str | None = None, allowed: bool | None = None
                    ) -> list[dict[str, Any]]:
         """RBAC decisions on requests (empty unless rbac=True): user, verb, group, resource
