@@ -362,6 +362,10 @@ def test_panel_shows_manages_and_shuts_down_a_cluster(lab: Lab, page) -> None:
     ages = card.locator(".jp-kremote-event .jp-kremote-event-age").all_inner_texts()
     assert ages, "events have ages"
     screenshot(page, "panel-running.png")
+    # a single-user server has no admins: once it has said so, no "All users" toggle
+    page.wait_for_selector('#jupyter-kremote-panel[data-admin="no"]', state="attached",
+                           timeout=20_000)
+    assert panel.locator(".jp-kremote-admin-toggle").count() == 0
 
     # the live stream drops: the panel reconnects and gets a new snapshot
     assert sockets, "the panel never opened the event stream"

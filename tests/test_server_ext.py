@@ -325,7 +325,7 @@ def _kremote_routes(web_app) -> list[tuple[str, type]]:
 async def test_every_endpoint_requires_the_token(jp_serverapp, http_server_client,
                                                  jp_auth_header, jp_ws_fetch):
     routes = _kremote_routes(jp_serverapp.web_app)
-    assert len(routes) == 9
+    assert len(routes) == 11
     client = http_server_client  # a plain HTTP client: no token unless given
     checked = 0
     for pattern, handler in routes:
@@ -341,9 +341,16 @@ async def test_every_endpoint_requires_the_token(jp_serverapp, http_server_clien
             # the same request with the token gets past authentication (400 or 404: no cluster x)
             known = await client.fetch(path, method=method, body=body, raise_error=False,
                                        headers=jp_auth_header)
-            assert known.code not in (401, 403), (method, path, known.code)
+            if "/admin/" in path:  # authenticated, but no one is an admin of a one-user server
+                assert known.code == 403, (method, path, known.code)
+                assert json.loads(known.body)["message"] == (
+                    "admin routes need the hub's kremote service: this Jupyter server holds "
+                    f"only {jp_serverapp.web_app.settings['kremote_admin'].user}'s clusters "
+                    "(GET clusters lists them)")
+            else:
+                assert known.code not in (401, 403), (method, path, known.code)
             checked += 1
-    assert checked == 11
+    assert checked == 13
 
     # the WebSocket: refused without the token, a snapshot with it
     from tornado.websocket import websocket_connect

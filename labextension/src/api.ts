@@ -92,6 +92,20 @@ export async function shutdownCluster(id: string): Promise<void> {
   await request<void>(`clusters/${encodeURIComponent(id)}`, { method: 'DELETE' });
 }
 
+/** Every user's clusters (`GET admin/clusters`): admins only, 403 for everyone else. */
+export async function listAllClusters(): Promise<ICluster[]> {
+  const body = await request<{ clusters: ICluster[] }>('admin/clusters');
+  return body.clusters ?? [];
+}
+
+/** Shut down another user's cluster (`DELETE admin/users/<user>/clusters/<id>`): admins only. */
+export async function shutdownUserCluster(user: string, id: string): Promise<void> {
+  await request<void>(
+    `admin/users/${encodeURIComponent(user)}/clusters/${encodeURIComponent(id)}`,
+    { method: 'DELETE' }
+  );
+}
+
 export async function clusterTelemetry(
   id: string
 ): Promise<{ [rank: string]: ITelemetrySample[] }> {

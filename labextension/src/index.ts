@@ -15,6 +15,7 @@ import { LabIcon } from '@jupyterlab/ui-components';
 import { Token } from '@lumino/coreutils';
 import { Widget } from '@lumino/widgets';
 
+import { AdminStore, adminToggle, adminView } from './admin';
 import { createLogWidget, LogView } from './logs';
 import { ClusterStore } from './model';
 import { ClustersPanel } from './panel';
@@ -94,8 +95,15 @@ const sidebar: JupyterFrontEndPlugin<ClusterStore> = {
       }
     });
 
+    const admin = new AdminStore();
     const panel = new ClustersPanel({
       store,
+      admin: {
+        available: () => admin.state.available,
+        toggle: () => adminToggle(admin),
+        view: () => adminView(admin),
+        changed: admin.changed
+      },
       currentNotebook: notebook,
       openLogs: (cluster, pod) =>
         void app.commands.execute(CommandIds.openLogs, {
@@ -126,6 +134,7 @@ const sidebar: JupyterFrontEndPlugin<ClusterStore> = {
     palette?.addItem({ command: CommandIds.open, category: 'Remote clusters' });
 
     store.start();
+    void admin.probe();
     return store;
   }
 };

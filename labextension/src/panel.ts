@@ -6,6 +6,7 @@
  */
 
 import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
+import { ISignal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
 import {
@@ -40,6 +41,17 @@ export interface IPanelOptions {
   openLogs: (cluster: ICluster, pod: IPodRow) => void;
   /** The path of the notebook in focus, or null. */
   currentNotebook: () => string | null;
+  /** Admins' "All users" toggle and view (admin.ts); both null for everyone else. */
+  admin?: IAdminHook;
+}
+
+export interface IAdminHook {
+  /** Whether the view is offered: `unknown` until the server answered, then `yes` or `no`. */
+  available: () => string;
+  toggle: () => HTMLElement | null;
+  /** Every user's clusters, shown instead of the per-user cards while toggled on. */
+  view: () => HTMLElement | null;
+  changed: ISignal<unknown, unknown>;
 }
 
 type Attrs = { [key: string]: string | number | boolean | undefined | null };
@@ -117,6 +129,8 @@ export class ClustersPanel extends Widget {
     this._store = options.store;
     this._openLogs = options.openLogs;
     this._currentNotebook = options.currentNotebook;
+    this._admin = options.admin ?? null;
+    this._admin?.changed.connect(this._render, this);
     this.id = 'jupyter-kremote-panel';
     this.addClass('jp-kremote-panel');
     this.title.caption = 'Remote clusters';
@@ -131,6 +145,7 @@ export class ClustersPanel extends Widget {
     }
     window.clearInterval(this._tick);
     this._store.changed.disconnect(this._render, this);
+    this._admin?.changed.disconnect(this._render, this);
     super.dispose();
   }
 
@@ -148,7 +163,10 @@ export class ClustersPanel extends Widget {
 
     const body = h('div', { className: 'jp-kremote-body' });
     body.append(this._header(state));
-    if (state.connection === 'error') {
+    const allUsers = this._admin?.view() ?? null;
+    if (allUsers) {
+      body.append(allUsers);
+    } else if (state.connection === 'error') {
       body.append(this._errorState(state.error ?? ''));
     } else if (state.connection === 'connecting' && !Object.keys(state.clusters).length) {
       body.append(h('div', { className: 'jp-kremote-loading' }, 'Loading clusters…'));
@@ -178,6 +196,7 @@ export class ClustersPanel extends Widget {
       }
     }
     this.node.replaceChildren(body);
+    this.node.dataset.admin = this._admin?.available() ?? 'no';
     this.node.scrollTop = scroll;
     if (focusKey) {
       const again = this.node.querySelector<HTMLElement>(
@@ -205,7 +224,8 @@ export class ClustersPanel extends Widget {
           title: live[1]
         },
         live[0]
-      )
+      ),
+      this._admin?.toggle() ?? null
     );
   }
 
@@ -612,6 +632,7 @@ export class ClustersPanel extends Widget {
   private _store: ClusterStore;
   private _openLogs: IPanelOptions['openLogs'];
   private _currentNotebook: IPanelOptions['currentNotebook'];
+  private _admin: IAdminHook | null;
   private _tick: number;
   private _extendBy = new Map<string, number>();
   private _allEvents = new Set<string>();

@@ -14,6 +14,7 @@ from traitlets import Bool, Float, Int, List, Unicode, default
 
 from jupyter_kremote.spec import user_namespace
 
+from .admin import SingleUser, admin_handlers
 from .handlers import default_handlers
 from .manager import ClusterManager, Limits
 
@@ -140,9 +141,10 @@ class KRemoteApp(ExtensionApp):
         root = getattr(self.serverapp, "root_dir", None) or os.getcwd()
         self.manager = ClusterManager(limits, root=root)
         self.settings["kremote_manager"] = self.manager
+        self.settings["kremote_admin"] = SingleUser(self.user, self.manager)
 
     def initialize_handlers(self) -> None:
-        self.handlers.extend(default_handlers)
+        self.handlers.extend(default_handlers + admin_handlers)
 
     async def _start_jupyter_server_extension(self, serverapp) -> None:
         _stop_on_sigint(serverapp)
