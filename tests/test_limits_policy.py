@@ -141,3 +141,31 @@ def test_admins_are_hub_admins_or_holders_of_the_named_scope():
     assert not is_admin({"name": "bob", "admin": False, "scopes": ["access:services"]}, scope)
     assert not is_admin({"name": "bob", "scopes": [scope]}, "")  # no scope configured
     assert not is_admin({"name": "bob", "admin": "yes"}, scope)
+
+
+def test_limits_from_a_jupyterhub_style_config_file(tmp_path):
+    from jupyter_kremote_server.hub_limits import HubLimits
+    from traitlets.config import PyFileConfigLoader
+
+    class KRemoteService(HubLimits):
+        """Stands for the hub's service class, which mixes HubLimits in."""
+
+    (tmp_path / "kremote_config.py").write_text(
+        'c.KRemoteService.limits = {"max_gpus": 1, "max_ttl": "8h"}\n'
+        'c.KRemoteService.group_limits = {"gpu-team": {"max_gpus": 8}}\n'
+        'c.KRemoteService.user_limits = {"carol": {"max_gpus": 2}}\n')
+    config = PyFileConfigLoader("kremote_config.py", str(tmp_path)).load_config()
+    service = KRemoteService(config=config)
+    assert service.limits_for({"name": "alice", "groups": ["gpu-team"]}).max_gpus == 8
+    assert service.limits_for({"name": "bob", "groups": []}).max_gpus == 1
+    assert service.limits_for({"name": "carol", "groups": ["gpu-team"]}).max_gpus == 2
+    assert service.limits_for({"name": "bob"}).max_ttl == 8 * 3600
+    assert service.is_admin({"name": "ops", "scopes": ["custom:kremote:admin"]})
+    service.admin_scope = ""
+    assert not service.is_admin({"name": "ops", "scopes": ["custom:kremote:admin"]})
+
+    broken = KRemoteService(config=config)
+    broken.group_limits = {"gpu-team": {"gpus": 8}}
+    with pytest.raises(ValueError, match=r"^c\.KRemoteService\.group_limits\['gpu-team'\]: "
+                                         r"unknown limit 'gpus'; expected one of"):
+        broken.limit_policy  # noqa: B018 - the start-up check
