@@ -14,31 +14,22 @@ matched to this kernel by pid: the server is one of the kernel's ancestor proces
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import http.client
 import json
 import os
 import socket
-import sys
-import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .backends.base import ClusterHandle, StartRequest
-from .client import Endpoint
-from .errors import ClusterEnded, KRemoteError
-from .protocol import TRACKED_PACKAGES, runtime_info
+from .errors import KRemoteError
 
 API = "kremote/api/v1"
-#: how long a cached view of a cluster is trusted before asking the server again (seconds)
-FRESH_FOR = 1.0
 
 
 class ServerError(KRemoteError):
@@ -206,130 +197,5 @@ class ServerLink:
                 write(chunk.decode(errors="replace"))
 
 
-class ServerBackend:
-    """A backend whose clusters the Jupyter server holds; this kernel only connects.
-
-    The server starts and stops the agents (local processes or pods) and tells the kernel
-    the key and endpoints; shutting the kernel down only lets go of them.
-    """
-
-    name = "server"
-    keeps_clusters = True
-
-    def __init__(self, link: ServerLink, backend: str) -> None:
-        self.link = link
-        self.inner = backend  # what the server starts: local or kubernetes
-        self._ids: dict[int, str] = {}
-        self._models: dict[int, tuple[float, dict[str, Any]]] = {}
-        self._lock = threading.Lock()
-
-    # -- lifecycle ---------------------------------------------------------------------------
-    def start(self, request: StartRequest) -> ClusterHandle:
-        from .session import ClusterOptions
-
-        spec = request.spec
-        body: dict[str, Any] = {"name": request.name, "notebook": request.notebook,
-                                "backend": self.inner}
-        for f in fields(ClusterOptions):
-            if f.name != "backend" and hasattr(spec, f.name):
-                body[f.name] = getattr(spec, f.name)
-        # the server compares the agents with this kernel's Python, not its own
-        body["runtime"] = {**runtime_info(),
-                           "imports": [n for n in TRACKED_PACKAGES if n in sys.modules]}
-        if request.progress:
-            request.progress(f"asking the Jupyter server for cluster {request.name!r}")
-        model = self.link.request("POST", "clusters", body,
-                                  timeout=spec.connect_timeout + 60)
-        return self.attach(model)
-
-    def attach(self, model: dict[str, Any]) -> ClusterHandle:
-        """A handle on the server's running cluster ``model`` (key and endpoints fetched)."""
-        conn = self.link.request("GET", f"clusters/{model['id']}/connection")
-        endpoints = [Endpoint(e["rank"], e["host"], e["port"], e.get("control_port"),
-                              e["curve_serverkey"].encode() if e.get("curve_serverkey")
-                              else None) for e in conn["endpoints"]]
-        handle = ClusterHandle(name=model["name"], backend=self.name,
-                               key=base64.b64decode(conn["key"]), endpoints=endpoints,
-                               started=model["created"], deadline=conn["deadline"])
-        with self._lock:
-            self._ids[id(handle)] = model["id"]
-            self._models[id(handle)] = (time.monotonic(), model)
-        return handle
-
-    def cluster_id(self, handle: ClusterHandle) -> str:
-        return self._ids[id(handle)]
-
-    def model(self, handle: ClusterHandle, max_age: float = FRESH_FOR) -> dict[str, Any] | None:
-        """The server's view of the cluster (cached ``max_age`` s); None if it forgot it."""
-        key = id(handle)
-        with self._lock:
-            cached = self._models.get(key)
-        if cached and time.monotonic() - cached[0] < max_age:
-            return cached[1]
-        try:
-            model = self.link.request("GET", f"clusters/{self._ids[key]}", timeout=5)
-        except ServerError:
-            model = None  # 404: shut down from the panel or aged out
-        except OSError:
-            return cached[1] if cached else {}  # the server is briefly away: assume no change
-        with self._lock:
-            self._models[key] = (time.monotonic(), model)  # type: ignore[assignment]
-        if model and model.get("deadline"):
-            handle.deadline = model["deadline"]  # extended from the panel, say
-        return model
-
-    def ended(self, handle: ClusterHandle) -> str | None:
-        model = self.model(handle)
-        if model is None:
-            return "it was shut down from the Jupyter server"
-        if model.get("state") == "ended":
-            return model.get("ended") or "it ended"
-        return None
-
-    def liveness(self, handle: ClusterHandle, rank: int) -> str | None:
-        why = self.ended(handle)  # the server ends whole clusters, not single ranks
-        return f"ended: {why}" if why else None
-
-    def describe(self, handle: ClusterHandle, rank: int) -> dict[str, Any]:
-        model = self.model(handle) or {}
-        row = next((p for p in model.get("pods", []) if p.get("rank") == rank), {})
-        keep = ("name", "where", "node", "phase", "pid", "workdir", "restarts")
-        return {"where": "server", **{k: row[k] for k in keep if row.get(k) is not None}}
-
-    def logs(self, handle: ClusterHandle, rank: int, tail: int = 200) -> str:
-        reply = self.link.request("GET", f"clusters/{self._ids[id(handle)]}/logs",
-                                  query={"rank": rank, "tail": tail})
-        return reply["text"]
-
-    def follow_logs(self, handle: ClusterHandle, rank: int, write: Callable[[str], None],
-                    stop: threading.Event | None = None) -> None:
-        self.link.stream(f"clusters/{self._ids[id(handle)]}/logs",
-                         {"rank": rank, "tail": 200, "follow": 1}, write)
-
-    def events(self, handle: ClusterHandle, n: int = 50) -> list[str]:
-        reply = self.link.request("GET", f"clusters/{self._ids[id(handle)]}/events")
-        events = list(reversed(reply["events"][:n]))  # oldest first, like the other backends
-        return [f"{e['type']} {e['reason']} {e.get('object') or ''}: {e['message']}"
-                for e in events]
-
-    def extend(self, handle: ClusterHandle, deadline: float) -> None:
-        try:
-            model = self.link.request("POST", f"clusters/{self._ids[id(handle)]}/extend",
-                                      {"deadline": deadline})
-        except ServerError as exc:
-            raise ClusterEnded(str(exc)) from None
-        with self._lock:
-            self._models[id(handle)] = (time.monotonic(), model)
-
-    def stop(self, handle: ClusterHandle, grace: float = 2.0) -> None:
-        cluster_id = self._ids.pop(id(handle), None)
-        self._models.pop(id(handle), None)
-        if cluster_id is not None:
-            try:
-                self.link.request("DELETE", f"clusters/{cluster_id}")
-            except ServerError:
-                pass  # already gone
-
-
-__all__ = ["ServerBackend", "ServerError", "ServerInfo", "ServerLink", "find_server",
+__all__ = ["ServerError", "ServerInfo", "ServerLink", "find_server",
            "notebook_path"]

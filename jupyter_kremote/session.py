@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,36 +21,8 @@ from .backends import Backend, ClusterHandle, StartRequest, get_backend
 from .client import ClusterClient, InputHook, Message, OutputHook
 from .errors import AgentDied, ClusterEnded, ClusterTimeout, RemoteError, TransferError
 from .files import FileCollector, FileEntry
+from .options import ClusterOptions
 from .protocol import TRACKED_PACKAGES, runtime_info
-from .spec import PodSpec
-
-
-@dataclass
-class ClusterOptions:
-    """What a cluster is started with; the pod fields matter on Kubernetes only."""
-
-    count: int = 1
-    ttl: float = 3600.0
-    backend: str = "local"
-    env: dict[str, str] = field(default_factory=dict)
-    secret_env: dict[str, str] = field(default_factory=dict)
-    connect_timeout: float = 30.0
-    templates: list[str] = field(default_factory=list)
-    image: str | None = None
-    cpu: str | None = None
-    mem: str | None = None
-    gpu: int = 0
-    gpu_type: str | None = None
-    namespace: str | None = None
-    group: str = "main"  # which pod group of its cluster this is (podgroups.py)
-
-    def to_spec(self) -> PodSpec:
-        return PodSpec(image=self.image, cpu=self.cpu, mem=self.mem, gpu=self.gpu,
-                       gpu_type=self.gpu_type, count=self.count, env=dict(self.env),
-                       secret_env=dict(self.secret_env), templates=list(self.templates),
-                       ttl=self.ttl, connect_timeout=self.connect_timeout,
-                       namespace=self.namespace, group=self.group)
-
 
 #: how an agent ends *because* another failed; the other one names the cause
 _CONSEQUENCES = ("code 0", "pod is gone", "the Job failed")
@@ -400,7 +371,7 @@ class Session:
 
     def reattach(self) -> list[str]:
         """Connect to the server's running clusters of this notebook (after a restart)."""
-        from .server_link import ServerBackend
+        from .backends.server import ServerBackend
 
         names = []
         for model in self.server.request("GET", "clusters")["clusters"]:
@@ -436,7 +407,7 @@ class Session:
         if cluster is None:
             backend = None
             if self.server is not None:
-                from .server_link import ServerBackend
+                from .backends.server import ServerBackend
 
                 backend = ServerBackend(self.server, options.backend)
             cluster = Cluster(name, options, self.root, progress=progress,

@@ -1,0 +1,74 @@
+"""Taking back running Kubernetes clusters after a restart of whoever held them.
+
+A cluster's Job carries its name and notebook (annotations) and its user (a label); its
+Secret holds the keys. Adoption reads those back, attaches to the running agents and lists
+the cluster again. It never shuts anything down: a cluster it cannot take back is left to
+its TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+
+from jupyter_kremote.manifests import LABEL_GROUP
+from jupyter_kremote.session import Cluster, ClusterOptions
+
+from .limits import Limits
+from .models import RUNNING, ClusterModel
+from .monitor import Monitor
+from .registry import Entry, Registry
+
+log = logging.getLogger("jupyter_kremote_server")
+
+
+async def adopt(registry: Registry, monitor: Monitor, backend: object, limits: Limits,
+                root: str) -> list[str]:
+    """Adopt ``limits.user``'s running Jobs; returns the new entries' ids."""
+    jobs = await asyncio.to_thread(backend.find_running, limits.user,  # type: ignore[attr-defined]
+                                   limits.namespace)
+    adopted = []
+    for job in jobs:
+        meta = job["metadata"]
+        notes = meta.get("annotations") or {}
+        name = notes.get("kremote/name") or "default"
+        notebook = notes.get("kremote/notebook-path", "")
+        if registry.find(name, notebook) is not None:
+            continue
+        try:
+            handle = await asyncio.to_thread(backend.attach, job)  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - one broken Job must not stop the rest
+            log.warning("kremote: could not adopt Job %s: %s", meta.get("name"), exc)
+            continue
+        spec = job.get("spec", {})
+        opts = ClusterOptions(count=spec.get("completions") or 1, backend="kubernetes",
+                              ttl=handle.deadline - handle.started,
+                              namespace=meta.get("namespace"),
+                              group=(meta.get("labels") or {}).get(LABEL_GROUP, "main"))
+        try:  # no drift check: no kernel asked; kernels compare when they connect
+            cluster = await asyncio.to_thread(functools.partial(
+                Cluster, name, opts, root, notebook=notebook, backend=backend,
+                handle=handle, check_drift=False))
+        except Exception as exc:  # noqa: BLE001 - adopt the rest; never shut it down
+            backend.release(handle)  # type: ignore[attr-defined]
+            log.warning("kremote: could not adopt Job %s: %s", meta.get("name"), exc)
+            continue
+        async with registry.lock:
+            entry = Entry(ClusterModel(
+                id=registry.new_id(name, notebook), name=name, notebook=notebook,
+                backend="kubernetes", count=opts.count, user=limits.user,
+                namespace=opts.namespace, group=opts.group, created=handle.started,
+                ttl=opts.ttl, state=RUNNING, deadline=handle.deadline,
+                last_activity=time.time()), opts, cluster)
+            entry.started.set()
+            registry.add(entry)
+        monitor.add_event(entry, {"reason": "Adopted",
+                                  "message": f"Job {meta['name']} taken back after a "
+                                             "server restart"})
+        monitor.publish(entry)
+        adopted.append(entry.model.id)
+    if adopted:
+        monitor.start()
+    return adopted

@@ -1,0 +1,140 @@
+"""The live view: one periodic look at every running cluster, and what changed, published.
+
+Each pass asks every cluster (in parallel) whether it still runs, its pods' rows, a
+telemetry sample now and then, and its Kubernetes events; changes go to every WebSocket
+through the :class:`~.hub.Hub` once, however many clients listen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from jupyter_kremote.errors import ClusterEnded
+
+from .culling import stop_entry
+from .hub import Hub
+from .limits import Limits
+from .models import ENDED, RUNNING
+from .registry import Entry, Registry
+
+log = logging.getLogger("jupyter_kremote_server")
+
+
+class Monitor:
+    """Observes the registry's running clusters and publishes models and events."""
+
+    def __init__(self, registry: Registry, limits: Limits, hub: Hub) -> None:
+        self.registry = registry
+        self.limits = limits
+        self.hub = hub
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._forever())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _forever(self) -> None:
+        while True:
+            try:
+                await self.once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("kremote: monitor pass failed")
+            await asyncio.sleep(self.limits.monitor_interval)
+
+    async def once(self) -> None:
+        """Look at every running cluster once and publish what changed."""
+        await asyncio.gather(*(self.observe(e) for e in self.registry.running()))
+
+    async def observe(self, entry: Entry) -> None:
+        now = time.time()
+        want_sample = now - entry.last_sample >= self.limits.telemetry_interval
+        async with entry.lock:
+            cluster = entry.cluster
+            if cluster is None:
+                return
+            ended = None
+            try:
+                await asyncio.to_thread(cluster.check_usable)
+            except ClusterEnded:
+                ended = cluster.ended
+            rows = await asyncio.to_thread(cluster.status, 0.3) if ended is None else []
+            samples: dict[int, dict[str, Any]] = {}
+            if want_sample and ended is None and hasattr(cluster, "telemetry"):
+                entry.last_sample = now
+                samples = await asyncio.to_thread(cluster.telemetry, 0.5)
+            records = getattr(cluster.backend, "event_records", None)
+            kube_events = await asyncio.to_thread(records, cluster.handle) if records else []
+        for rank, sample in sorted(samples.items()):
+            history = entry.telemetry.setdefault(
+                rank, deque(maxlen=self.limits.telemetry_history))
+            history.append(sample)
+            self.hub.publish({"type": "telemetry", "id": entry.model.id, "rank": rank,
+                              "sample": sample})
+        for ev in kube_events:
+            self.add_event(entry, ev)
+        last = [r.get("last_request") for r in rows if r.get("last_request")]
+        if last and cluster.last_activity < max(last):
+            cluster.last_activity = max(last)  # the kernel talks to the agents directly
+        if ended is not None:
+            self.add_event(entry, {"type": "Warning", "reason": "Ended", "message": ended})
+            await stop_entry(self, entry, ended)
+            return
+        entry.model.pods = [self.row(entry, r) for r in rows]
+        self.refresh(entry)
+        self.publish(entry)
+
+    def row(self, entry: Entry, row: dict[str, Any]) -> dict[str, Any]:
+        """A pod row as the panel shows it: with its group and its latest telemetry."""
+        history = entry.telemetry.get(row["rank"])
+        return {**row, "group": entry.model.group,
+                "telemetry": history[-1] if history else None}
+
+    def add_event(self, entry: Entry, event: dict[str, Any]) -> None:
+        ev = {"time": time.time(), "type": "Normal", "object": f"cluster/{entry.model.id}",
+              **{k: v for k, v in event.items() if v is not None}}
+        key = (ev.get("object"), ev.get("reason"), ev.get("message"), ev.get("count"))
+        if key in entry.seen_events:
+            return
+        entry.seen_events.add(key)
+        entry.events.appendleft(ev)
+        entry.model.events = list(entry.events)
+        self.hub.publish({"type": "event", "id": entry.model.id, "event": ev})
+
+    def publish(self, entry: Entry, force: bool = False) -> None:
+        """Send the entry's model to the WebSocket clients if it changed."""
+        data = entry.model.to_dict()
+        text = json.dumps(data, sort_keys=True, default=str)
+        if force or text != entry.published:
+            entry.published = text
+            self.hub.publish({"type": "cluster", "cluster": data})
+
+    def refresh(self, entry: Entry) -> None:
+        """Mirror the cluster's own view of whether it ended (agent died, TTL) in the model."""
+        cluster = entry.cluster
+        if cluster is None:
+            return
+        entry.model.deadline = cluster.deadline
+        entry.model.last_activity = cluster.last_activity
+        if cluster.ended is None and time.time() >= cluster.deadline:
+            cluster.ended = "its TTL ran out"
+        if cluster.ended is not None and entry.model.state == RUNNING:
+            entry.model.state, entry.model.ended = ENDED, cluster.ended
+            entry.model.ended_at, entry.model.pods = time.time(), []
+            self.hub.publish({"type": "ended", "id": entry.model.id, "reason": cluster.ended})
+            self.publish(entry)
+            # the processes or pods are released by the culler's next pass
