@@ -4,6 +4,7 @@ the pod by its generateName when it has no name yet (as a Job's pods are named).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -68,6 +69,8 @@ class Admission:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        # Mutating webhooks (Kueue's suspends queued Jobs), run before the checks.
+        self.webhooks: list[Callable[[ResourceType, dict[str, Any]], None]] = []
 
     def namespace(self, rt: ResourceType, namespace: str | None) -> dict[str, Any] | None:
         """NamespaceLifecycle: 404 for a missing namespace, 403 for a terminating one."""
@@ -80,6 +83,8 @@ class Admission:
 
     def admit(self, rt: ResourceType, obj: dict[str, Any]) -> list[str]:
         """Raise the 403 of the first plugin that refuses `obj`; return warnings."""
+        for webhook in self.webhooks:
+            webhook(rt, obj)
         namespace = (obj.get("metadata") or {}).get("namespace")
         ns = self.namespace(rt, namespace)
         if ns is not None and ns["metadata"].get("deletionTimestamp"):

@@ -152,7 +152,8 @@ class Api:
         self.injector = injector
         self.server_address = ""
         # API groups not served (Kueue's, unless its CRDs are "installed")
-        self.hidden: tuple[str, ...] = () if config.kueue else (resources.KUEUE,)
+        self.hidden: tuple[str, ...] = () if config.kueue else resources.KUEUE_GROUPS
+        self.kueue: Any = None  # kueue.Kueue: answers the visibility API
         self._streams: set[web.StreamResponse] = set()
         self.portforwards = PortForwards(store, authorizer, config)
 
@@ -276,6 +277,8 @@ class Api:
                 raise errors.method_not_allowed(request.method, "pods/portforward")
             return await self.portforwards.serve(request, request[USER], route.namespace or "",
                                                  route.name or "")
+        if route.rt in resources.VISIBILITY_TYPES:
+            return self._pending_workloads(request, route)
         if route.sub == "eviction":
             return respond(self.disruptions.evict(route.namespace or "", route.name or "",
                                                   await read_body(request)), 201)
@@ -284,6 +287,23 @@ class Api:
             return respond(self.authenticator.issue(route.namespace or "", route.name or "",
                                                     body), 201)
         return await handler[route.verb](request, route)
+
+    def _pending_workloads(self, request: web.Request, route: Route) -> web.Response:
+        """Kueue's visibility API: GET .../pendingworkloads (offset, limit)."""
+        if route.sub != "pendingworkloads" or route.verb != "get" or self.kueue is None:
+            raise _not_found_path()
+        try:
+            offset = int(request.query.get("offset") or 0)
+            limit = int(request.query.get("limit") or 1000)
+        except ValueError:
+            raise errors.bad_request("offset and limit must be integers") from None
+        if route.rt is resources.VIS_LOCALQUEUES:
+            body = self.kueue.pending_workloads(namespace=route.namespace,
+                                                local_queue=route.name, offset=offset,
+                                                limit=limit)
+        else:
+            body = self.kueue.pending_workloads(cq=route.name, offset=offset, limit=limit)
+        return respond(body)
 
     def _selectors(self, request: web.Request, rt: ResourceType) -> tuple[Any, Any]:
         return (parse_label_selector(request.query.get("labelSelector")),

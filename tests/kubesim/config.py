@@ -52,9 +52,13 @@ class KubeSimConfig:
     # Enforce RBAC on every request (the kubeconfig's token is cluster-admin; ServiceAccount
     # tokens from TokenRequest get what their Roles grant). Off: any known token may do all.
     rbac: bool = False
-    # Serve Kueue's LocalQueue/ClusterQueue (kueue.x-k8s.io/v1beta1) with their CRDs listed;
-    # off, the group is absent as on a cluster without Kueue. Stored only: nothing admits.
+    # Serve Kueue (kueue.x-k8s.io/v1beta1 with its CRDs listed, and the visibility API) and
+    # run its admission (kueue.py); off, the groups are absent as on a cluster without Kueue.
     kueue: bool = False
+    # Kueue's waitForPodsReady.timeout in seconds (0: waitForPodsReady off), and the base of
+    # its requeuing backoff after a PodsReady timeout (Kueue's default is 60 s).
+    kueue_pods_ready_timeout: float = 0.0
+    kueue_backoff_base: float = 1.0
     history_limit: int = 10000
     default_watch_timeout: int = 1800
     bookmark_interval: float = 30.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from .disruption import Disruptions
 from .gc import Deleter
@@ -29,6 +30,7 @@ class ControllerManager:
         self.deleter = deleter
         self.interval = interval
         self.disruptions: Disruptions | None = None
+        self.kueue: Any = None  # kueue.Kueue, when the emulator has one
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -47,6 +49,8 @@ class ControllerManager:
 
     def run_once(self) -> None:
         self.scheduler.schedule()
+        if self.kueue is not None:
+            self.kueue.reconcile()
         self.jobs.reconcile_all()
         self.deleter.collect()
         self.jobs.admission.sync_quotas()

@@ -90,25 +90,46 @@ LOCALQUEUES = ResourceType(KUEUE, "v1beta1", "localqueues", "LocalQueue", "local
                            short_names=("queue", "queues", "lq"), subresources=("status",))
 CLUSTERQUEUES = ResourceType(KUEUE, "v1beta1", "clusterqueues", "ClusterQueue", "clusterqueue",
                              namespaced=False, short_names=("cq",), subresources=("status",))
+WORKLOADS = ResourceType(KUEUE, "v1beta1", "workloads", "Workload", "workload",
+                         short_names=("wl",), subresources=("status",))
+WORKLOADPRIORITYCLASSES = ResourceType(KUEUE, "v1beta1", "workloadpriorityclasses",
+                                       "WorkloadPriorityClass", "workloadpriorityclass",
+                                       namespaced=False)
+RESOURCEFLAVORS = ResourceType(KUEUE, "v1beta1", "resourceflavors", "ResourceFlavor",
+                               "resourceflavor", namespaced=False, short_names=("flavor", "rf"))
+KUEUE_TYPES = (LOCALQUEUES, CLUSTERQUEUES, WORKLOADS, WORKLOADPRIORITYCLASSES, RESOURCEFLAVORS)
+# Kueue's visibility API (an aggregated API server of Kueue's): only the pendingworkloads
+# subresources are answered.
+VISIBILITY = "visibility.kueue.x-k8s.io"
+VIS_CLUSTERQUEUES = ResourceType(VISIBILITY, "v1beta1", "clusterqueues", "ClusterQueue",
+                                 "clusterqueue", namespaced=False,
+                                 subresources=("pendingworkloads",), verbs=("get",))
+VIS_LOCALQUEUES = ResourceType(VISIBILITY, "v1beta1", "localqueues", "LocalQueue", "localqueue",
+                               subresources=("pendingworkloads",), verbs=("get",))
+VISIBILITY_TYPES = (VIS_CLUSTERQUEUES, VIS_LOCALQUEUES)
+KUEUE_GROUPS = (KUEUE, VISIBILITY)  # absent until Kueue is "installed"
 # Subresources served by another group/kind (discovery names them so, and kubectl drain looks
 # for pods/eviction of kind Eviction in group policy).
 SUBRESOURCE_KINDS = {"eviction": ("policy", "v1", "Eviction", ["create"]),
                      "token": ("authentication.k8s.io", "v1", "TokenRequest", ["create"]),
                      "log": ("", "", "Pod", ["get"]),
-                     "portforward": ("", "", "PodPortForwardOptions", ["create", "get"])}
+                     "portforward": ("", "", "PodPortForwardOptions", ["create", "get"]),
+                     "pendingworkloads": (VISIBILITY, "v1beta1", "PendingWorkloadsSummary",
+                                          ["get"])}
 
 ALL: tuple[ResourceType, ...] = (PODS, SECRETS, CONFIGMAPS, EVENTS, NAMESPACES, NODES, JOBS,
                                  SERVICEACCOUNTS, RESOURCEQUOTAS, EVENTS_V1, ROLES, CLUSTERROLES,
                                  ROLEBINDINGS, CLUSTERROLEBINDINGS, *REVIEWS, NETWORKPOLICIES,
-                                 CRDS, LOCALQUEUES, CLUSTERQUEUES)
+                                 CRDS, *KUEUE_TYPES, *VISIBILITY_TYPES)
 # What the store holds (EVENTS_V1 is a view of EVENTS; reviews are never stored).
 STORED: tuple[ResourceType, ...] = tuple(rt for rt in ALL
-                                         if rt is not EVENTS_V1 and rt not in REVIEWS)
+                                         if rt is not EVENTS_V1 and rt not in REVIEWS
+                                         and rt not in VISIBILITY_TYPES)
 _BY_PATH = {(rt.group, rt.version, rt.plural): rt for rt in ALL}
-_BY_KIND = {(rt.api_version, rt.kind): rt for rt in ALL}
+_BY_KIND = {(rt.api_version, rt.kind): rt for rt in ALL if rt not in VISIBILITY_TYPES}
 GROUPS = {"batch": ("v1",), "events.k8s.io": ("v1",), _RBAC: ("v1",), _AUTHZ: ("v1",),
           "authentication.k8s.io": ("v1",), "networking.k8s.io": ("v1",),
-          "apiextensions.k8s.io": ("v1",), KUEUE: ("v1beta1",)}
+          "apiextensions.k8s.io": ("v1",), KUEUE: ("v1beta1",), VISIBILITY: ("v1beta1",)}
 
 
 def lookup(group: str, version: str, plural: str) -> ResourceType | None:

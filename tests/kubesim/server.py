@@ -26,12 +26,12 @@ from .gc import Deleter
 from .jobs import JobController
 from .kubeconfig import kubeconfig_dict, write_kubeconfig
 from .kubelet import Kubelet
+from .kueue import Kueue
 from .rbac import Authorizer, bootstrap_policy
 from .resources import (
-    CLUSTERQUEUES,
     CRDS,
-    KUEUE,
-    LOCALQUEUES,
+    KUEUE_GROUPS,
+    KUEUE_TYPES,
     NAMESPACES,
     NODES,
     SERVICEACCOUNTS,
@@ -69,6 +69,7 @@ class KubeSim:
         self.deleter: Deleter | None = None
         self.api: Api | None = None
         self.disruptions: Disruptions | None = None
+        self.kueue: Kueue | None = None
 
     @property
     def token(self) -> str:
@@ -99,15 +100,19 @@ class KubeSim:
         scheduler = Scheduler(self.store, self.recorder, cfg.scheduler_retry,
                               cfg.scheduler_retry_max)
         admission = Admission(self.store)
+        self.kueue = Kueue(self.store, self.recorder, cfg)
+        admission.webhooks.append(self.kueue.webhook)
         jobs = JobController(self.store, self.recorder, self.deleter, admission)
         self.store.add_listener(self.kubelet.on_change)
         self._manager = ControllerManager(self.store, scheduler, jobs, self.deleter,
                                           cfg.controller_interval)
         self.disruptions = Disruptions(self.store, self.recorder, self.deleter)
         self._manager.disruptions = self.disruptions
+        self._manager.kueue = self.kueue
         self.api = Api(self.store, self.deleter, self.kubelet, cfg, self.injector,
                        self.authenticator, Authorizer(self.store) if cfg.rbac else None,
                        admission, self.disruptions)
+        self.api.kueue = self.kueue
         app = self.api.app()
         control.add_routes(app, self)
         self._runner = web.AppRunner(app, access_log=None)
@@ -189,12 +194,12 @@ class KubeSim:
         return self.store.create(rt, prepare_create(rt, obj))
 
     def set_kueue(self, installed: bool = True) -> None:
-        """Install (or remove) Kueue's API: its CRDs listed, kueue.x-k8s.io served (stored
-        LocalQueues and ClusterQueues; nothing admits workloads)."""
+        """Install (or remove) Kueue: its CRDs listed, kueue.x-k8s.io and its visibility API
+        served, queued Jobs admitted (kueue.py)."""
         assert self.api is not None
         self.config.kueue = installed
-        self.api.hidden = () if installed else (KUEUE,)
-        for rt in (LOCALQUEUES, CLUSTERQUEUES):
+        self.api.hidden = () if installed else KUEUE_GROUPS
+        for rt in KUEUE_TYPES:
             name = f"{rt.plural}.{rt.group}"
             present = self.store.peek(CRDS, "", name) is not None
             if installed and not present:
