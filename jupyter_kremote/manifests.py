@@ -44,6 +44,7 @@ __all__ = [
     "LABEL_USER",
     "MANAGED_BY",
     "REDACTED",
+    "SERVICE_PORT_PREFIX",
     "ManifestError",
     "job_name",
     "make_owner_reference",
@@ -52,6 +53,7 @@ __all__ = [
     "render_cluster",
     "render_rbac",
     "secret_name",
+    "services_of",
     "to_yaml",
     "validate",
 ]
@@ -65,6 +67,8 @@ LABEL_USER = "kremote/user"
 LABEL_NOTEBOOK = "kremote/notebook"
 LABEL_GROUP = "kremote/group"
 REDACTED = "<redacted>"
+#: a container port named ``kremote-<name>`` is rank 0's service ``<name>`` (TensorBoard, ...)
+SERVICE_PORT_PREFIX = "kremote-"
 KEY_ENV = "KREMOTE_KEY"
 GPU_RESOURCE = "nvidia.com/gpu"
 # The Job controller writes the index here; the agent's rank is read from it (downward API).
@@ -74,6 +78,7 @@ COMPLETION_INDEX_FIELD = "metadata.annotations['batch.kubernetes.io/job-completi
 _JOB_NAME_MAX = 52
 _SECRET_KEY_RE = re.compile(r"[-._a-zA-Z0-9]{1,253}")
 _LABEL_NAME_RE = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_PORT_NAME_RE = re.compile(r"[-a-z0-9]+")
 
 
 class ManifestError(ValueError):
@@ -88,6 +93,24 @@ def job_name(cluster_id: str) -> str:
 def secret_name(cluster_id: str) -> str:
     """The name of the Secret holding the cluster's key and secret env."""
     return dns_safe_name(MANAGED_BY, cluster_id, "key", max_len=63)
+
+
+def services_of(job: Mapping[str, Any]) -> dict[str, int]:
+    """The services a Job's pods declare: ports named ``kremote-<name>`` -> {name: port}.
+
+    Example:
+        >>> services_of({"spec": {"template": {"spec": {"containers": [{"name": "agent",
+        ...     "ports": [{"name": "kremote-tb", "containerPort": 6006}]}]}}}})
+        {'tb': 6006}
+    """
+    pod = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    found: dict[str, int] = {}
+    for container in pod.get("containers") or []:
+        for port in container.get("ports") or []:
+            name = str(port.get("name") or "")
+            if name.startswith(SERVICE_PORT_PREFIX) and isinstance(port.get("containerPort"), int):
+                found.setdefault(name[len(SERVICE_PORT_PREFIX):], port["containerPort"])
+    return found
 
 
 def make_owner_reference(pod_name: str, pod_uid: str) -> dict[str, Any]:
@@ -475,6 +498,13 @@ def _semantic_problems(doc: Mapping[str, Any]) -> Iterable[tuple[list[Any], str]
             for index, container in enumerate(node):
                 if isinstance(container, Mapping) and not container.get("image"):
                     yield [*path, index, "image"], "required: every container needs an image"
+                ports = container.get("ports") if isinstance(container, Mapping) else None
+                for p_index, port in enumerate(ports or []):
+                    name = port.get("name") if isinstance(port, Mapping) else None
+                    reason = _port_name_problem(str(name)) if name is not None else ""
+                    if reason:
+                        yield [*path, index, "ports", p_index, "name"], (
+                            f"{name!r} is not valid: {reason}")
 
 
 def _walk(node: Any, path: list[Any]) -> Iterable[tuple[list[Any], Any]]:
@@ -501,6 +531,25 @@ def _quantity_problem(value: Any, path: list[Any]) -> Iterable[tuple[list[Any], 
         return
     if amount < 0:
         yield path, f"{value!r} is not valid: must not be negative"
+
+
+def _port_name_problem(name: str) -> str:
+    """Why Kubernetes refuses a port name (IANA_SVC_NAME: at most 15 characters...)."""
+    reasons = []
+    if len(name) > 15:
+        reasons.append("must be no more than 15 characters")
+    if not _PORT_NAME_RE.fullmatch(name):
+        reasons.append("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)")
+    if not re.search("[a-z]", name):
+        reasons.append("must contain at least one letter (a-z)")
+    if "--" in name:
+        reasons.append("must not contain consecutive hyphens")
+    if name.startswith("-") or name.endswith("-"):
+        reasons.append("must not begin or end with a hyphen")
+    if reasons and name.startswith(SERVICE_PORT_PREFIX):
+        reasons.append(f"a service port is {SERVICE_PORT_PREFIX}<name>, <name> at most "
+                       f"{15 - len(SERVICE_PORT_PREFIX)} characters")
+    return "; ".join(reasons)
 
 
 def _label_key_problem(key: str) -> str:

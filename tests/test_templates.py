@@ -38,7 +38,8 @@ from jupyter_kremote.templates import (
 )
 
 KUBE = "1.33.0"
-BUILTINS = ["base", "gpu", "kueue", "object-storage", "pip-install", "rbac", "shm"]
+BUILTINS = ["base", "gpu", "kueue", "object-storage", "pip-install", "rbac", "shm",
+            "tensorboard"]
 LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 REPO = Path(__file__).resolve().parent.parent
 
@@ -192,6 +193,8 @@ COMBINATIONS = [
     ["pip-install"],
     ["gpu", "kueue", "object-storage", "shm"],
     ["pip-install", "gpu", "kueue", "object-storage", "shm"],
+    ["tensorboard"],
+    ["pip-install", "gpu", "kueue", "shm", "tensorboard"],
 ]
 
 
@@ -535,7 +538,7 @@ def test_unknown_template_lists_what_exists(tmp_path: Path) -> None:
         TemplateResolver().locate("gpux")
     assert str(info.value) == (
         "unknown template 'gpux'; available: base, gpu, kueue, object-storage, pip-install, "
-        "rbac, shm (or a path to a .yaml file)"
+        "rbac, shm, tensorboard (or a path to a .yaml file)"
     )
     write(tmp_path / "big-gpu.yaml", "a: 1\n")
     with pytest.raises(TemplateError, match=r"available: base, big-gpu, gpu,"):

@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import services
 from .server import Agent, AgentSettings, install_signal_handlers
 
 
@@ -74,9 +75,11 @@ def main(argv: list[str] | None = None) -> int:
                                 cluster=os.environ.get("KREMOTE_CLUSTER", ""),
                                 cluster_dir=args.cluster_dir))
     install_signal_handlers(agent)
+    running = services.start(rank)  # rank 0's TensorBoard & co., in the working folder
     try:
         return agent.serve()
     finally:
+        services.stop(running)
         agent.remove_workdir()  # also when serving failed
 
 

@@ -32,6 +32,8 @@ class ClusterHandle:
     endpoints: list[Endpoint]
     started: float
     deadline: float
+    #: rank 0's services (ports named kremote-<name>): {name: port}, reached at endpoints[0]
+    services: dict[str, int] = field(default_factory=dict)
 
 
 class Backend(Protocol):

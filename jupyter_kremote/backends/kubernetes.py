@@ -34,6 +34,7 @@ from ..manifests import (
     MANAGED_BY,
     render_cluster,
     secret_name,
+    services_of,
 )
 from ..protocol import new_key
 from ..spec import dns_safe_name, label_value
@@ -137,7 +138,8 @@ class KubernetesBackend:
             raise
         handle = ClusterHandle(name=request.name, backend=self.name, key=key,
                                endpoints=endpoints, started=started,
-                               deadline=started + request.spec.ttl)
+                               deadline=started + request.spec.ttl,
+                               services=services_of(job_doc))
         self._clusters[id(handle)] = kube
         return handle
 
@@ -206,7 +208,7 @@ class KubernetesBackend:
         name = (meta.get("annotations") or {}).get("kremote/name") or label
         handle = ClusterHandle(name=name, backend=self.name, key=key,
                                endpoints=self._endpoints(running, curve_public),
-                               started=began, deadline=began + ttl)
+                               started=began, deadline=began + ttl, services=services_of(job))
         self._clusters[id(handle)] = kube
         return handle
 

@@ -17,6 +17,7 @@ from jupyter_kremote.spec import user_namespace
 from .admin import SingleUser, admin_handlers
 from .handlers import default_handlers
 from .manager import ClusterManager, Limits
+from .proxy import default_handlers as proxy_handlers
 
 
 class KRemoteApp(ExtensionApp):
@@ -144,7 +145,7 @@ class KRemoteApp(ExtensionApp):
         self.settings["kremote_admin"] = SingleUser(self.user, self.manager)
 
     def initialize_handlers(self) -> None:
-        self.handlers.extend(default_handlers + admin_handlers)
+        self.handlers.extend(default_handlers + admin_handlers + proxy_handlers)
 
     async def _start_jupyter_server_extension(self, serverapp) -> None:
         _stop_on_sigint(serverapp)

@@ -16,6 +16,7 @@ DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*
 LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 LABEL_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+PORT_NAME = re.compile(r"[-a-z0-9]+")
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
 STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage", "hugepages-")
 JOB_LABELS = ("batch.kubernetes.io/controller-uid", "batch.kubernetes.io/job-name",
@@ -168,6 +169,28 @@ def _check_resources(res: dict[str, Any], field: str, causes: Causes) -> None:
                                                 f"{(res.get('limits') or {}).get(name, 0)}")))
 
 
+def _check_ports(ports: Any, field: str, causes: Causes) -> None:
+    """validateContainerPorts: IANA_SVC_NAME names (IsValidPortName), unique per container."""
+    names: set[str] = set()
+    for i, port in enumerate(ports if isinstance(ports, list) else []):
+        name = port.get("name") if isinstance(port, dict) else None
+        if not name:
+            continue
+        pf = f"{field}[{i}].name"
+        if name in names:
+            causes.append((pf, f'Duplicate value: "{name}"'))
+        names.add(name)
+        for why in (("must be no more than 15 characters" if len(name) > 15 else ""),
+                    ("" if PORT_NAME.fullmatch(name) else
+                     "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)"),
+                    ("" if re.search("[a-z]", name) else "must contain at least one letter (a-z)"),
+                    ("must not contain consecutive hyphens" if "--" in name else ""),
+                    ("must not begin or end with a hyphen" if name[0] == "-" or name[-1] == "-"
+                     else "")):
+            if why:
+                causes.append((pf, f'Invalid value: "{name}": {why}'))
+
+
 def validate_pod_spec(spec: Any, field: str, causes: Causes) -> None:
     if not isinstance(spec, dict):
         causes.append((field, "Required value"))
@@ -189,6 +212,7 @@ def validate_pod_spec(spec: Any, field: str, causes: Causes) -> None:
             if not c.get("image"):
                 causes.append((f"{cf}.image", "Required value"))
             _check_resources(c.get("resources") or {}, f"{cf}.resources", causes)
+            _check_ports(c.get("ports") or [], f"{cf}.ports", causes)
             for j, env in enumerate(c.get("env") or []):
                 if not isinstance(env, dict) or not env.get("name"):
                     causes.append((f"{cf}.env[{j}].name", "Required value"))

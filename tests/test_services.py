@@ -1,0 +1,240 @@
+"""Interactive services: ports named kremote-<name>, rank 0's service commands, the proxy.
+
+The tensorboard template is rendered and validated strictly (TensorBoard itself is not
+installed here); a test template runs a small web app (tests/web_service.py) beside rank 0's
+agent on kubesim, reached through the server extension's proxy route over HTTP and WebSocket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+import pytest_asyncio
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+try:
+    import jupyter_kremote_server  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server_ext"))
+
+from conftest import wait_for
+from test_kubernetes import managed, sim  # noqa: F401 - sim is a fixture
+from test_server_ext import _call, _refused
+
+from jupyter_kremote.agent import services
+from jupyter_kremote.manifests import ManifestError, render_cluster, services_of
+from jupyter_kremote.spec import PodSpec
+from jupyter_kremote.templates import TemplateResolver
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+WEB_APP = Path(__file__).resolve().parent / "web_service.py"
+WEB_PORT = 8642
+
+
+def web_template(folder: Path, port_name: str = "kremote-web") -> Path:
+    """A template whose rank 0 serves tests/web_service.py on the port `port_name`."""
+    path = folder / "web.yaml"
+    path.write_text(f"""\
+spec:
+  template:
+    spec:
+      containers:
+        - name: agent
+          ports:
+            - name: {port_name}
+              containerPort: {WEB_PORT}
+          env:
+            - name: KREMOTE_SERVICE_WEB
+              value: "exec {sys.executable} {WEB_APP} {WEB_PORT}"
+""")
+    return path
+
+
+def _render(*templates: str, **variables: str) -> dict:
+    _, job = render_cluster(PodSpec(templates=list(templates)), cluster_id="c1", user="ann",
+                            notebook="a.ipynb", resolver=TemplateResolver(), namespace="ml",
+                            key="00ff", variables=variables)
+    return job
+
+
+def test_tensorboard_template_renders_and_validates_strictly():
+    job = _render("tensorboard")  # render_cluster validates against the 1.33 schema, strict
+    assert services_of(job) == {"tb": 6006}
+    agent = job["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "kremote-tb", "containerPort": 6006, "protocol": "TCP"} in agent["ports"]
+    assert agent["ports"][0]["name"] == "agent"  # the agent's own port is kept
+    command = {e["name"]: e.get("value") for e in agent["env"]}["KREMOTE_SERVICE_TB"]
+    assert command == ("exec python -m tensorboard.main --logdir /kremote/runs --bind_all "
+                       "--port 6006")
+    # the log folder is an admin variable; pip-install layers with it (no command clash)
+    job = _render("pip-install", "tensorboard", tensorboard_logdir="/data/tb")
+    agent = job["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in agent["env"]}
+    assert "--logdir /data/tb " in env["KREMOTE_SERVICE_TB"]
+    assert "pip install" in agent["args"][0]
+
+
+def test_service_port_names_are_checked_as_kubernetes_does(tmp_path):
+    with pytest.raises(ManifestError) as info:
+        _render(str(web_template(tmp_path, "kremote-tensorboard")))
+    assert str(info.value) == (
+        "Job jupyter-kremote-c1: spec.template.spec.containers[0].ports[1].name: "
+        "'kremote-tensorboard' is not valid: must be no more than 15 characters; a service "
+        "port is kremote-<name>, <name> at most 7 characters")
+    # kubesim refuses it too, in the API server's words
+    from kubesim.validation import validate_pod_spec
+
+    causes: list = []
+    validate_pod_spec({"restartPolicy": "Never", "containers": [{
+        "name": "agent", "image": "x", "ports": [{"name": "kremote-tensorboard"},
+                                                 {"name": "Web--"}]}]}, "spec", causes)
+    assert causes == [
+        ("spec.containers[0].ports[0].name",
+         'Invalid value: "kremote-tensorboard": must be no more than 15 characters'),
+        ("spec.containers[0].ports[1].name", ('Invalid value: "Web--": must contain only '
+                                              "alpha-numeric characters (a-z, 0-9), and "
+                                              "hyphens (-)")),
+        ("spec.containers[0].ports[1].name",
+         'Invalid value: "Web--": must not contain consecutive hyphens'),
+        ("spec.containers[0].ports[1].name",
+         'Invalid value: "Web--": must not begin or end with a hyphen')]
+
+
+def test_rank_0_starts_the_service_commands_and_stops_them_with_their_children(tmp_path):
+    env = {"KREMOTE_SERVICE_A": f"echo started > {tmp_path}/a; sleep 60 & sleep 60",
+           "KREMOTE_SERVICE_EMPTY": " ", "OTHER": "x"}
+    assert services.start(1, env) == []  # other ranks run none
+    procs = services.start(0, env)
+    assert len(procs) == 1
+    assert wait_for(lambda: (tmp_path / "a").exists(), 10)
+    tree = [procs[0].pid, *(c.pid for c in psutil.Process(procs[0].pid).children(True))]
+    assert len(tree) >= 2
+    services.stop(procs)
+    assert not [p for p in tree if psutil.pid_exists(p)
+                and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert procs[0].returncode is not None
+
+
+# -- on kubesim, through the server extension --------------------------------------------------
+@pytest_asyncio.fixture
+async def jp_asyncio_loop():
+    return asyncio.get_running_loop()
+
+
+@pytest.fixture
+def kube_env(sim, monkeypatch):  # noqa: F811
+    from jupyter_kremote.backends.kube_api import KubeLoop
+
+    monkeypatch.setenv("KREMOTE_KUBECONFIG", sim[0])
+    monkeypatch.setattr(KubeLoop, "_instance", None)  # this test's emulator
+    return sim
+
+
+@pytest.fixture
+def jp_server_config(kube_env):
+    return {
+        "ServerApp": {"jpserver_extensions": {"jupyter_kremote_server": True}},
+        "KRemoteApp": {"backend": "kubernetes", "user": "alice", "default_ttl": 600.0,
+                       "cull_interval": 3600.0},
+    }
+
+
+async def _raw(url: str, **kw):
+    """A request without the server's token; the response whatever its status."""
+    try:
+        return await AsyncHTTPClient().fetch(url, follow_redirects=False, **kw)
+    except HTTPClientError as exc:
+        return exc.response
+
+
+@pytest.mark.asyncio
+async def test_proxy_serves_rank_0s_service_over_http_and_websocket(
+        jp_fetch, jp_ws_fetch, jp_base_url, jp_http_port, kube_env, tmp_path):
+    admin = kube_env[2]
+    template = web_template(tmp_path)
+    code, model = await _call(jp_fetch, "clusters", method="POST", body={
+        "name": "default", "notebook": "nb/web.ipynb", "count": 2, "cpu": "100m",
+        "mem": "100Mi", "templates": [str(template)]})
+    assert code == 201
+    cid = model["id"]
+    rank0 = model["pods"][0]["name"]
+
+    async def page(path, **kw):
+        return await jp_fetch("kremote", "proxy", cid, f"web/{path}", **kw)
+
+    # the page comes from the app rank 0's agent started, in rank 0's pod (polled: it starts
+    # beside the agent and may not listen yet)
+    for _ in range(100):
+        try:
+            resp = await page("", params={"x": "1"})
+            break
+        except HTTPClientError as exc:
+            assert exc.code == 502, exc
+            await asyncio.sleep(0.1)
+    text = resp.body.decode()
+    assert f"served by pod {rank0} rank 0 from " in text
+    assert "<p id='query'>x=1</p>" in text  # the query reaches it, Jupyter's token does not
+    headers = text.split("<p id='headers'>")[1].split("</p>")[0].split(", ")
+    assert "authorization" not in headers and "cookie" not in headers
+    assert "x-forwarded-prefix" in headers
+
+    # POST (token-authenticated), a redirect kept under the prefix, the trailing slash
+    resp = await page("echo", method="POST", body="hello")
+    assert resp.body == b"echo: hello"
+    prefix = f"{jp_base_url}kremote/proxy/{cid}/web"
+    base = f"http://localhost:{jp_http_port}"
+    resp = await page("go", follow_redirects=False, raise_error=False)
+    assert resp.code == 302 and resp.headers["Location"] == f"{prefix}/"
+    resp = await jp_fetch("kremote", "proxy", cid, "web", follow_redirects=False,
+                          raise_error=False)
+    assert resp.code == 302 and resp.headers["Location"] == f"{prefix}/"
+
+    # WebSocket, both ways
+    ws = await jp_ws_fetch("kremote", "proxy", cid, "web", "ws")
+    await ws.write_message("ping")
+    assert await asyncio.wait_for(ws.read_message(), 10) == "ping"
+    await ws.write_message(b"\x00\x01", binary=True)
+    assert await asyncio.wait_for(ws.read_message(), 10) == b"\x00\x01"
+    ws.close()
+
+    # refused: no token, a wrong token, a cluster this server does not hold, no such service
+    resp = await _raw(f"{base}{prefix}/")
+    assert resp.code in (302, 403) and b"served by pod" not in (resp.body or b"")
+    if resp.code == 302:
+        assert "/login" in resp.headers["Location"]
+    resp = await _raw(f"{base}{prefix}/", headers={"Authorization": "token wrong"})
+    assert resp.code in (302, 403) and b"served by pod" not in (resp.body or b"")
+    resp = await _raw(f"{base}{prefix}/echo", method="POST", body="x")
+    assert resp.code == 403
+    with pytest.raises(HTTPClientError) as info:
+        await jp_fetch("kremote", "proxy", "bob-default", "web/")
+    assert info.value.code == 404
+    assert b"no cluster 'bob-default'" in info.value.response.body
+    with pytest.raises(HTTPClientError) as info:
+        await jp_fetch("kremote", "proxy", cid, "tb/")
+    assert info.value.code == 404
+    assert info.value.response.body.decode().strip().endswith(
+        f"cluster '{cid}' has no service 'tb'; its services: web")
+    with pytest.raises(Exception):  # noqa: B017 - the upgrade is refused (403)
+        await jp_ws_fetch("kremote", "proxy", cid, "web", "ws", headers={
+            "Authorization": "token wrong"})
+
+    # after shutdown nothing answers there, and nothing is left
+    await _call(jp_fetch, "clusters", cid, method="DELETE")
+    code, _ = await _refused(jp_fetch, "clusters", cid)
+    assert code == 404
+    with pytest.raises(HTTPClientError) as info:
+        await page("")
+    assert info.value.code == 404
+    for _ in range(300):
+        if not await asyncio.to_thread(managed, admin):
+            break
+        await asyncio.sleep(0.1)
+    assert not await asyncio.to_thread(managed, admin)
+    assert not [p for p in psutil.process_iter(["cmdline"])
+                if str(WEB_APP) in " ".join(p.info["cmdline"] or [])]
+
