@@ -52,6 +52,8 @@ def jp_server_config():
             "max_cpu": "1",
             "max_memory": "1Gi",
             "allowed_templates": ["gpu", "shm"],
+            "allowed_images": ["python:3.11*"],
+            "user": "alice",
             "cull_interval": 3600.0,  # tests call cull_once themselves
         },
     }
@@ -167,33 +169,38 @@ async def test_limits_refuse_and_create_nothing(jp_fetch):
     code, message = await _refused(jp_fetch, "clusters", method="POST",
                                    body={"name": "big", "gpu": 3})
     assert code == 403
-    assert message == ("0 GPUs in use of 2 allowed and this cluster asks for 3; "
-                       "shut down a cluster or ask for fewer")
+    assert message == ("alice: GPU limit 2 reached (0 in use); this cluster asks for 3: "
+                       "ask for fewer")
     code, message = await _refused(jp_fetch, "clusters", method="POST",
                                    body={"name": "many", "count": 3})
-    assert code == 403 and "0 pods in use of 2 allowed" in message
+    assert code == 403 and message.startswith("alice: pod limit 2 reached (0 in use)")
     code, message = await _refused(jp_fetch, "clusters", method="POST",
                                    body={"name": "cpu", "count": 2, "cpu": "600m"})
     assert code == 403
-    assert message == ("0 of 1 CPUs allowed in use and this cluster asks for 1.2; "
-                       "shut down a cluster or ask for less")
+    assert message == ("alice: CPU limit 1 reached (0 in use); this cluster asks for 1.2: "
+                       "ask for less")
     code, message = await _refused(jp_fetch, "clusters", method="POST",
                                    body={"name": "mem", "mem": "1536Mi"})
     assert code == 403 and message.startswith(
-        "0 of 1Gi memory allowed in use and this cluster asks for 1.5Gi")
+        "alice: memory limit 1Gi reached (0 in use); this cluster asks for 1.5Gi")
     code, message = await _refused(jp_fetch, "clusters", method="POST",
                                    body={"name": "q", "templates": ["kueue"]})
     assert code == 403
-    assert message == "template 'kueue' is not allowed here; the admin allows gpu, shm"
+    assert message == "alice: template 'kueue' is not allowed; the admin allows gpu, shm"
+    code, message = await _refused(jp_fetch, "clusters", method="POST",
+                                   body={"name": "img", "image": "evil/miner:latest"})
+    assert code == 403
+    assert message == "alice: image 'evil/miner:latest' is not allowed; the admin allows python:3.11*"
     code, message = await _refused(jp_fetch, "clusters", method="POST",
                                    body={"name": "long", "ttl": 7200})
-    assert code == 403 and message == "ttl 2h 00m is more than the 1h 00m allowed; ask for less"
+    assert code == 403
+    assert message == "alice: TTL limit 1h 00m is less than the 2h 00m asked for; ask for less"
 
     code, first = await _call(jp_fetch, "clusters", method="POST", body={"name": "one"})
     assert code == 201
     code, message = await _refused(jp_fetch, "clusters", method="POST", body={"name": "two"})
     assert code == 403
-    assert message == "1 clusters running of 1 allowed; shut down a cluster first"
+    assert message == "alice: cluster limit 1 reached (1 running: cluster one); shut one down first"
     code, listing = await _call(jp_fetch, "clusters")
     assert [c["id"] for c in listing["clusters"]] == ["one"]
     assert len(all_agent_pids() - before) == 1
@@ -201,7 +208,7 @@ async def test_limits_refuse_and_create_nothing(jp_fetch):
     # extending past max_ttl (1 h from creation) is refused and moves nothing
     code, message = await _refused(jp_fetch, "clusters", "one", "extend", method="POST",
                                    body={"seconds": 3500})
-    assert code == 403 and "more than the 1h 00m allowed" in message
+    assert code == 403 and message.startswith("alice: TTL limit 1h 00m reached: extending by ")
     code, got = await _call(jp_fetch, "clusters", "one")
     assert got["deadline"] == pytest.approx(first["deadline"], abs=0.01)
     code, message = await _refused(jp_fetch, "clusters", "one", "extend", method="POST",

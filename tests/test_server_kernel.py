@@ -246,6 +246,33 @@ def test_an_idle_cluster_is_culled_and_the_next_cell_says_so(tmp_path):
         srv.stop()
 
 
+def test_a_limit_refusal_reaches_the_cell_and_starts_nothing(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    before = all_agent_pids()
+    srv = Server(root, tmp_path / "runtime", args=("--KRemoteApp.user=alice",
+                                                   "--KRemoteApp.max_pods=2"))
+    try:
+        _, k = srv.open_notebook("big.ipynb", root)
+        try:
+            assert k.run("%load_ext jupyter_kremote").status == "ok"
+            res = k.run("%%remote -n 3\nprint('never')")
+            assert res.status == "error" and "never" not in res.stdout
+            # one line, as the user sees it: no traceback of the product's code
+            assert res.error["traceback"] == [
+                "ServerError: alice: pod limit 2 reached (0 in use); this cluster asks for 3: "
+                "ask for fewer"]
+            assert srv.call("GET", "kremote/api/v1/clusters")["clusters"] == []
+            assert not (all_agent_pids() - before)
+            # the kernel is fine: a cluster within the limit runs
+            assert "fits" in k.run("%%remote -n 2\nprint('fits')").stdout
+        finally:
+            k.kc.stop_channels()
+    finally:
+        srv.stop()
+    assert wait_for(lambda: not (all_agent_pids() - before), 10)
+
+
 def test_sigint_without_a_tty_stops_the_server_through_its_cleanup(tmp_path):
     """JupyterHub stops single-user servers with SIGINT, and they have no tty: the extension's
     cleanup must still run, ending the agents and removing their work folders."""

@@ -86,6 +86,10 @@ class KRemoteApp(ExtensionApp):
         Unicode(), [], config=True,
         help="Templates users may name with -t ([] = any). "
              "Example: c.KRemoteApp.allowed_templates = ['gpu', 'shm']")
+    allowed_images = List(
+        Unicode(), [], config=True,
+        help="Images users may ask for with --image, as patterns with * and ? ([] = any). "
+             "Example: c.KRemoteApp.allowed_images = ['python:3.11*', 'nvcr.io/nvidia/*']")
     user = Unicode(
         config=True,
         help="Whose clusters this server shows and labels (default: $JUPYTERHUB_USER, else "
@@ -127,6 +131,7 @@ class KRemoteApp(ExtensionApp):
                         max_gpus=self.max_gpus, max_cpu=self.max_cpu,
                         max_memory=self.max_memory,
                         allowed_templates=list(self.allowed_templates),
+                        allowed_images=list(self.allowed_images),
                         default_ttl=self.default_ttl,
                         max_ttl=self.max_ttl, idle_cull_seconds=self.idle_cull_seconds,
                         backend=self.backend,

@@ -45,10 +45,10 @@ from .models import (
     ClusterModel,
     Conflict,
     LogsModel,
-    OverLimit,
     StartFailed,
 )
 from .monitor import Monitor
+from .policy import UserLimits, check_lifetime
 from .registry import Entry, Registry
 from .tasks import TaskBoard
 
@@ -217,10 +217,12 @@ class ClusterManager:
 
     # -- changes -------------------------------------------------------------------------------
     async def ensure(self, name: Any = "default", notebook: Any = "",
-                     options: dict[str, Any] | None = None) -> ClusterModel:
+                     options: dict[str, Any] | None = None, *,
+                     limits: UserLimits | None = None) -> ClusterModel:
         """The running cluster ``name`` of ``notebook``, started if there is none.
 
-        Refuses (OverLimit, nothing started) when it would pass a limit.
+        Refuses (OverLimit, nothing started) when it would pass a limit: ``limits`` (the
+        caller's, from the hub's policy), else this server's own.
         """
         if not isinstance(name, str) or not name.strip():
             raise BadRequest(f"name {name!r}: expected a non-empty cluster name")
@@ -230,13 +232,15 @@ class ClusterManager:
         runtime = options.pop("runtime", None)
         if runtime is not None and not isinstance(runtime, dict):
             raise BadRequest(f"runtime {runtime!r}: expected the kernel's runtime_info()")
-        opts = parse_options(options, self.limits)
+        allowed = limits or self.limits.user_limits()
+        opts = parse_options(options, self.limits, allowed)
         async with self.registry.lock:
             existing = self.registry.find(name, notebook)
             if existing is not None and existing.model.state != ENDED:
                 entry = existing
             else:
-                check_limits(self.limits, (e.options for e in self.registry.live()), opts)
+                check_limits(self.limits.user, allowed,
+                             [e.model for e in self.registry.live()], opts, name, notebook)
                 cluster_id = (existing.model.id if existing
                               else self.registry.new_id(name, notebook))
                 entry = Entry(ClusterModel(
@@ -283,9 +287,10 @@ class ClusterManager:
         finally:
             entry.started.set()
 
-    async def extend(self, cluster_id: str, seconds: Any = None,
-                     deadline: Any = None) -> ClusterModel:
-        """Move the deadline ``seconds`` later, or to ``deadline`` (a Unix time, kernels)."""
+    async def extend(self, cluster_id: str, seconds: Any = None, deadline: Any = None, *,
+                     limits: UserLimits | None = None) -> ClusterModel:
+        """Move the deadline ``seconds`` later, or to ``deadline`` (a Unix time, kernels);
+        refused past ``max_ttl`` of ``limits`` (the caller's), else of this server's."""
         entry = self.registry.get(cluster_id)
         if deadline is not None and seconds is None:
             if isinstance(deadline, bool) or not isinstance(deadline, (int, float)):
@@ -300,11 +305,8 @@ class ClusterManager:
             cluster = self._running(entry)
             new_deadline = max(cluster.deadline, time.time()) + seconds
             lifetime = new_deadline - entry.model.created
-            if lifetime > self.limits.max_ttl:
-                raise OverLimit(
-                    f"extending by {format_duration(seconds)} would give cluster {cluster_id!r} "
-                    f"a lifetime of {format_duration(lifetime)}, more than the "
-                    f"{format_duration(self.limits.max_ttl)} allowed; ask for less")
+            check_lifetime(self.limits.user, limits or self.limits.user_limits(), cluster_id,
+                           seconds, lifetime)
             try:
                 entry.model.deadline = await asyncio.to_thread(cluster.extend, seconds)
             except ClusterEnded as exc:
