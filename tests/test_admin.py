@@ -6,6 +6,7 @@ single-user server refuses them (test_server_ext.py's token test).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ try:
 except ImportError:  # a source checkout: hatch maps server_ext/ into the wheel only
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server_ext"))
 
-from conftest import all_agent_pids, wait_for
+from conftest import agent_pids_of, wait_for
 from jupyter_kremote_server.admin import all_clusters, shutdown_for
 from jupyter_kremote_server.manager import ClusterManager, Limits
 from jupyter_kremote_server.models import NotFound
@@ -24,7 +25,9 @@ from jupyter_kremote_server.models import NotFound
 
 @pytest.mark.asyncio
 async def test_an_admin_lists_every_user_and_shuts_any_cluster_down(tmp_path):
-    before = all_agent_pids()
+    def agents() -> set[int]:  # this test's own (other runs may share the machine)
+        return set(agent_pids_of(os.getpid()))
+
     managers = {u: ClusterManager(Limits(user=u), root=str(tmp_path)) for u in ("bob", "alice")}
     try:
         await managers["alice"].ensure("default", "a.ipynb", {"count": 1})
@@ -33,7 +36,7 @@ async def test_an_admin_lists_every_user_and_shuts_any_cluster_down(tmp_path):
         listed = [(m.user, m.id, m.state) for m in await all_clusters(managers)]
         assert listed == [("alice", "a-default", "running"), ("bob", "b-default", "running"),
                           ("bob", "b-other", "running")]
-        assert len(all_agent_pids() - before) == 3
+        assert len(agents()) == 3
 
         with pytest.raises(NotFound, match=r"^no cluster 'a-default' \(clusters: b-default, "):
             await shutdown_for(managers, "bob", "a-default")  # alice's id, bob's name: no
@@ -42,10 +45,10 @@ async def test_an_admin_lists_every_user_and_shuts_any_cluster_down(tmp_path):
         await shutdown_for(managers, "bob", "b-other")
         assert [(m.user, m.id) for m in await all_clusters(managers)] == [
             ("alice", "a-default"), ("bob", "b-default")]
-        assert wait_for(lambda: len(all_agent_pids() - before) == 2, 10)
+        assert wait_for(lambda: len(agents()) == 2, 10)
         # the owner sees their cluster gone too
         assert [m.id for m in await managers["bob"].list_clusters()] == ["b-default"]
     finally:
         for manager in managers.values():
             await manager.shutdown_all()
-    assert wait_for(lambda: not (all_agent_pids() - before), 10)
+    assert wait_for(lambda: not agents(), 10)

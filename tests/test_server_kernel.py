@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import Kernel, alive, all_agent_pids, wait_for
+from conftest import Kernel, agent_pids_of, alive, all_agent_pids, wait_for
 
 TOKEN = "kremote-test-token"
 
@@ -249,7 +249,10 @@ def test_an_idle_cluster_is_culled_and_the_next_cell_says_so(tmp_path):
 def test_a_limit_refusal_reaches_the_cell_and_starts_nothing(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
-    before = all_agent_pids()
+
+    def agents() -> list[int]:  # this test's own (other runs may share the machine)
+        return agent_pids_of(os.getpid())
+
     srv = Server(root, tmp_path / "runtime", args=("--KRemoteApp.user=alice",
                                                    "--KRemoteApp.max_pods=2"))
     try:
@@ -263,14 +266,14 @@ def test_a_limit_refusal_reaches_the_cell_and_starts_nothing(tmp_path):
                 "ServerError: alice: pod limit 2 reached (0 in use); this cluster asks for 3: "
                 "ask for fewer"]
             assert srv.call("GET", "kremote/api/v1/clusters")["clusters"] == []
-            assert not (all_agent_pids() - before)
+            assert not agents()
             # the kernel is fine: a cluster within the limit runs
             assert "fits" in k.run("%%remote -n 2\nprint('fits')").stdout
         finally:
             k.kc.stop_channels()
     finally:
         srv.stop()
-    assert wait_for(lambda: not (all_agent_pids() - before), 10)
+    assert wait_for(lambda: not agents(), 10)
 
 
 def test_sigint_without_a_tty_stops_the_server_through_its_cleanup(tmp_path):
