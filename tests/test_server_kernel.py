@@ -262,9 +262,9 @@ def test_a_limit_refusal_reaches_the_cell_and_starts_nothing(tmp_path):
             res = k.run("%%remote -n 3\nprint('never')")
             assert res.status == "error" and "never" not in res.stdout
             # one line, as the user sees it: no traceback of the product's code
-            assert res.error["traceback"] == [
+            assert res.error["traceback"] == [(
                 "ServerError: alice: pod limit 2 reached (0 in use); this cluster asks for 3: "
-                "ask for fewer"]
+                "ask for fewer")]
             assert srv.call("GET", "kremote/api/v1/clusters")["clusters"] == []
             assert not agents()
             # the kernel is fine: a cluster within the limit runs
