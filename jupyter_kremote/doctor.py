@@ -51,8 +51,8 @@ def run_doctor(name: str, options: ClusterOptions) -> list[Check]:
         return [Check("API reachable", FAIL, f"no Kubernetes configuration: {exc}",
                       "set KREMOTE_KUBECONFIG or KUBECONFIG, or run in a pod")]
     ns = options.namespace or backend.settings.namespace or kl.namespace
-    _, job = backend.render(StartRequest(name=name, spec=options.to_spec()),
-                                 key=None, redact=True, namespace=ns)
+    job = backend.render(StartRequest(name=name, spec=options.to_spec()),
+                         key=None, redact=True, namespace=ns)[1]
     return kl.run(_checks(kl, ns, job, options, backend.settings.gpu_type_label), timeout=120)
 
 

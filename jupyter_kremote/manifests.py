@@ -39,6 +39,7 @@ __all__ = [
     "AGENT_PORT",
     "DEFAULT_KUBE_VERSION",
     "LABEL_CLUSTER",
+    "LABEL_FAMILY",
     "LABEL_GROUP",
     "LABEL_NOTEBOOK",
     "LABEL_USER",
@@ -47,6 +48,7 @@ __all__ = [
     "SERVICE_PORT_PREFIX",
     "ManifestError",
     "job_name",
+    "make_network_policy",
     "make_owner_reference",
     "make_secret",
     "redact",
@@ -66,6 +68,7 @@ LABEL_CLUSTER = "kremote/cluster"
 LABEL_USER = "kremote/user"
 LABEL_NOTEBOOK = "kremote/notebook"
 LABEL_GROUP = "kremote/group"
+LABEL_FAMILY = "kremote/family"  # the cluster all groups belong to (the NetworkPolicy's peers)
 REDACTED = "<redacted>"
 #: a container port named ``kremote-<name>`` is rank 0's service ``<name>`` (TensorBoard, ...)
 SERVICE_PORT_PREFIX = "kremote-"
@@ -216,6 +219,8 @@ def render_cluster(
     redact: bool = False,
     agent_secrets: Mapping[str, str] | None = None,
     variables: Mapping[str, Any] | None = None,
+    family: str | None = None,
+    curve_clients: Iterable[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Return ``[secret, job]`` for one cluster, validated against Kubernetes `kube_version`.
 
@@ -228,6 +233,11 @@ def render_cluster(
     Pass `owner_reference` (see `make_owner_reference`) only when the notebook server's pod is
     in the same namespace: Kubernetes treats an owner in another namespace as gone and garbage
     collects the cluster at once.
+
+    `family` names the cluster a group belongs to (label ``kremote/family``, default
+    `cluster_id`): the groups of one family may reach each other (see `make_network_policy`).
+    `curve_clients` are the CURVE public keys (Z85) the agents admit (``KREMOTE_CURVE_CLIENTS``,
+    plain env: public keys are no secret).
 
     `key` signs the data plane; it and `agent_secrets` (more ``KREMOTE_*`` values, e.g. CURVE
     keys) and ``spec.secret_env`` go to the Secret. `key` may be None only with ``redact=True``.
@@ -268,6 +278,7 @@ def render_cluster(
         LABEL_USER: label_value(user),
         LABEL_NOTEBOOK: label_value(notebook),
         LABEL_GROUP: spec.group,
+        LABEL_FAMILY: label_value(family or cluster_id),
     }
     ttl = max(1, math.ceil(spec.ttl))
     identity: dict[str, Any] = {
@@ -307,6 +318,7 @@ def render_cluster(
         owner_reference=owner_reference,
         agent_secrets=list(agent_secrets),
         gpu_type_label=gpu_type_label,
+        curve_clients=list(curve_clients or ()),
     )
     job = merge(job, flags)
 
@@ -337,6 +349,7 @@ def _flags_overlay(
     owner_reference: Mapping[str, Any] | None,
     agent_secrets: list[str],
     gpu_type_label: str,
+    curve_clients: list[str] | None = None,
 ) -> dict[str, Any]:
     """The last layer: the flags, and the identity the backend and the agent rely on.
 
@@ -360,6 +373,8 @@ def _flags_overlay(
         },
         secret_ref(KEY_ENV),
         *(secret_ref(name) for name in agent_secrets),
+        *([{"name": "KREMOTE_CURVE_CLIENTS", "value": ",".join(curve_clients),
+            "valueFrom": None}] if curve_clients else []),
         *({"name": k, "value": v, "valueFrom": None} for k, v in spec.env.items()),
         *(secret_ref(name) for name in spec.secret_env),
     ]
@@ -402,6 +417,69 @@ def _flags_overlay(
         },
     }
     return flags
+
+
+def make_network_policy(
+    job: Mapping[str, Any],
+    *,
+    owner_selector: Mapping[str, str] | None,
+    kube_version: str = DEFAULT_KUBE_VERSION,
+) -> dict[str, Any]:
+    """The NetworkPolicy of one rendered Job: ingress to its pods only from its owner and peers.
+
+    Peers are the pods of every group of the same family (same user, notebook and family
+    labels): ranks talk torch.distributed / NCCL on ports of their own choosing, so no port
+    is named. `owner_selector` selects the owner's notebook pod (z2jh labels it
+    ``hub.jupyter.org/username=<name>``); None admits the peers only. Egress is left alone.
+    Named like the Job and, once the Job exists, owned by it (the backend adds that
+    ownerReference), so it goes with the cluster.
+
+    Example:
+        >>> secret, job = render_cluster(PodSpec(), cluster_id="c1", user="ann",
+        ...     notebook="a.ipynb", resolver=TemplateResolver(), namespace="ml", key="00ff")
+        >>> pol = make_network_policy(job, owner_selector={"hub.jupyter.org/username": "ann"})
+        >>> pol["spec"]["ingress"][0]["from"][0]["podSelector"]
+        {'matchLabels': {'hub.jupyter.org/username': 'ann'}}
+    """
+    meta = job["metadata"]
+    labels = dict(meta["labels"])
+    peers = {k: labels[k] for k in ("app.kubernetes.io/managed-by", LABEL_USER, LABEL_NOTEBOOK,
+                                    LABEL_FAMILY)}
+    sources: list[dict[str, Any]] = []
+    if owner_selector:
+        sources.append({"podSelector": {"matchLabels": dict(owner_selector)}})
+    sources.append({"podSelector": {"matchLabels": peers}})
+    policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "labels": labels},
+        "spec": {
+            "podSelector": {"matchLabels": {LABEL_CLUSTER: labels[LABEL_CLUSTER],
+                                            "app.kubernetes.io/managed-by": MANAGED_BY}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": sources}],
+        },
+    }
+    validate(policy, kube_version)
+    return policy
+
+
+def parse_selector(text: str, option: str = "selector") -> dict[str, str]:
+    """``k=v,k2=v2`` as matchLabels; one-line error naming `option` otherwise."""
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, eq, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        problem = _label_key_problem(key) if eq else "expected key=value"
+        if not problem:
+            try:
+                check_label_value(value, "")
+            except SpecError as exc:
+                problem = str(exc).split(": ", 1)[-1]
+        if problem:
+            raise ValueError(f"{option} {part!r}: {problem}; e.g. hub.jupyter.org/username=ann")
+        out[key] = value
+    return out
 
 
 def render_rbac(
@@ -482,7 +560,7 @@ def _semantic_problems(doc: Mapping[str, Any]) -> Iterable[tuple[list[Any], str]
     if "namespace" in metadata:
         yield from check(check_dns_label, metadata["namespace"], ["metadata", "namespace"])
     for path, node in _walk(doc, []):
-        if path and path[-1] == "labels" and isinstance(node, Mapping):
+        if path and path[-1] in ("labels", "matchLabels") and isinstance(node, Mapping):
             for key, value in node.items():
                 reason = _label_key_problem(str(key))
                 if reason:

@@ -91,8 +91,8 @@ def kkernel(sim, notebook_dir):
 
 
 def managed(kubeconfig: str) -> list[str]:
-    """Every Job, pod and Secret jupyter-kremote made that still exists (an admin's
-    kubeconfig: this lists all namespaces)."""
+    """Every Job, pod, Secret and NetworkPolicy jupyter-kremote made that still exists (an
+    admin's kubeconfig: this lists all namespaces)."""
     async def go() -> list[str]:
         from kubernetes_asyncio import client, config
 
@@ -100,10 +100,12 @@ def managed(kubeconfig: str) -> list[str]:
         await config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
         async with client.ApiClient(cfg) as api:
             core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+            net = client.NetworkingV1Api(api)
             out = []
             for kind, fn in (("job", batch.list_job_for_all_namespaces),
                              ("pod", core.list_pod_for_all_namespaces),
-                             ("secret", core.list_secret_for_all_namespaces)):
+                             ("secret", core.list_secret_for_all_namespaces),
+                             ("networkpolicy", net.list_network_policy_for_all_namespaces)):
                 res = await fn(label_selector=MANAGED)
                 out += [f"{kind}/{o.metadata.name}" for o in res.items
                         if not (kind == "pod" and o.metadata.deletion_timestamp)]
@@ -132,7 +134,8 @@ def test_cells_files_variables_and_ranks_on_pods(kkernel, sim):
     assert res.stdout == "[[], [1, 2]]\n"
     status = kkernel.run("%remote status").text
     assert "[kubernetes] 2 agent(s)" in status and "jupyter-kremote-default-" in status
-    assert sorted(n.split("/")[0] for n in managed(sim.admin)) == ["job", "pod", "pod", "secret"]
+    assert sorted(n.split("/")[0] for n in managed(sim.admin)) == [
+        "job", "networkpolicy", "pod", "pod", "secret"]
     job, owners = secret_owners(sim.admin)
     assert {"kind": "Job", "name": job.metadata.name, "uid": job.metadata.uid} in owners
 

@@ -349,6 +349,41 @@ async def test_job_completes_and_orphan_and_foreground_deletion(sim: KubeSim, ap
 
 
 @pytest.mark.asyncio
+async def test_garbage_collector_follows_a_pod_owner_in_the_same_namespace_only(
+        sim: KubeSim, api: Any) -> None:
+    """A Job owned by a pod goes with it; an owner reference to a pod of another namespace,
+    or with a stale uid, is dangling (Kubernetes' isDangling), so its dependent goes at once."""
+    core, batch = k8s.CoreV1Api(api), k8s.BatchV1Api(api)
+    owner = await core.create_namespaced_pod(NS, {
+        "metadata": {"name": "notebook"},
+        "spec": {"containers": [{"name": "nb", "image": "python:3.11-slim",
+                                 "command": [sys.executable, "-c", SLEEP]}]}})
+    await core.create_namespace({"metadata": {"name": "other"}})
+
+    def owned(name: str, uid: str) -> dict[str, Any]:
+        job = job_manifest(name, SLEEP, count=1)
+        job["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "Pod",
+                                               "name": "notebook", "uid": uid}]
+        return job
+    await batch.create_namespaced_job(NS, owned("kept", owner.metadata.uid))
+    await batch.create_namespaced_job("other", owned("elsewhere", owner.metadata.uid))
+    await batch.create_namespaced_job(NS, owned("stale", "not-the-uid"))
+
+    async def names(ns: str) -> set[str]:
+        return {j.metadata.name for j in (await batch.list_namespaced_job(ns)).items}
+    await eventually(lambda: pods_of(core, "kept"))
+    await eventually(lambda: _async_eq(names(NS), {"kept"}), what="stale Job collected")
+    await eventually(lambda: _async_eq(names("other"), set()), what="cross-namespace owner")
+    await core.delete_namespaced_pod("notebook", NS, grace_period_seconds=0)
+    await eventually(lambda: _async_eq(names(NS), set()), what="Job gone with its pod owner")
+    await eventually(lambda: _async_eq(pods_of(core, "kept"), []), what="its pods gone too")
+
+
+async def _async_eq(value: Any, expected: Any) -> bool:
+    return (await value) == expected
+
+
+@pytest.mark.asyncio
 async def test_api_errors_are_status_objects(sim: KubeSim, api: Any) -> None:
     core, batch = k8s.CoreV1Api(api), k8s.BatchV1Api(api)
     bad = job_manifest("bad", SLEEP)

@@ -20,7 +20,9 @@ import jupyter_kremote.templates as templates_module
 from jupyter_kremote.manifests import (
     ManifestError,
     job_name,
+    make_network_policy,
     make_owner_reference,
+    parse_selector,
     redact,
     render_cluster,
     render_rbac,
@@ -109,6 +111,7 @@ def test_base_job() -> None:
         "kremote/user": "ann",
         "kremote/notebook": label_of("work/a.ipynb"),
         "kremote/group": "main",
+        "kremote/family": "c1",
     }
     assert job["metadata"]["labels"] == labels
     assert job["spec"]["template"]["metadata"]["labels"] == labels
@@ -278,10 +281,10 @@ def test_rbac_objects_and_minimal_verbs() -> None:
         ("", "configmaps"): {"get"},
         ("", "events"): {"list", "watch"},
         ("", "resourcequotas"): {"list"},  # doctor
-        ("networking.k8s.io", "networkpolicies"): {"list"},  # doctor
+        ("networking.k8s.io", "networkpolicies"): {"create", "list"},  # per cluster; doctor
         ("kueue.x-k8s.io", "localqueues"): {"get"},  # doctor
     }
-    assert sum(len(rule["verbs"]) for rule in role["rules"]) == 19  # no duplicate rules
+    assert sum(len(rule["verbs"]) for rule in role["rules"]) == 20  # no duplicate rules
     binding = docs[2]
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -699,6 +702,50 @@ def test_owner_reference_on_every_object() -> None:
     assert secret["metadata"]["ownerReferences"] == job["metadata"]["ownerReferences"] == [ref]
     _, job = render(PodSpec())
     assert "ownerReferences" not in job["metadata"]
+
+
+def test_network_policy_admits_the_owner_and_the_family_only() -> None:
+    _, job = render(PodSpec(group="train"), family="exp")
+    pol = make_network_policy(job, owner_selector={"hub.jupyter.org/username": "ann"},
+                              kube_version=KUBE)
+    validate(pol, KUBE)
+    assert pol["metadata"]["name"] == job["metadata"]["name"]
+    assert pol["metadata"]["namespace"] == "ml"
+    assert pol["spec"] == {
+        "podSelector": {"matchLabels": {"kremote/cluster": "c1",
+                                        "app.kubernetes.io/managed-by": "jupyter-kremote"}},
+        "policyTypes": ["Ingress"],
+        "ingress": [{"from": [
+            {"podSelector": {"matchLabels": {"hub.jupyter.org/username": "ann"}}},
+            {"podSelector": {"matchLabels": {
+                "app.kubernetes.io/managed-by": "jupyter-kremote", "kremote/user": "ann",
+                "kremote/notebook": label_of("work/a.ipynb"), "kremote/family": "exp"}}},
+        ]}],
+    }
+    # every group of the family carries the peers' labels, so ranks reach each other
+    peers = pol["spec"]["ingress"][0]["from"][1]["podSelector"]["matchLabels"]
+    _, other = render(PodSpec(group="prep"), family="exp", cluster_id="c2")
+    assert peers.items() <= other["spec"]["template"]["metadata"]["labels"].items()
+    no_owner = make_network_policy(job, owner_selector=None, kube_version=KUBE)
+    assert len(no_owner["spec"]["ingress"][0]["from"]) == 1
+    with pytest.raises(ManifestError, match=r"matchLabels.*'bad value!' is not valid"):
+        make_network_policy(job, owner_selector={"team": "bad value!"}, kube_version=KUBE)
+
+
+def test_owner_selector_parsing_names_the_setting() -> None:
+    assert parse_selector("hub.jupyter.org/username=ann, component=singleuser-server") == {
+        "hub.jupyter.org/username": "ann", "component": "singleuser-server"}
+    assert parse_selector("") == {}
+    with pytest.raises(ValueError, match="KREMOTE_OWNER_SELECTOR 'ann': expected key=value"):
+        parse_selector("ann", "KREMOTE_OWNER_SELECTOR")
+
+
+def test_curve_client_allowlist_is_plain_env() -> None:
+    _, job = render(PodSpec(), curve_clients=["pub1", "pub2"])
+    assert env(job)["KREMOTE_CURVE_CLIENTS"] == {"name": "KREMOTE_CURVE_CLIENTS",
+                                                 "value": "pub1,pub2"}
+    _, job = render(PodSpec())
+    assert "KREMOTE_CURVE_CLIENTS" not in env(job)
 
 
 def test_spec_namespace_wins_and_is_checked() -> None:

@@ -49,6 +49,17 @@ class KubeSettings:
     #: registry hiccup clears by itself; a wrong image name does not)
     image_pull_grace: float = field(default_factory=lambda: float(os.environ.get(
         "KREMOTE_IMAGE_PULL_GRACE", "10")))
+    #: each cluster gets a NetworkPolicy (ingress from its owner's notebook pod and its own
+    #: pods only); "off" for a kernel that reaches pod IPs from outside any pod
+    network_policy: bool = field(default_factory=lambda: os.environ.get(
+        "KREMOTE_NETWORK_POLICY", "on").lower() not in ("off", "0", "false", "no"))
+    #: the labels of the owner's notebook pod ({user}: the user's name as a label value);
+    #: z2jh labels it hub.jupyter.org/username. Empty: no pod is the owner.
+    owner_selector: str = field(default_factory=lambda: os.environ.get(
+        "KREMOTE_OWNER_SELECTOR", "hub.jupyter.org/username={user}"))
+    #: the owner's notebook pod by name (the server in a pod knows itself: HOSTNAME)
+    owner_pod: str | None = field(default_factory=lambda: os.environ.get("KREMOTE_OWNER_POD")
+                                  or None)
     #: the watches' server timeoutSeconds (the client gives up a little after it)
     watch_timeout: int = field(default_factory=lambda: int(os.environ.get(
         "KREMOTE_WATCH_TIMEOUT", "60")))
@@ -132,6 +143,12 @@ class KubeLoop:
         from kubernetes_asyncio import client
 
         return client.BatchV1Api(self.api)
+
+    @property
+    def networking(self) -> Any:
+        from kubernetes_asyncio import client
+
+        return client.NetworkingV1Api(self.api)
 
 
 def api_status(exc: BaseException) -> int | None:

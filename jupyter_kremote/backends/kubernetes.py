@@ -32,12 +32,15 @@ from ..manifests import (
     LABEL_CLUSTER,
     LABEL_USER,
     MANAGED_BY,
+    make_network_policy,
+    make_owner_reference,
+    parse_selector,
     render_cluster,
     secret_name,
     services_of,
 )
 from ..protocol import new_key
-from ..spec import dns_safe_name, label_value
+from ..spec import check_dns_label, dns_safe_name, label_value
 from ..templates import TemplateResolver
 from .base import ClusterHandle, StartRequest
 from .kube_api import KubeLoop, KubeSettings, api_message, api_status, retry
@@ -100,20 +103,62 @@ class KubernetesBackend:
 
     def render(self, request: StartRequest, *, key: str | None, redact: bool,
                curve_secret: str | None = None, namespace: str | None = None,
-               cluster_id: str | None = None) -> list[dict[str, Any]]:
+               cluster_id: str | None = None, curve_clients: list[str] | None = None,
+               owner_reference: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """``[secret, job]``, plus the cluster's NetworkPolicy unless that is turned off."""
         spec = request.spec
         if spec.name is None:
             spec.name = request.name  # the Job's kremote/name annotation, for adoption
         if spec.image is None and self.settings.image:
             spec.image = self.settings.image
         ns = spec.namespace or namespace or self.settings.namespace or "default"
-        return render_cluster(
+        # a group's cluster is NAME-GROUP; its family (the NetworkPolicy's peers) is NAME
+        family = request.name.removesuffix(f"-{spec.group}") if spec.group != "main" \
+            else request.name
+        docs = render_cluster(
             spec, cluster_id=cluster_id or dns_safe_name(request.name, "xxxxxx"),
             user=self.settings.user, notebook=request.notebook,
             resolver=self.resolver(ns), namespace=ns, key=key,
             kube_version=self.settings.kube_version, redact=redact,
-            gpu_type_label=self.settings.gpu_type_label,
-            agent_secrets={"KREMOTE_CURVE_SECRET": curve_secret or "<redacted>"})
+            gpu_type_label=self.settings.gpu_type_label, family=family,
+            agent_secrets={"KREMOTE_CURVE_SECRET": curve_secret or "<redacted>"},
+            curve_clients=curve_clients, owner_reference=owner_reference)
+        if self.settings.network_policy:
+            docs.append(make_network_policy(docs[1], owner_selector=self.owner_selector(),
+                                            kube_version=self.settings.kube_version))
+        return docs
+
+    def owner_selector(self) -> dict[str, str] | None:
+        """The owner's notebook pod's labels (KREMOTE_OWNER_SELECTOR), None when unset."""
+        text = self.settings.owner_selector.replace("{user}", label_value(self.settings.user))
+        return parse_selector(text, "KREMOTE_OWNER_SELECTOR") or None
+
+    async def _owner_reference(self, kl: KubeLoop, ns: str) -> dict[str, Any] | None:
+        """An ownerReference to the owner's notebook pod in ``ns``, when there is exactly one.
+
+        By name (KREMOTE_OWNER_POD: a server in a pod knows itself), else by the owner
+        selector (z2jh's hub.jupyter.org/username). Listing, not get: the Role already lists
+        pods. No pod (a laptop), several, or no right to look: no owner, the TTL still ends it.
+        """
+        s = self.settings
+        if s.owner_pod:
+            query = {"field_selector": f"metadata.name={s.owner_pod}"}
+        else:
+            selector = self.owner_selector()
+            if not selector:
+                return None
+            query = {"label_selector": ",".join(f"{k}={v}" for k, v in selector.items())}
+        try:
+            found = await kl.core.list_namespaced_pod(ns, **query)
+        except Exception as exc:  # noqa: BLE001 - the owner is a bonus, never a failure
+            log.warning("no owner pod for the cluster: %s", api_message(exc))
+            return None
+        pods = [p for p in found.items if not p.metadata.deletion_timestamp]
+        if len(pods) != 1:
+            if len(pods) > 1:
+                log.warning("%d pods match the owner selector; the Job gets no owner", len(pods))
+            return None
+        return make_owner_reference(pods[0].metadata.name, pods[0].metadata.uid)
 
     # -- start -------------------------------------------------------------------------------
     def start(self, request: StartRequest) -> ClusterHandle:
@@ -121,16 +166,17 @@ class KubernetesBackend:
         key = new_key()
         curve_public, curve_secret = zmq.curve_keypair()
         cluster_id = dns_safe_name(request.name[:20], secrets.token_hex(3))
-        secret_doc, job_doc = self.render(request, key=key.decode(), redact=False,
-                                          curve_secret=curve_secret.decode(),
-                                          namespace=kl.namespace, cluster_id=cluster_id)
-        ns = job_doc["metadata"]["namespace"]
+        ns = check_dns_label(request.spec.namespace or kl.namespace, "namespace")
+        owner = kl.run(self._owner_reference(kl, ns), timeout=30)
+        secret_doc, job_doc, *policy = self.render(
+            request, key=key.decode(), redact=False, curve_secret=curve_secret.decode(),
+            namespace=kl.namespace, cluster_id=cluster_id, owner_reference=owner)
         kube = _Kube(ns, job_doc["metadata"]["name"], secret_doc["metadata"]["name"],
                      ClusterState(job_doc["metadata"]["name"]))
         label = job_doc["metadata"]["labels"][LABEL_CLUSTER]
         started = time.time()
         try:
-            kl.run(self._create(kl, ns, secret_doc, job_doc), timeout=60)
+            kl.run(self._create(kl, ns, secret_doc, job_doc, *policy), timeout=60)
             self._watch(kl, kube, label)
             endpoints = self._wait_ready(request, kube, key, curve_public)
         except BaseException:
@@ -218,23 +264,33 @@ class KubernetesBackend:
         if kube is not None:
             self._unwatch(kube)
 
-    async def _create(self, kl: KubeLoop, ns: str, secret: dict, job: dict) -> None:
+    async def _create(self, kl: KubeLoop, ns: str, secret: dict, job: dict,
+                      policy: dict | None = None) -> None:
         name = secret["metadata"]["name"]
         await retry(lambda: kl.core.create_namespaced_secret(ns, secret), "create Secret")
         try:
             made = await retry(lambda: kl.batch.create_namespaced_job(ns, job), "create Job")
-            # the Secret belongs to the Job: whoever deletes the Job (kubectl, the TTL
-            # controller after ttlSecondsAfterFinished) deletes the keys with it
-            owners = [*secret["metadata"].get("ownerReferences", []), {
-                "apiVersion": "batch/v1", "kind": "Job", "name": job["metadata"]["name"],
-                "uid": made.metadata.uid}]  # type: ignore[union-attr]
+            # the Secret belongs to the Job alone: whoever deletes the Job (kubectl, the TTL
+            # controller after ttlSecondsAfterFinished) deletes the keys with it; its owner
+            # pod (until now the Secret's, should we die in between) owns the Job
+            by_job = {"apiVersion": "batch/v1", "kind": "Job", "name": job["metadata"]["name"],
+                      "uid": made.metadata.uid}  # type: ignore[union-attr]
             await retry(lambda: kl.core.patch_namespaced_secret(
-                name, ns, {"metadata": {"ownerReferences": owners}},
+                name, ns, {"metadata": {"ownerReferences": [by_job]}},
                 _content_type="application/merge-patch+json"), "own Secret")
         except Exception as exc:
             await retry(lambda: kl.core.delete_namespaced_secret(name, ns),
                         "delete Secret", ok_status=(404,))
             raise ClusterStartError(f"the API refused the Job: {api_message(exc)}") from None
+        if policy is not None:  # the Job's too: the garbage collector removes it with it
+            policy["metadata"]["ownerReferences"] = [by_job]
+            try:
+                await retry(lambda: kl.networking.create_namespaced_network_policy(ns, policy),
+                            "create NetworkPolicy")
+            except Exception as exc:  # noqa: BLE001 - the caller deletes the Job (and Secret)
+                raise ClusterStartError(
+                    f"the API refused the NetworkPolicy: {api_message(exc)} (or set "
+                    "KREMOTE_NETWORK_POLICY=off where clusters need none)") from None
 
     def _wait_ready(self, request: StartRequest, kube: _Kube, key: bytes,
                     curve_public: bytes) -> list[Endpoint]:

@@ -156,11 +156,21 @@ class Deleter:
                     continue
                 known = [r for r in refs if by_kind(r.get("apiVersion", ""), r.get("kind", ""))]
                 if known and len(known) == len(refs) and all(
-                        self.store.by_uid(r.get("uid", "")) is None for r in refs):
+                        self._dangling(r, ns) for r in refs):
                     try:
                         self.delete(rt, ns, name, BACKGROUND)
                     except errors.ApiError:
                         pass
+
+    def _dangling(self, ref: dict[str, Any], namespace: str) -> bool:
+        """Whether an owner is absent, as the garbage collector's ``isDangling`` decides: a
+        namespaced owner is looked up by name in the dependent's own namespace (an owner in
+        another namespace counts as gone), and must still have the referenced uid."""
+        rt = by_kind(ref.get("apiVersion", ""), ref.get("kind", ""))
+        if rt is None:
+            return False
+        owner = self.store.peek(rt, namespace if rt.namespaced else "", ref.get("name", ""))
+        return owner is None or owner["metadata"].get("uid") != ref.get("uid")
 
     def _advance_foreground(self, rt: ResourceType, owner: dict[str, Any]) -> None:
         uid = owner["metadata"]["uid"]

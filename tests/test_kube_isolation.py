@@ -1,0 +1,117 @@
+"""Isolation by construction on Kubernetes, through a real kernel against kubesim (RBAC on):
+each cluster's NetworkPolicy, the Job owned by the owner's notebook pod, the CURVE client
+allowlist of the agents.
+
+kubesim stores NetworkPolicies but cannot enforce them (its pods are local processes): these
+tests check what the API holds and what goes with what, as kubectl shows it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+from conftest import Kernel, wait_for
+from test_kubernetes import IMAGE_FLAG, PRODUCT_USER, managed, needs_sim, start_sim
+
+pytestmark = [needs_sim, pytest.mark.skipif(not os.path.exists("/usr/bin/kubectl"),
+                                            reason="kubectl is not installed")]
+USER = "alice"
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    started = start_sim(tmp_path_factory.mktemp("isolation"), pod_ips="unique")
+    try:
+        yield started
+        assert started.ks.call("access_log", user=PRODUCT_USER, allowed=False) == []
+    finally:
+        started.ks.stop()
+
+
+def kubectl(sim, *args: str, admin: bool = True) -> str:
+    out = subprocess.run(["kubectl", "--kubeconfig", sim.admin if admin else sim.kubeconfig,
+                          *args], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def get_json(sim, *args: str) -> dict:
+    return json.loads(kubectl(sim, "get", *args, "-o", "json"))
+
+
+def notebook_pod(sim, name: str) -> dict:
+    """alice's notebook server pod as z2jh labels it (a process that sleeps, in kubesim)."""
+    sim.ks.call("create", {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "labels": {
+            "hub.jupyter.org/username": USER, "component": "singleuser-server"}},
+        "spec": {"containers": [{"name": "notebook", "image": "jupyterhub/singleuser",
+                                 "command": ["sleep", "600"]}]}})
+    return get_json(sim, "pod", name)
+
+
+@pytest.fixture
+def kernel(sim, notebook_dir):
+    from jupyter_client.manager import start_new_kernel
+
+    env = {**os.environ, "KREMOTE_KUBECONFIG": sim.kubeconfig, "KREMOTE_BACKEND": "kubernetes",
+           "JUPYTERHUB_USER": USER}
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(notebook_dir), env=env)
+    k = Kernel(km, kc, notebook_dir)
+    assert k.run("%load_ext jupyter_kremote").status == "ok"
+    try:
+        yield k
+    finally:
+        k.run("%remote shutdown --all", timeout=60)
+        kc.stop_channels()
+        km.shutdown_kernel()
+        assert wait_for(lambda: not managed(sim.admin), 20), managed(sim.admin)
+
+
+def selects(match: dict, labels: dict) -> bool:
+    return match.items() <= labels.items()
+
+
+def test_network_policy_admits_owner_and_peers_and_goes_with_the_job(kernel, sim):
+    nb = notebook_pod(sim, "jupyter-alice")
+    res = kernel.run(f"%%remote -n 2{IMAGE_FLAG}\nprint('up')")
+    assert res.status == "ok", res.outputs
+    (job,) = get_json(sim, "jobs", "-l", "app.kubernetes.io/managed-by=jupyter-kremote")["items"]
+    (pol,) = get_json(sim, "networkpolicies")["items"]
+    pods = get_json(sim, "pods", "-l", "app.kubernetes.io/managed-by=jupyter-kremote")["items"]
+    assert pol["metadata"]["name"] == job["metadata"]["name"]
+    assert pol["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
+    assert pol["spec"]["policyTypes"] == ["Ingress"]
+    assert len(pods) == 2 and all(selects(pol["spec"]["podSelector"]["matchLabels"],
+                                          p["metadata"]["labels"]) for p in pods)
+    owner_from, peers_from = (f["podSelector"]["matchLabels"]
+                              for f in pol["spec"]["ingress"][0]["from"])
+    assert selects(owner_from, nb["metadata"]["labels"])  # the notebook pod is admitted
+    assert all(selects(peers_from, p["metadata"]["labels"]) for p in pods)  # and the ranks
+    assert not selects(peers_from, nb["metadata"]["labels"])
+    kubectl(sim, "delete", "job", job["metadata"]["name"], "--cascade=background")
+    assert wait_for(lambda: not managed(sim.admin), 20), managed(sim.admin)
+    kubectl(sim, "delete", "pod", "jupyter-alice", "--grace-period=0", "--force")
+
+
+def test_deleting_the_notebook_pod_ends_the_cluster(kernel, sim):
+    """The Job is owned by the owner's notebook pod: Kubernetes' garbage collector ends the
+    cluster even with nobody left to shut it down."""
+    nb = notebook_pod(sim, "jupyter-alice-2")
+    kernel.run("import os; os.environ['KREMOTE_OWNER_POD'] = 'jupyter-alice-2'")
+    res = kernel.run(f"%%remote{IMAGE_FLAG}\nx = 1")
+    assert res.status == "ok", res.outputs
+    (job,) = get_json(sim, "jobs", "-l", "app.kubernetes.io/managed-by=jupyter-kremote")["items"]
+    assert job["metadata"]["ownerReferences"] == [{
+        "apiVersion": "v1", "kind": "Pod", "name": "jupyter-alice-2",
+        "uid": nb["metadata"]["uid"], "controller": False, "blockOwnerDeletion": False}]
+    assert sorted(m.split("/")[0] for m in managed(sim.admin)) == [
+        "job", "networkpolicy", "pod", "secret"]
+    kubectl(sim, "delete", "pod", "jupyter-alice-2", "--wait=false")
+    assert wait_for(lambda: not managed(sim.admin), 30), managed(sim.admin)
+    assert wait_for(lambda: not sim.ks.call("processes"), 15), sim.ks.call("processes")
+    res = kernel.run("%%remote\nprint(x)")
+    assert res.status == "error" and "ended" in res.stderr + res.traceback_text, res.outputs
