@@ -33,7 +33,7 @@ def sim(tmp_path_factory):
 
 def kubectl(sim, *args: str, admin: bool = True) -> str:
     out = subprocess.run(["kubectl", "--kubeconfig", sim.admin if admin else sim.kubeconfig,
-                          *args], capture_output=True, text=True, timeout=30)
+                          *args], capture_output=True, text=True, timeout=30, check=False)
     assert out.returncode == 0, out.stderr
     return out.stdout
 
