@@ -162,6 +162,8 @@ async def test_proxy_serves_rank_0s_service_over_http_and_websocket(
     assert code == 201
     cid = model["id"]
     rank0 = model["pods"][0]["name"]
+    assert model["services"] == [{"name": "web", "port": WEB_PORT,
+                                  "path": f"kremote/proxy/{cid}/web/"}]
 
     async def page(path, **kw):
         return await jp_fetch("kremote", "proxy", cid, f"web/{path}", **kw)

@@ -16,6 +16,7 @@ import time
 from jupyter_kremote.manifests import LABEL_GROUP
 from jupyter_kremote.session import Cluster, ClusterOptions
 
+from . import services
 from .limits import Limits
 from .models import RUNNING, ClusterModel
 from .monitor import Monitor
@@ -62,6 +63,7 @@ async def adopt(registry: Registry, monitor: Monitor, backend: object, limits: L
                 namespace=opts.namespace, group=opts.group, created=handle.started,
                 ttl=opts.ttl, state=RUNNING, deadline=handle.deadline,
                 last_activity=time.time()), opts, cluster)
+            entry.model.services = services.listing(entry.model.id, cluster)
             entry.started.set()
             registry.add(entry)
         monitor.add_event(entry, {"reason": "Adopted",

@@ -39,7 +39,7 @@ async def stop_entry(monitor: Monitor, entry: Entry, reason: str,
         m = entry.model
         if m.state != ENDED or m.ended_at is None:
             m.state, m.ended, m.ended_at = ENDED, m.ended or reason, now or time.time()
-            m.pods = []
+            m.pods, m.services = [], []
             monitor.hub.publish({"type": "ended", "id": m.id, "reason": m.ended})
             monitor.publish(entry)
 

@@ -33,7 +33,7 @@ from jupyter_kremote.errors import ClusterEnded
 from jupyter_kremote.session import Cluster
 from jupyter_kremote.spec import format_duration
 
-from . import adoption
+from . import adoption, services
 from .culling import KEEP_ENDED_SECONDS, Culler, stop_entry
 from .hub import Hub
 from .limits import OPTION_FIELDS, Limits, check_limits, parse_options
@@ -280,6 +280,7 @@ class ClusterManager:
             m.last_activity, m.warnings = cluster.last_activity, list(cluster.warnings)
             rows = await asyncio.to_thread(cluster.status, 1.0)
             m.pods = [self.monitor.row(entry, r) for r in rows]
+            m.services = services.listing(m.id, cluster)
             self.monitor.add_event(entry, {"reason": "Ready", "message": f"{m.count} {m.backend} "
                                            f"agent{'s' if m.count > 1 else ''} ready"})
             self.monitor.publish(entry)
@@ -330,6 +331,11 @@ class ClusterManager:
     async def shutdown_all(self) -> None:
         await asyncio.gather(*(self.shutdown(i) for i in list(self.registry.entries)),
                              return_exceptions=True)
+
+    async def service(self, cluster_id: str, name: str) -> services.ServiceTarget:
+        """Where the proxy reaches service `name` of a running cluster (404, 409 otherwise)."""
+        entry = self.registry.get(cluster_id)
+        return services.target(cluster_id, name, self._running(entry))
 
     # -- helpers -------------------------------------------------------------------------------
     def _running(self, entry: Entry) -> Cluster:

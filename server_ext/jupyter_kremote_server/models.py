@@ -44,6 +44,9 @@ class ClusterModel:
     ended: str | None = None  # why the cluster ended ("its TTL ran out", ...)
     ended_at: float | None = None
     pods: list[dict[str, Any]] = field(default_factory=list)  # Cluster.status() rows
+    #: rank 0's services (ports named kremote-<name>) while running: name, port, and path
+    #: (``kremote/proxy/<id>/<name>/``, under the server's base URL)
+    services: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)  # newest first
 

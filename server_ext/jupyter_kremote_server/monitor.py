@@ -135,6 +135,7 @@ class Monitor:
         if cluster.ended is not None and entry.model.state == RUNNING:
             entry.model.state, entry.model.ended = ENDED, cluster.ended
             entry.model.ended_at, entry.model.pods = time.time(), []
+            entry.model.services = []
             self.hub.publish({"type": "ended", "id": entry.model.id, "reason": cluster.ended})
             self.publish(entry)
             # the processes or pods are released by the culler's next pass

@@ -20,10 +20,10 @@ from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import httpclient, httputil, iostream, web, websocket
 
+from .handlers import _ManagerMixin
 from .models import ApiError
-from .services import ServiceTarget, service_target
+from .services import PROXY_PATH, ServiceTarget
 
-PROXY = "kremote/proxy"
 _ID = r"(?P<cluster_id>[A-Za-z0-9][A-Za-z0-9._-]*)"
 _NAME = r"(?P<name>[a-z0-9][-a-z0-9]*)"
 #: hop-by-hop headers (RFC 9110 7.6.1) and what must not reach the service or come back
@@ -44,17 +44,14 @@ def _http_client() -> httpclient.AsyncHTTPClient:
     return _client
 
 
-class ServiceProxyHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHandler):
+class ServiceProxyHandler(_ManagerMixin, ExtensionHandlerMixin, JupyterHandler,
+                          websocket.WebSocketHandler):
     """Proxy one request (or one WebSocket) to a service of a cluster of this user."""
 
     auth_resource = "kremote"
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
     _upstream: websocket.WebSocketClientConnection | None = None
     _closed = False
-
-    @property
-    def manager(self) -> Any:
-        return self.settings["kremote_manager"]
 
     def check_xsrf_cookie(self) -> None:
         """Jupyter's check, else a same-origin ``Origin``: proxied apps (TensorBoard) POST
@@ -67,7 +64,7 @@ class ServiceProxyHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSo
 
     async def _target(self, cluster_id: str, name: str) -> ServiceTarget:
         try:
-            return await service_target(self.manager, cluster_id, name)
+            return await self.manager.service(cluster_id, name)
         except ApiError as exc:  # 404 unknown cluster or service, 409 ended
             raise web.HTTPError(exc.status, str(exc)) from None
 
@@ -214,5 +211,5 @@ def _query_without_token(query: str) -> str:
 
 
 default_handlers: list[tuple[str, type[JupyterHandler]]] = [
-    (rf"/{PROXY}/{_ID}/{_NAME}(?:/(?P<path>.*))?", ServiceProxyHandler),
+    (rf"/{PROXY_PATH}/{_ID}/{_NAME}(?:/(?P<path>.*))?", ServiceProxyHandler),
 ]

@@ -1,8 +1,8 @@
 """Where a cluster's service answers: rank 0's pod IP and the port its template names.
 
-``services`` lists a running cluster's services for its model (the panel's links);
-``service_target`` resolves one for the proxy route (proxy.py), with the manager's errors:
-404 for an unknown cluster or service, 409 for an ended cluster.
+``listing`` gives a running cluster's services for its model (the panel's links);
+``target`` resolves one for the proxy route (proxy.py, through ``ClusterManager.service``):
+404 for an unknown service.
 """
 
 from __future__ import annotations
@@ -53,17 +53,16 @@ class ServiceTarget:
         return location
 
 
-def services(cluster: Any) -> list[dict[str, Any]]:
-    """A running cluster's services for its model: ``[{"name": "tb", "port": 6006}]``."""
-    handle = getattr(cluster, "handle", None)
-    found = getattr(handle, "services", None) or {}
-    return [{"name": name, "port": port} for name, port in sorted(found.items())]
+def listing(cluster_id: str, cluster: Any) -> list[dict[str, Any]]:
+    """A running cluster's services for its model:
+    ``[{"name": "tb", "port": 6006, "path": "kremote/proxy/train-default/tb/"}]``."""
+    found = getattr(getattr(cluster, "handle", None), "services", None) or {}
+    return [{"name": name, "port": port, "path": f"{PROXY_PATH}/{cluster_id}/{name}/"}
+            for name, port in sorted(found.items())]
 
 
-async def service_target(manager: Any, cluster_id: str, name: str) -> ServiceTarget:
-    """The service `name` of this user's running cluster `cluster_id`, or an ApiError."""
-    entry = manager._entry(cluster_id)  # NotFound: unknown, or another user's
-    cluster = manager._running(entry)  # Conflict: ended
+def target(cluster_id: str, name: str, cluster: Any) -> ServiceTarget:
+    """The service `name` of the running `cluster`; NotFound names the services it has."""
     handle = cluster.handle
     found = getattr(handle, "services", None) or {}
     if name not in found:
