@@ -55,6 +55,7 @@ _DECODE = json.JSONDecoder().decode
 _STR = json.encoder.encode_basestring_ascii  # what _ENCODE does with a str
 _isfinite = math.isfinite
 _SNDMORE = int(zmq.SNDMORE)
+_RCVMORE = int(zmq.RCVMORE)
 _HEADER_START = '{"v":' + _ENCODE(PROTOCOL_VERSION) + ',"id":"'
 
 
@@ -276,22 +277,27 @@ class Signer:
         Returns (peer identity or b"", message). Unverified messages are drained and
         dropped with ProtocolError, without allocating what their header asks for.
         """
+        # header and signature are small: copied out (cheaper than zmq.Frame objects);
+        # the pickle may be large: kept in the receive memory
+        getsockopt = sock.getsockopt
         peer = sock.recv() if router else b""
-        parts = [sock.recv(copy=False)]
-        while parts[-1].more and len(parts) < 3:
-            parts.append(sock.recv(copy=False))
-        if len(parts) < 2:
+        hraw = sock.recv()
+        if not getsockopt(_RCVMORE):
             self.rejected += 1
             raise ProtocolError("truncated message")
-        payload = parts[2].buffer if len(parts) > 2 else None
+        sig = sock.recv()
+        more = getsockopt(_RCVMORE)
+        payload = None
+        if more:
+            frame = sock.recv(copy=False)
+            payload, more = frame.buffer, frame.more
         try:
-            header = self._verify(parts[0].bytes, parts[1].bytes, payload)
+            header = self._verify(hraw, sig, payload)
         except ProtocolError:
-            if parts[-1].more:
+            if more:
                 _drain(sock)
             raise
         buffers = []
-        more = parts[-1].more
         for n in header.get("nbytes", []):
             view = memoryview(RECEIVE_POOL.take(n))
             off = 0

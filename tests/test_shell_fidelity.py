@@ -188,6 +188,27 @@ def test_tracebacks_number_lines_as_the_notebook_cell(shell, body, line, shown):
         assert "incomplete input" in reply["evalue"] or reply["ename"] == "IndentationError"
 
 
+def test_a_cell_run_again_names_its_own_run_in_tracebacks(shell):
+    """The agent reuses the compiled code of a cell run before: a function it defines, and
+    an error, must still point at the run that made them, and __future__ still apply."""
+    body = "def h():\n    return 1 / 0\nh()"
+    counts = []
+    for _ in range(2):
+        reply, msgs = shell.remote(body)
+        assert reply["status"] == "error"
+        counts.append(reply["execution_count"])
+        assert f"Cell In[{counts[-1]}], line 4" in traceback(msgs), traceback(msgs)
+    assert counts[0] != counts[1]
+    reply, msgs = shell.remote("h()")  # the second run's h, defined in that cell
+    assert f"Cell In[{counts[1]}], line 3, in h" in traceback(msgs), traceback(msgs)
+    for _ in range(2):
+        reply, msgs = shell.remote("from __future__ import annotations\n"
+                                   "def k(x: undefined_type): pass\nk.__annotations__")
+        assert reply["status"] == "ok", traceback(msgs)
+    reply, msgs = shell.remote("def m(x: also_undefined): pass\nprint(m.__annotations__)")
+    assert stdout(msgs) == "{'x': 'also_undefined'}\n"
+
+
 def test_xmode_applies_to_remote_tracebacks(shell):
     shell.remote("%xmode Plain")
     try:

@@ -19,12 +19,16 @@ import tempfile
 import threading
 import zlib
 from collections.abc import Callable
+from types import CodeType
 from typing import Any
 
 Emit = Callable[[str, dict[str, Any]], None]
 #: where cells seem to live (nothing is written there): ipykernel's naming, ours
 _CELL_DIR = os.path.join(tempfile.gettempdir(), f"kremote_{os.getpid()}")
 #: what makes a cell need IPython's transformers: magics, shell escapes, help, await
+#: compiled plain cells kept for re-runs, and the largest source kept
+_COMPILED_MAX = 256
+_COMPILED_MAX_SOURCE = 64 * 1024
 _IPYTHON_SYNTAX = re.compile(r"^\s*[%!?]|=\s*[%!]|\?\s*$|\bawait\b|^\s*get_ipython", re.MULTILINE)
 
 
@@ -81,6 +85,12 @@ class CellRunner:
         self.shell = _make_shell(self._publish_display, self._publish_error)
         self.user_ns = self.shell.user_ns
         self._real = (sys.stdout, sys.stderr)
+        #: the cell's streams, made once: ipykernel's too outlive a cell (a thread that
+        #: prints later writes into whichever cell is running then)
+        self._streams = (_StreamWriter("stdout", emit, self._real[0]),
+                         _StreamWriter("stderr", emit, self._real[1]))
+        #: plain cells compiled before, by source: re-running a cell skips the compiler
+        self._compiled: dict[tuple[str, int], tuple[CodeType, CodeType | None]] = {}
         os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
 
     # -- output -----------------------------------------------------------------
@@ -111,9 +121,8 @@ class CellRunner:
     def run_cell(self, code: str, execution_count: int | None = None) -> dict[str, Any]:
         """Run one cell; return the reply content (status, error fields)."""
         if execution_count:
-            self.shell.execution_count = int(execution_count)
-        out = _StreamWriter("stdout", self._emit, self._real[0])
-        err = _StreamWriter("stderr", self._emit, self._real[1])
+            _set_count(self.shell, int(execution_count))
+        out, err = self._streams
         sys.stdout, sys.stderr = out, err
         self.shell.displayhook.cell_source = code
         self.shell.last_traceback_lines = []  # a UsageError shows none: none stale either
@@ -151,28 +160,23 @@ class CellRunner:
         """
         shell = self.shell
         count = shell.execution_count
-        filename = shell.compile.cache(code, count)
+        filename = shell.compile.cache(code, count)  # linecache: tracebacks show the source
         try:
-            tree = shell.compile.ast_parse(code, filename)  # IPython's flags and messages
-            last = None
-            if tree.body and isinstance(tree.body[-1], ast.Expr):
-                last = ast.Expression(tree.body.pop().value)
-            module = shell.compile(tree, filename, "exec")
-            expr = shell.compile(last, filename, "eval") if last is not None else None
+            module, expr = self._compile(code, filename)
         except (SyntaxError, ValueError, OverflowError) as exc:
             shell.showsyntaxerror(filename)
-            shell.execution_count += 1
+            _set_count(shell, count + 1)
             return exc
-        shell.execution_count += 1
+        _set_count(shell, count + 1)
         try:
             exec(module, shell.user_global_ns, shell.user_ns)
             if expr is not None:
                 value = eval(expr, shell.user_global_ns, shell.user_ns)
-                shell.execution_count -= 1  # the displayhook numbers Out[] like the cell
+                _set_count(shell, count)  # the displayhook numbers Out[] like the cell
                 try:
                     shell.displayhook(value)
                 finally:
-                    shell.execution_count += 1
+                    _set_count(shell, count + 1)
         except BaseException as exc:  # noqa: BLE001 - reported like IPython does, agent lives
             tb = exc.__traceback__
             # cell frames only: without this function's, and no further frame skipped (the
@@ -181,6 +185,32 @@ class CellRunner:
                                 running_compiled_code=True)
             return exc
         return None
+
+    def _compile(self, code: str, filename: str) -> tuple[CodeType, CodeType | None]:
+        """The cell's statements and, when it ends with an expression, that expression.
+
+        A cell compiled before under the same compiler flags is reused, renamed to this
+        run's cell file; a cell that changes the flags (``from __future__ import ...``)
+        is not kept, so the flags it sets are set again each time it runs.
+        """
+        compiler = self.shell.compile
+        key = (code, compiler.flags)
+        done = self._compiled.get(key)
+        if done is not None:
+            module, expr = done
+            return (_renamed(module, filename),
+                    _renamed(expr, filename) if expr is not None else None)
+        tree = compiler.ast_parse(code, filename)  # IPython's flags and messages
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        module = compiler(tree, filename, "exec")
+        expr = compiler(last, filename, "eval") if last is not None else None
+        if compiler.flags == key[1] and len(code) <= _COMPILED_MAX_SOURCE:
+            if len(self._compiled) >= _COMPILED_MAX:
+                self._compiled.pop(next(iter(self._compiled)))
+            self._compiled[key] = (module, expr)
+        return module, expr
 
     def _flush_figures(self) -> None:
         """Show open matplotlib figures as PNG, as the inline backend does after a cell."""
@@ -191,6 +221,22 @@ class CellRunner:
         except ImportError:
             return
         flush_figures()
+
+
+def _set_count(shell: Any, n: int) -> None:
+    """``shell.execution_count = n`` without traitlets' validation and change events: an
+    Integer nothing observes, set several times per cell."""
+    shell._trait_values["execution_count"] = n
+
+
+def _renamed(code: CodeType, filename: str) -> CodeType:
+    """``code`` (and the functions and classes defined in it) as if compiled from
+    ``filename``."""
+    consts = code.co_consts
+    if any(type(c) is CodeType for c in consts):
+        consts = tuple(_renamed(c, filename) if type(c) is CodeType else c for c in consts)
+        return code.replace(co_filename=filename, co_consts=consts)
+    return code.replace(co_filename=filename)
 
 
 def _make_shell(publish: Callable[..., None], publish_error: Callable[..., None]) -> Any:
