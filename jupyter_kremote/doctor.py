@@ -383,9 +383,9 @@ async def _pod_ips(kl: Any, ns: str) -> Check:
             s.settimeout(2)
             s.connect((ip, AGENT_PORT))
     except OSError as exc:
-        return Check("pod IPs", FAIL, f"pod IP {ip}:{AGENT_PORT} not reachable from here "
-                     f"({exc.strerror or exc})", "run the notebook inside the cluster, or "
-                     "use port-forward")
+        return Check("pod IPs", WARN, f"pod IP {ip}:{AGENT_PORT} not reachable from here "
+                     f"({exc.strerror or exc})", "nothing to do: %%remote reaches the agents "
+                     "through the API server's port-forward then (--connect port-forward)")
     return Check("pod IPs", OK, f"pod IP {ip}:{AGENT_PORT} reachable from here")
 
 

@@ -98,7 +98,7 @@ def cluster_options(args: argparse.Namespace | None, env: dict[str, str]) -> Clu
     options.env = {k: v for k, v in env.items() if k not in copied}
     options.secret_env = {k: v for k, v in env.items() if k in copied}
     for attr in ("count", "ttl", "connect_timeout", "image", "cpu", "mem", "gpu",
-                 "gpu_type", "namespace"):
+                 "gpu_type", "namespace", "connect"):
         value = getattr(args, attr, None)
         if value is not None:
             setattr(options, attr, value)
@@ -235,6 +235,9 @@ class RemoteMagics(Magics):
     @argument("--gpu", type=int, default=None, help="kubernetes: GPUs per agent")
     @argument("--gpu-type", default=None, help="kubernetes: GPU model (node selector): a100")
     @argument("--namespace", default=None, help="kubernetes: namespace of the pods")
+    @argument("--connect", choices=["auto", "direct", "port-forward"], default=None,
+              help="kubernetes: reach agents at their pod IPs (direct) or through the API "
+                   "server's port-forward (default: $KREMOTE_CONNECT, else auto)")
     @cell_magic
     def remote(self, line: str, cell: str) -> Any:
         """Run the cell on this notebook's cluster, started on first use.

@@ -26,10 +26,11 @@ class ClusterOptions:
     gpu_type: str | None = None
     namespace: str | None = None
     group: str = "main"  # which pod group of its cluster this is (podgroups.py)
+    connect: str | None = None  # Kubernetes: auto | direct | port-forward
 
     def to_spec(self) -> PodSpec:
         return PodSpec(image=self.image, cpu=self.cpu, mem=self.mem, gpu=self.gpu,
                        gpu_type=self.gpu_type, count=self.count, env=dict(self.env),
                        secret_env=dict(self.secret_env), templates=list(self.templates),
                        ttl=self.ttl, connect_timeout=self.connect_timeout,
-                       namespace=self.namespace, group=self.group)
+                       namespace=self.namespace, group=self.group, connect=self.connect)

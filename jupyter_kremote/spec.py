@@ -59,7 +59,11 @@ OPTION_NAMES: dict[str, str] = {
     "namespace": "--namespace",
     "name": "--name",
     "group": "--group",
+    "connect": "--connect",
 }
+
+#: how the kernel reaches the agents (backends/kubernetes.py): None = the configured default
+CONNECT_MODES = ("auto", "direct", "port-forward")
 
 # Kubernetes' quantity grammar (k8s.io/apimachinery/pkg/api/resource): a signed decimal number,
 # then one binary-SI suffix, one decimal-SI suffix, or a decimal exponent. "E" alone is exa;
@@ -328,6 +332,7 @@ class PodSpec:
     namespace: str | None = None
     name: str | None = None
     group: str = "main"  # the pod group (podgroups.py); labels the pods kremote/group
+    connect: str | None = None  # auto | direct | port-forward (None: $KREMOTE_CONNECT)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -374,6 +379,9 @@ class PodSpec:
             check_dns_label(self.namespace, opt["namespace"])
         if self.name is not None:
             check_dns_label(self.name, opt["name"])
+        if self.connect is not None and self.connect not in CONNECT_MODES:
+            raise SpecError(f"{opt['connect']} {self.connect!r}: expected one of "
+                            f"{', '.join(CONNECT_MODES)}")
         if not isinstance(self.group, str) or not _GROUP_RE.fullmatch(self.group):
             raise SpecError(f"{opt['group']} {self.group!r}: use 1-20 lowercase letters, digits "
                             "or '-', starting with a letter: e.g. train")

@@ -277,6 +277,7 @@ def test_rbac_objects_and_minimal_verbs() -> None:
         ("batch", "jobs"): {"create", "list", "watch", "patch", "delete"},
         ("", "pods"): {"list", "watch", "delete"},
         ("", "pods/log"): {"get"},
+        ("", "pods/portforward"): {"get", "create"},
         ("", "secrets"): {"create", "get", "patch", "delete"},  # get: adoption; patch: owner
         ("", "configmaps"): {"get"},
         ("", "events"): {"list", "watch"},
@@ -284,7 +285,7 @@ def test_rbac_objects_and_minimal_verbs() -> None:
         ("networking.k8s.io", "networkpolicies"): {"create", "list"},  # per cluster; doctor
         ("kueue.x-k8s.io", "localqueues"): {"get"},  # doctor
     }
-    assert sum(len(rule["verbs"]) for rule in role["rules"]) == 20  # no duplicate rules
+    assert sum(len(rule["verbs"]) for rule in role["rules"]) == 22  # no duplicate rules
     binding = docs[2]
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",

@@ -505,8 +505,28 @@ def _bind(sock: zmq.Socket, host: str, port: int) -> int:
     sock.ipv6 = ":" in host  # an IPv6 pod IP (or "::" for every address)
     if port:
         sock.bind(tcp_address(host, port))
+        _bind_loopback(sock, host, port)
         return port
     return sock.bind_to_random_port(tcp_address(host))
+
+
+def _bind_loopback(sock: zmq.Socket, host: str, port: int) -> None:
+    """Listen on the pod's loopback as well: the API server's port-forward reaches a pod by
+    dialling 127.0.0.1 (or ::1) inside the pod's network namespace, not the pod IP."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return
+    if ip.is_loopback or ip.is_unspecified:
+        return
+    loopback = "::1" if ip.version == 6 else "127.0.0.1"
+    try:
+        sock.bind(tcp_address(loopback, port))
+    except zmq.ZMQError as exc:  # port-forward will not reach this agent; direct still does
+        log.warning("cannot also listen on %s:%d (%s); port-forward cannot reach this agent",
+                    loopback, port, exc)
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:

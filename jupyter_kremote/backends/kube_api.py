@@ -60,6 +60,10 @@ class KubeSettings:
     #: the owner's notebook pod by name (the server in a pod knows itself: HOSTNAME)
     owner_pod: str | None = field(default_factory=lambda: os.environ.get("KREMOTE_OWNER_POD")
                                   or None)
+    #: how the kernel reaches the agents: "direct" (pod IPs), "port-forward" (through the
+    #: API server), or "auto" (direct inside the cluster or when a pod IP answers, else
+    #: port-forward); `%%remote --connect` overrides it per cluster
+    connect: str = field(default_factory=lambda: os.environ.get("KREMOTE_CONNECT", "auto"))
     #: the watches' server timeoutSeconds (the client gives up a little after it)
     watch_timeout: int = field(default_factory=lambda: int(os.environ.get(
         "KREMOTE_WATCH_TIMEOUT", "60")))

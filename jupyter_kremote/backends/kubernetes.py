@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import logging
 import math
+import os
 import queue
 import secrets
 import threading
@@ -43,7 +44,7 @@ from ..protocol import new_key
 from ..spec import check_dns_label, dns_safe_name, label_value
 from ..templates import TemplateResolver
 from .base import ClusterHandle, StartRequest
-from .kube_api import KubeLoop, KubeSettings, api_message, api_status, retry
+from .kube_api import SA_TOKEN, KubeLoop, KubeSettings, api_message, api_status, retry
 from .kube_state import (
     ClusterState,
     disruption,
@@ -56,6 +57,7 @@ from .kube_state import (
     unschedulable,
 )
 from .kube_watch import NamespaceWatch
+from .portforward import PortForward, PortForwardError
 
 log = logging.getLogger("jupyter_kremote.kubernetes")
 
@@ -74,6 +76,13 @@ class _Kube:
     state: ClusterState
     watched: bool = False  # registered with the namespace's shared watch
     pods: dict[int, str] = field(default_factory=dict)  # rank -> the pod its agent runs in
+    via: str = "direct"  # how the kernel reaches the agents: direct | port-forward
+    forwards: list[PortForward] = field(default_factory=list)  # port-forward: two per rank
+
+    def close_forwards(self) -> None:
+        for fwd in self.forwards:
+            fwd.close()
+        self.forwards.clear()
 
 
 class KubernetesBackend:
@@ -252,8 +261,12 @@ class KubernetesBackend:
         began = _parse_time(status.get("startTime") or meta["creationTimestamp"])
         ttl = job.get("spec", {}).get("activeDeadlineSeconds") or 3600
         name = (meta.get("annotations") or {}).get("kremote/name") or label
-        handle = ClusterHandle(name=name, backend=self.name, key=key,
-                               endpoints=self._endpoints(running, curve_public),
+        try:
+            endpoints = self._reach(kube, running, curve_public, None)
+        except BaseException:
+            self._unwatch(kube)
+            raise
+        handle = ClusterHandle(name=name, backend=self.name, key=key, endpoints=endpoints,
                                started=began, deadline=began + ttl, services=services_of(job))
         self._clusters[id(handle)] = kube
         return handle
@@ -263,6 +276,7 @@ class KubernetesBackend:
         kube = self._clusters.pop(id(handle), None)
         if kube is not None:
             self._unwatch(kube)
+            kube.close_forwards()
 
     async def _create(self, kl: KubeLoop, ns: str, secret: dict, job: dict,
                       policy: dict | None = None) -> None:
@@ -336,11 +350,18 @@ class KubernetesBackend:
                            if pod_stage(p) == "Running" and pod_ip(p)}
                 if len(running) == count:
                     if client is None:
-                        client = ClusterClient(key, self._endpoints(running, curve_public),
-                                               lambda r: None)
+                        try:
+                            endpoints = self._reach(kube, running, curve_public,
+                                                    request.spec.connect)
+                        except PortForwardError as exc:
+                            raise ClusterStartError(self._failure(request, kube, str(exc),
+                                                                  events=False)) from None
+                        if kube.via == "port-forward":
+                            say("agents reached through the API server's port-forward")
+                        client = ClusterClient(key, endpoints, lambda r: None)
                     if len(client.control("ping", timeout=0.5)) == count:
                         kube.pods = {r: name_of(p) for r, p in running.items()}
-                        return self._endpoints(running, curve_public)
+                        return endpoints
                 if time.monotonic() > end:
                     stuck = next((m for m in map(unschedulable, pods.values()) if m), None)
                     why = (f"no node can run it: {stuck}" if stuck else
@@ -351,12 +372,40 @@ class KubernetesBackend:
             if client is not None:
                 client.close()
 
-    @staticmethod
-    def _endpoints(running: dict[int, dict], curve_public: bytes) -> list[Endpoint]:
-        return [Endpoint(r, pod_ip(p) or "", AGENT_PORT, AGENT_PORT + 1, curve_public)
-                for r, p in sorted(running.items())]
+    def _reach(self, kube: _Kube, running: dict[int, dict], curve_public: bytes,
+               connect: str | None) -> list[Endpoint]:
+        """The agents' endpoints: their pod IPs, or local port-forward listeners when the
+        kernel cannot reach pod IPs (``connect``: auto, direct, port-forward)."""
+        mode = connect or self.settings.connect or "auto"
+        ranks = sorted(running.items())
+        if mode == "auto":
+            in_cluster = self.settings.kubeconfig is None and os.path.exists(SA_TOKEN)
+            reachable = in_cluster or pod_ip_reachable(pod_ip(ranks[0][1]) or "", AGENT_PORT)
+            mode = "direct" if reachable else "port-forward"
+        if mode != "port-forward":
+            return [Endpoint(r, pod_ip(p) or "", AGENT_PORT, AGENT_PORT + 1, curve_public)
+                    for r, p in ranks]
+        kube.via = "port-forward"
+        kube.close_forwards()
+        kl = self.kube
+        endpoints = []
+        try:
+            for rank, pod in ranks:
+                data, control = (PortForward.open(kl, kube.namespace, name_of(pod), port)
+                                 for port in (AGENT_PORT, AGENT_PORT + 1))
+                kube.forwards += [data, control]
+                endpoints.append(Endpoint(rank, "127.0.0.1", data.local_port,
+                                          control.local_port, curve_public))
+            kube.forwards[0].check()  # a refusal (RBAC) fails the start with the API's words
+        except BaseException:
+            kube.close_forwards()
+            raise
+        return endpoints
 
-    def _failure(self, request: StartRequest, kube: _Kube, why: str) -> str:
+    def _failure(self, request: StartRequest, kube: _Kube, why: str,
+                 events: bool = True) -> str:
+        if not events:
+            return f"cluster {request.name!r} could not start: {why}"
         end = time.monotonic() + 1.0  # events trail the status a little; give them a moment
         while not kube.state.recent_events(1) and time.monotonic() < end:
             kube.state.changed.wait(0.1)
@@ -480,6 +529,7 @@ class KubernetesBackend:
 
     def _teardown(self, kube: _Kube) -> None:
         self._unwatch(kube)
+        kube.close_forwards()
         kl = self.kube
         try:
             kl.run(self._delete(kl, kube), timeout=60)
@@ -499,6 +549,22 @@ class KubernetesBackend:
                         "delete pod", ok_status=(404,))
         await retry(lambda: kl.core.delete_namespaced_secret(kube.secret, kube.namespace),
                     "delete Secret", ok_status=(404,))
+
+
+def pod_ip_reachable(ip: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether this machine can reach ``ip``: a TCP connect that is answered, even refused
+    (the agent may not listen yet), says yes; a timeout or an unreachable network says no."""
+    import socket
+
+    if not ip:
+        return False
+    try:
+        with socket.create_connection((ip, port), timeout=timeout):
+            return True
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
 
 
 def _parse_time(text: str) -> float:

@@ -1,0 +1,125 @@
+"""%%remote through the API server's port-forward (`--connect port-forward`), through a real
+kernel against kubesim: cells, push/pull, the stop button, a dropped forward, RBAC."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+from conftest import Kernel, wait_for
+from test_kubernetes import PRODUCT_USER, managed, start_sim
+
+pytestmark = pytest.mark.skipif(bool(os.environ.get("KREMOTE_TEST_KUBECONFIG")),
+                                reason="needs the emulator's knobs")
+PF = "--connect port-forward --cpu 200m --mem 200Mi"
+
+
+@pytest.fixture(scope="module")
+def pfsim(tmp_path_factory):
+    sim = start_sim(tmp_path_factory.mktemp("pf"), pod_ips="unique")
+    try:
+        yield sim
+        assert sim.ks.call("access_log", user=PRODUCT_USER, allowed=False) == []
+    finally:
+        sim.ks.stop()
+
+
+def start_kernel(kubeconfig: str, cwd: Any) -> Kernel:
+    from jupyter_client.manager import start_new_kernel
+
+    env = {**os.environ, "KREMOTE_KUBECONFIG": kubeconfig, "KREMOTE_BACKEND": "kubernetes"}
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(cwd), env=env)
+    k = Kernel(km, kc, cwd)
+    assert k.run("%load_ext jupyter_kremote").status == "ok"
+    return k
+
+
+def stop_kernel(k: Kernel, sim: Any, others: list[str] | None = None) -> None:
+    """Shut the kernel's clusters down; nothing of them is left (``others``: what other
+    kernels still hold)."""
+    k.run("%remote shutdown --all", timeout=60)
+    k.kc.stop_channels()
+    k.km.shutdown_kernel()
+    assert wait_for(lambda: managed(sim.admin) == (others or []), 20), managed(sim.admin)
+    if not others:
+        assert wait_for(lambda: not sim.ks.call("processes"), 10), sim.ks.call("processes")
+
+
+@pytest.fixture(scope="module")
+def pfkernel(pfsim, tmp_path_factory):
+    k = start_kernel(pfsim.kubeconfig, tmp_path_factory.mktemp("nb"))
+    try:
+        yield k
+    finally:
+        stop_kernel(k, pfsim)
+
+
+def test_cells_and_variables_through_port_forward(pfkernel, pfsim):
+    before = pfsim.ks.call("portforwards_served")
+    res = pfkernel.run(f"%%remote -n 2 {PF}\nimport os\nprint('rank', os.environ['RANK'])")
+    assert res.status == "ok", res.outputs
+    assert "[rank 0] rank 0\n" in res.stdout and "[rank 1] rank 1\n" in res.stdout
+    assert "port-forward" in res.text  # the start-up said how the agents are reached
+    # every byte went through the API server: one WebSocket per ZeroMQ connection (data and
+    # control socket of each rank, and the start-up's check)
+    assert pfsim.ks.call("portforwards_served") - before >= 4
+    assert pfkernel.run("import numpy as np\na = np.arange(3_000_000)").status == "ok"
+    res = pfkernel.run("%remote push a")
+    assert res.status == "ok", res.outputs
+    assert pfkernel.run("%%remote\nb = a * 2").status == "ok"
+    res = pfkernel.run("%remote pull b --rank 1\nprint(b[-1], b.nbytes)")
+    assert res.stdout == "5999998 24000000\n", res.outputs
+    status = pfkernel.run("%remote status").text
+    assert "[kubernetes] 2 agent(s)" in status
+
+
+def test_stop_button_through_port_forward(pfkernel):
+    pfkernel.run("%%remote\nkept = 7")
+    pfkernel.start_long_cell()
+    pfkernel.km.interrupt_kernel()
+    reply = pfkernel.kc.get_shell_msg(timeout=10)["content"]
+    assert reply["ename"] == "KeyboardInterrupt"
+    assert pfkernel.run("%%remote --rank 0\nprint(kept)").stdout == "7\n"
+
+
+def test_next_cell_works_after_the_forward_drops(pfkernel, pfsim):
+    assert pfkernel.run("%%remote\nx = 41").status == "ok"
+    before = pfsim.ks.call("portforwards_served")
+    assert pfsim.ks.call("drop_portforwards") >= 2  # the API server closed every WebSocket
+    res = pfkernel.run("%%remote --rank 1\nprint(x + 1)", timeout=60)
+    assert res.status == "ok" and res.stdout == "42\n", res.outputs
+    # ZeroMQ reconnected, each new TCP connection through a new WebSocket
+    assert pfsim.ks.call("portforwards_served") > before
+
+
+def test_rbac_without_portforward_is_one_line(pfsim, tmp_path):
+    """A Role without pods/portforward: the start fails at once with the API's refusal and
+    the right that is missing; nothing is left behind."""
+    from jupyter_kremote.manifests import render_rbac
+
+    for doc in render_rbac(namespace="default", service_account="limited"):
+        doc["metadata"]["name"] = "limited"
+        if doc["kind"] == "Role":
+            doc["rules"] = [r for r in doc["rules"] if "pods/portforward" not in r["resources"]]
+        if doc["kind"] == "RoleBinding":
+            doc["roleRef"]["name"] = "limited"
+        pfsim.ks.call("create", doc)
+    token = pfsim.ks.call("service_account_token", "default", "limited")
+    kubeconfig = pfsim.ks.write_kubeconfig(tmp_path / "limited", token=token)
+    (tmp_path / "nb").mkdir()
+    others = managed(pfsim.admin)  # the module kernel's cluster
+    k = start_kernel(kubeconfig, tmp_path / "nb")
+    try:
+        res = k.run(f"%%remote {PF}\nprint('never')", timeout=90)
+        assert res.status == "error"
+        message = res.error["evalue"]
+        assert "\n" not in message
+        assert "port-forward to pod default/" in message
+        assert ('cannot get resource "pods/portforward" in API group "" in the namespace '
+                '"default"') in message
+        assert "get and create on pods/portforward" in message
+        assert "never" not in res.stdout
+        print(message)
+    finally:
+        stop_kernel(k, pfsim, others)
