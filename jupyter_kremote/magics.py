@@ -398,19 +398,20 @@ class RemoteMagics(Magics):
             %remote shutdown
             %remote tasks
             %remote group add train --gpu 1 -n 2
+            %remote open tb
         """
         words = line.split()
         if not words:
             raise UsageError("usage: %remote status | top | push NAME... | pull NAME... "
                              "[--rank R] | logs [--rank R] [--follow] | events | "
                              "render [options] | extend DURATION | restart | shutdown | tasks | "
-                             "group add NAME [options]")
+                             "group add NAME [options] | open [SERVICE]")
         sub, rest = words[0], " ".join(words[1:])
         handler = getattr(self, f"_cmd_{sub}", None)
         if handler is None:
             raise UsageError(f"%remote {sub}: unknown command; use one of status, top, push, "
                              "pull, logs, events, render, doctor, extend, restart, shutdown, tasks, "
-                             "group")
+                             "group, open")
         if sub == "group":  # takes %%remote's own options after the group's name
             return handler(argparse.Namespace(rest=rest))
         if sub in ("render", "doctor"):  # take %%remote's own options
@@ -589,6 +590,24 @@ class RemoteMagics(Magics):
         for m in maps:
             print(f"cluster {m.cluster!r} {m.line()}")
 
+    def _cmd_open(self, args: argparse.Namespace) -> None:
+        """Links to the cluster's services (ports named kremote-<name>), through the server."""
+        from IPython.display import display
+
+        from . import service_links
+
+        cluster = self._get(args.name)
+        cluster.check_usable()
+        found = service_links.find(cluster, args.service or "")
+        if not found:
+            have = ", ".join(s.name for s in service_links.links(cluster))
+            what = f"no service {args.service!r}" if args.service else "no services"
+            raise UsageError(
+                f"cluster {args.name!r} has {what}; "
+                + (f"its services: {have}" if have else "a template with a container port "
+                   "named kremote-<name> declares one (-t tensorboard)"))
+        display(service_links.bundle(args.name, found), raw=True)
+
     def _get(self, name: str) -> Cluster:
         try:
             return self.session.get(name)
@@ -621,6 +640,7 @@ _SUBPARSERS: dict[str, MagicArgumentParser] = {
     "shutdown": _parser("shutdown", (("--all",), {"action": "store_true"})),
     "tasks": _parser("tasks"),
     "group": _parser("group"),
+    "open": _parser("open", (("service",), {"nargs": "?", "default": None})),
 }
 for _p in _SUBPARSERS.values():
     _p.parse_argstring = lambda s, _p=_p: _p.parse_args(_split(s))  # type: ignore[attr-defined]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -240,3 +242,52 @@ async def test_proxy_serves_rank_0s_service_over_http_and_websocket(
     assert not [p for p in psutil.process_iter(["cmdline"])
                 if str(WEB_APP) in " ".join(p.info["cmdline"] or [])]
 
+
+
+# -- a real kernel of a real Jupyter server, on kubesim ----------------------------------------
+def test_remote_open_prints_the_link_through_the_users_server(sim, tmp_path):  # noqa: F811
+    from test_server_kernel import TOKEN, Server
+
+    root = tmp_path / "root"
+    (root / "work").mkdir(parents=True)
+    template = web_template(tmp_path)
+    srv = Server(root, tmp_path / "runtime", args=("--KRemoteApp.backend=kubernetes",
+                                                   "--KRemoteApp.user=alice"),
+                 env={"KREMOTE_KUBECONFIG": sim[0]})
+    session, k = srv.open_notebook("work/web.ipynb", root / "work")
+    try:
+        assert k.run("%load_ext jupyter_kremote").status == "ok"
+        res = k.run(f"%%remote --backend kubernetes -t {template} --cpu 100m --mem 100Mi\n"
+                    "print('up')", timeout=120)
+        assert res.status == "ok", res.traceback_text
+        res = k.run("%remote open web")
+        assert res.status == "ok", res.traceback_text
+        [shown] = res.of_type("display_data")
+        url = f"{srv.url}kremote/proxy/web-default/web/"
+        assert shown["data"]["text/plain"] == f"cluster 'default': service\nweb: {url}"
+        assert ('<a href="/kremote/proxy/web-default/web/" target="_blank" rel="noopener">'
+                "web</a>") in shown["data"]["text/html"]
+
+        def page() -> str:
+            req = urllib.request.Request(url, headers={"Authorization": f"token {TOKEN}"})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    return resp.read().decode()
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 502, exc  # polled: the app may not listen yet
+                return ""
+
+        assert wait_for(lambda: "served by pod" in page(), 30)
+        assert " rank 0 from " in page()
+        # without a name: every service; a name it lacks: a one-line error naming them
+        assert k.run("%remote open").text.endswith(f"web: {url}\n")
+        res = k.run("%remote open tensorboard")
+        assert res.status == "error"
+        assert res.stderr == ("UsageError: cluster 'default' has no service 'tensorboard'; its "
+                              "services: web\n")
+        assert k.run("%remote shutdown").status == "ok"
+    finally:
+        k.kc.stop_channels()
+        srv.call("DELETE", f"api/sessions/{session['id']}")
+        srv.stop()
+    assert wait_for(lambda: not managed(sim[2]), 30)
