@@ -256,3 +256,36 @@ async def test_adoption_carries_on_past_a_cluster_it_cannot_take_back(kube_env, 
     assert done.wait(30)
     assert wait_for(lambda: not kubectl("get", "jobs,pods,secrets", "-l", "kremote/user=carol",
                                         "-o", "name").split(), 30)
+
+
+@pytest.mark.asyncio
+async def test_a_refusal_over_a_limit_creates_nothing_in_kubernetes(kube_env, tmp_path):
+    """Over the user's pod limit: one line naming the limit and the cluster in use, and no
+    Job, pod or Secret made; a JupyterHub group's larger limit (the hub's policy, passed by the
+    caller) lets the same request through."""
+    from jupyter_kremote_server.models import OverLimit
+    from jupyter_kremote_server.policy import LimitPolicy
+
+    _, _, admin = kube_env
+    manager = ClusterManager(Limits(backend="kubernetes", user="dave", default_ttl=600,
+                                    max_pods=1), root=str(tmp_path))
+    pod = {"cpu": "100m", "mem": "100Mi", "image": IMAGE}
+    try:
+        first = await manager.ensure("default", "d.ipynb", pod)
+        made = sorted(await asyncio.to_thread(managed, admin))
+        assert len(made) == 3, made  # its Job, pod and Secret
+        with pytest.raises(OverLimit) as info:
+            await manager.ensure("more", "d.ipynb", pod)
+        assert str(info.value) == (
+            f"dave: pod limit 1 reached (1 in use by cluster {first.id}); this cluster asks "
+            "for 1: ask for fewer or shut one down")
+        assert sorted(await asyncio.to_thread(managed, admin)) == made
+        policy = LimitPolicy({"max_pods": 1}, {"big": {"max_pods": 2}})
+        with pytest.raises(OverLimit, match=r"^dave: pod limit 1 reached"):
+            await manager.ensure("more", "d.ipynb", pod, limits=policy.resolve("dave", []))
+        more = await manager.ensure("more", "d.ipynb", pod,
+                                    limits=policy.resolve("dave", ["big"]))
+        assert more.state == "running"
+    finally:
+        await manager.shutdown_all()
+    assert await asyncio.to_thread(wait_for, lambda: not managed(admin), 20)
