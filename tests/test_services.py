@@ -227,6 +227,24 @@ async def test_proxy_serves_rank_0s_service_over_http_and_websocket(
         await jp_ws_fetch("kremote", "proxy", cid, "web", "ws", headers={
             "Authorization": "token wrong"})
 
+    # a server that reaches its agents through the API server's port-forward reaches the
+    # service the same way (a listener opened on first use, closed with the cluster)
+    code, fwd = await _call(jp_fetch, "clusters", method="POST", body={
+        "name": "fwd", "notebook": "nb/web.ipynb", "cpu": "100m", "mem": "100Mi",
+        "templates": [str(template)], "connect": "port-forward"})
+    assert code == 201 and fwd["services"][0]["name"] == "web"
+    for _ in range(100):
+        resp = await jp_fetch("kremote", "proxy", fwd["id"], "web/", raise_error=False)
+        if resp.code != 502:
+            break
+        await asyncio.sleep(0.1)
+    assert f"served by pod {fwd['pods'][0]['name']} rank 0" in resp.body.decode()
+    ws = await jp_ws_fetch("kremote", "proxy", fwd["id"], "web", "ws")
+    await ws.write_message("through port-forward")
+    assert await asyncio.wait_for(ws.read_message(), 10) == "through port-forward"
+    ws.close()
+    await _call(jp_fetch, "clusters", fwd["id"], method="DELETE")
+
     # after shutdown nothing answers there, and nothing is left
     await _call(jp_fetch, "clusters", cid, method="DELETE")
     code, _ = await _refused(jp_fetch, "clusters", cid)

@@ -78,11 +78,13 @@ class _Kube:
     pods: dict[int, str] = field(default_factory=dict)  # rank -> the pod its agent runs in
     via: str = "direct"  # how the kernel reaches the agents: direct | port-forward
     forwards: list[PortForward] = field(default_factory=list)  # port-forward: two per rank
+    service_forwards: dict[str, PortForward] = field(default_factory=dict)  # by service name
 
     def close_forwards(self) -> None:
         for fwd in self.forwards:
             fwd.close()
         self.forwards.clear()
+        self.service_forwards.clear()
 
 
 class KubernetesBackend:
@@ -91,6 +93,7 @@ class KubernetesBackend:
     def __init__(self, settings: KubeSettings | None = None) -> None:
         self.settings = settings or KubeSettings()
         self._clusters: dict[int, _Kube] = {}
+        self._service_lock = threading.Lock()  # one forward per service, whoever asks first
 
     @property
     def kube(self) -> KubeLoop:
@@ -440,6 +443,22 @@ class KubernetesBackend:
         failure = pod_failure(pod) if pod is not None else (job_failed or "its pod is gone")
         failure = failure or job_failed
         return f"ended: {failure}" if failure else None
+
+    def service_address(self, handle: ClusterHandle, name: str) -> tuple[str, int]:
+        """Where this process reaches rank 0's service `name`: its pod IP and port, or, when
+        the agents are reached through port-forward, a local listener opened on first use
+        (kept, and closed with the agents' forwards)."""
+        port = handle.services[name]
+        kube = self._clusters.get(id(handle))
+        if kube is None or kube.via != "port-forward":
+            return handle.endpoints[0].host, port
+        with self._service_lock:
+            fwd = kube.service_forwards.get(name)
+            if fwd is None:
+                fwd = PortForward.open(self.kube, kube.namespace, kube.pods[0], port)
+                kube.service_forwards[name] = fwd
+                kube.forwards.append(fwd)
+        return "127.0.0.1", fwd.local_port
 
     def describe(self, handle: ClusterHandle, rank: int) -> dict[str, Any]:
         kube = self._clusters.get(id(handle))

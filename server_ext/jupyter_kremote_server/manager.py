@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from jupyter_kremote.backends import Backend, get_backend
+from jupyter_kremote.backends.portforward import PortForwardError
 from jupyter_kremote.errors import ClusterEnded
 from jupyter_kremote.session import Cluster
 from jupyter_kremote.spec import format_duration
@@ -46,6 +47,7 @@ from .models import (
     Conflict,
     LogsModel,
     StartFailed,
+    Unreachable,
 )
 from .monitor import Monitor
 from .policy import UserLimits, check_lifetime
@@ -335,7 +337,11 @@ class ClusterManager:
     async def service(self, cluster_id: str, name: str) -> services.ServiceTarget:
         """Where the proxy reaches service `name` of a running cluster (404, 409 otherwise)."""
         entry = self.registry.get(cluster_id)
-        return services.target(cluster_id, name, self._running(entry))
+        cluster = self._running(entry)
+        try:
+            return await asyncio.to_thread(services.target, cluster_id, name, cluster)
+        except PortForwardError as exc:
+            raise Unreachable(f"service {name!r} of cluster {cluster_id!r}: {exc}") from None
 
     # -- helpers -------------------------------------------------------------------------------
     def _running(self, entry: Entry) -> Cluster:

@@ -105,3 +105,9 @@ class StartFailed(ApiError):
     """The backend could not start the agents; the message says why."""
 
     status = 500
+
+
+class Unreachable(ApiError):
+    """A service of the cluster cannot be reached (a refused port-forward); says why."""
+
+    status = 502

@@ -1,4 +1,5 @@
-"""Where a cluster's service answers: rank 0's pod IP and the port its template names.
+"""Where a cluster's service answers: rank 0's pod IP and the port its template names, or a
+local port-forward listener where the server reaches its agents through port-forward.
 
 ``listing`` gives a running cluster's services for its model (the panel's links);
 ``target`` resolves one for the proxy route (proxy.py, through ``ClusterManager.service``):
@@ -62,7 +63,10 @@ def listing(cluster_id: str, cluster: Any) -> list[dict[str, Any]]:
 
 
 def target(cluster_id: str, name: str, cluster: Any) -> ServiceTarget:
-    """The service `name` of the running `cluster`; NotFound names the services it has."""
+    """The service `name` of the running `cluster`; NotFound names the services it has.
+
+    Blocking (a port-forward's first use opens its listener): call it in a worker thread.
+    """
     handle = cluster.handle
     found = getattr(handle, "services", None) or {}
     if name not in found:
@@ -70,4 +74,6 @@ def target(cluster_id: str, name: str, cluster: Any) -> ServiceTarget:
         raise NotFound(f"cluster {cluster_id!r} has no service {name!r}; its services: {have}")
     if not handle.endpoints:
         raise NotFound(f"cluster {cluster_id!r} has no rank 0")
-    return ServiceTarget(cluster_id, name, handle.endpoints[0].host, found[name])
+    address = getattr(cluster.backend, "service_address", None)
+    host, port = address(handle, name) if address else (handle.endpoints[0].host, found[name])
+    return ServiceTarget(cluster_id, name, host, port)
