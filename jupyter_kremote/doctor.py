@@ -10,11 +10,11 @@ cluster-scoped) say so instead of failing.
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 from dataclasses import dataclass
 from typing import Any
 
+from .backends.kube_api import get_json
 from .manifests import AGENT_PORT, MANAGED_BY, render_rbac
 from .session import ClusterOptions
 
@@ -75,26 +75,6 @@ async def _checks(kl: Any, ns: str, job: dict[str, Any], options: ClusterOptions
 
 
 # -- helpers ----------------------------------------------------------------------------------
-async def _get(kl: Any, path: str, **query: str) -> tuple[int, Any]:
-    """GET a raw API path: (status, the JSON body, or the Status message when not 200)."""
-    try:
-        resp = await kl.api.call_api(path, "GET", query_params=list(query.items()),
-                                     auth_settings=["BearerToken"], _preload_content=False)
-    except Exception as exc:  # noqa: BLE001 - not even an answer
-        return 0, str(exc)
-    try:
-        raw = await resp.read()
-    finally:
-        resp.release()
-    try:
-        body = json.loads(raw) if raw else {}
-    except ValueError:
-        body = {"message": raw[:200].decode(errors="replace")}
-    if resp.status != 200:
-        return resp.status, body.get("message") or f"HTTP {resp.status}"
-    return 200, body
-
-
 def _pod(job: dict[str, Any]) -> dict[str, Any]:
     return job["spec"]["template"]["spec"]
 
@@ -120,7 +100,7 @@ def _requests(job: dict[str, Any]) -> dict[str, float]:
 
 # -- the checks ---------------------------------------------------------------------------------
 async def _api(kl: Any) -> Check:
-    status, body = await _get(kl, "/version")
+    status, body = await get_json(kl, "/version")
     host = kl.api.configuration.host
     if status != 200:
         return Check("API reachable", FAIL, f"{host} answered {status or 'nothing'}: {body}",
@@ -220,7 +200,7 @@ def pod_security_violations(pod: dict[str, Any], level: str) -> list[str]:
 
 
 async def _pod_security(kl: Any, ns: str, job: dict[str, Any]) -> Check:
-    status, body = await _get(kl, f"/api/v1/namespaces/{ns}")
+    status, body = await get_json(kl, f"/api/v1/namespaces/{ns}")
     if status != 200:
         return Check("PodSecurity", WARN, f"cannot read namespace {ns!r}'s labels ({status}); "
                      "the rendered pod meets \"restricted\"" if not pod_security_violations(
@@ -238,7 +218,7 @@ async def _pod_security(kl: Any, ns: str, job: dict[str, Any]) -> Check:
 async def _quota(kl: Any, ns: str, job: dict[str, Any]) -> Check:
     from .spec import parse_quantity
 
-    status, body = await _get(kl, f"/api/v1/namespaces/{ns}/resourcequotas")
+    status, body = await get_json(kl, f"/api/v1/namespaces/{ns}/resourcequotas")
     if status != 200:
         return Check("ResourceQuota", WARN, f"cannot list ResourceQuotas ({status}: {body})",
                      "grant list on resourcequotas (the shipped Role has it)")
@@ -282,7 +262,7 @@ def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 
 
 async def _network_policies(kl: Any, ns: str, job: dict[str, Any]) -> Check:
-    status, body = await _get(kl, f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies")
+    status, body = await get_json(kl, f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies")
     if status != 200:
         return Check("NetworkPolicy", WARN, f"cannot list NetworkPolicies ({status}: {body})",
                      "grant list on networkpolicies (the shipped Role has it)")
@@ -319,7 +299,7 @@ async def _nodes(kl: Any, job: dict[str, Any], options: ClusterOptions,
                  gpu_label: str) -> Check:
     from .spec import parse_quantity
 
-    status, body = await _get(kl, "/api/v1/nodes")
+    status, body = await get_json(kl, "/api/v1/nodes")
     if status != 200:
         return Check("nodes", WARN, f"cannot list nodes ({status}); nodes are cluster-scoped, "
                      "so the shipped Role cannot read them", "kubectl get nodes as an admin "
@@ -348,7 +328,7 @@ async def _nodes(kl: Any, job: dict[str, Any], options: ClusterOptions,
 
 async def _kueue(kl: Any, ns: str, job: dict[str, Any]) -> Check:
     queue = (job["metadata"].get("labels") or {}).get(KUEUE_QUEUE_LABEL)
-    status, _ = await _get(kl, "/apis/kueue.x-k8s.io/v1beta1")
+    status, _ = await get_json(kl, "/apis/kueue.x-k8s.io/v1beta1")
     installed = status == 200
     if queue is None:
         return Check("Kueue", OK, ("installed" if installed else "not installed") +
@@ -356,7 +336,7 @@ async def _kueue(kl: Any, ns: str, job: dict[str, Any]) -> Check:
     if not installed:
         return Check("Kueue", FAIL, "-t kueue asks for Kueue, but its CRDs are not installed",
                      "install Kueue, or drop -t kueue")
-    status, body = await _get(kl, f"/apis/kueue.x-k8s.io/v1beta1/namespaces/{ns}/"
+    status, body = await get_json(kl, f"/apis/kueue.x-k8s.io/v1beta1/namespaces/{ns}/"
                                   f"localqueues/{queue}")
     if status == 404:
         return Check("Kueue", FAIL, f"no LocalQueue {queue!r} in {ns!r}",
@@ -369,7 +349,7 @@ async def _kueue(kl: Any, ns: str, job: dict[str, Any]) -> Check:
 
 
 async def _pod_ips(kl: Any, ns: str) -> Check:
-    status, body = await _get(kl, f"/api/v1/namespaces/{ns}/pods",
+    status, body = await get_json(kl, f"/api/v1/namespaces/{ns}/pods",
                               labelSelector=f"app.kubernetes.io/managed-by={MANAGED_BY}")
     pods = [p for p in (body.get("items", []) if status == 200 else [])
             if p.get("status", {}).get("phase") == "Running" and p["status"].get("podIP")]

@@ -98,7 +98,8 @@ def cluster_options(args: argparse.Namespace | None, env: dict[str, str]) -> Clu
     options.env = {k: v for k, v in env.items() if k not in copied}
     options.secret_env = {k: v for k, v in env.items() if k in copied}
     for attr in ("count", "ttl", "connect_timeout", "image", "cpu", "mem", "gpu",
-                 "gpu_type", "namespace", "connect"):
+                 "gpu_type", "namespace", "connect", "queue", "priority", "queue_timeout",
+                 "on_preempt"):
         value = getattr(args, attr, None)
         if value is not None:
             setattr(options, attr, value)
@@ -238,6 +239,14 @@ class RemoteMagics(Magics):
     @argument("--connect", choices=["auto", "direct", "port-forward"], default=None,
               help="kubernetes: reach agents at their pod IPs (direct) or through the API "
                    "server's port-forward (default: $KREMOTE_CONNECT, else auto)")
+    @argument("--queue", default=None,
+              help="kubernetes: Kueue LocalQueue to wait in (default: $KREMOTE_QUEUE)")
+    @argument("--priority", default=None, help="kubernetes: Kueue WorkloadPriorityClass")
+    @argument("--queue-timeout", type=_seconds, default=None,
+              help="kubernetes: give up after this long in the queue (default: no limit)")
+    @argument("--on-preempt", choices=["requeue", "end"], default=None,
+              help="kubernetes: after Kueue preempts the cluster, wait in the queue again "
+                   "for the next cell (requeue, the default) or end it")
     @cell_magic
     def remote(self, line: str, cell: str) -> Any:
         """Run the cell on this notebook's cluster, started on first use.

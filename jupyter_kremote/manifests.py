@@ -69,6 +69,9 @@ LABEL_USER = "kremote/user"
 LABEL_NOTEBOOK = "kremote/notebook"
 LABEL_GROUP = "kremote/group"
 LABEL_FAMILY = "kremote/family"  # the cluster all groups belong to (the NetworkPolicy's peers)
+#: Kueue: the LocalQueue a Job waits in, and its WorkloadPriorityClass
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
 REDACTED = "<redacted>"
 #: a container port named ``kremote-<name>`` is rank 0's service ``<name>`` (TensorBoard, ...)
 SERVICE_PORT_PREFIX = "kremote-"
@@ -321,6 +324,10 @@ def render_cluster(
         curve_clients=list(curve_clients or ()),
     )
     job = merge(job, flags)
+    job_labels = job["metadata"].get("labels") or {}
+    if spec.priority and not job_labels.get(QUEUE_LABEL):
+        raise SpecError(f"--priority {spec.priority}: priorities are Kueue's; name the queue "
+                        "with --queue NAME (or -t kueue)")
 
     secret_data = {KEY_ENV: _as_text(key or ""), **agent_secrets, **spec.secret_env}
     secret = make_secret(
@@ -404,6 +411,12 @@ def _flags_overlay(
     }
     if owner_reference is not None:
         metadata["ownerReferences"] = [dict(owner_reference)]
+    job_spec: dict[str, Any] = {}
+    if spec.queue:  # Kueue admits the Job: created suspended, as Kueue's webhook would
+        metadata["labels"][QUEUE_LABEL] = spec.queue
+        job_spec["suspend"] = True
+    if spec.priority:
+        metadata["labels"][PRIORITY_LABEL] = spec.priority
     flags = {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -414,6 +427,7 @@ def _flags_overlay(
             "completions": spec.count,
             "activeDeadlineSeconds": ttl,
             "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+            **job_spec,
         },
     }
     return flags

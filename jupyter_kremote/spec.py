@@ -60,7 +60,13 @@ OPTION_NAMES: dict[str, str] = {
     "name": "--name",
     "group": "--group",
     "connect": "--connect",
+    "queue": "--queue",
+    "priority": "--priority",
+    "queue_timeout": "--queue-timeout",
+    "on_preempt": "--on-preempt",
 }
+#: what a cluster does after Kueue evicts its Workload (preemption, PodsReady timeout)
+ON_PREEMPT = ("requeue", "end")
 
 #: how the kernel reaches the agents (backends/kubernetes.py): None = the configured default
 CONNECT_MODES = ("auto", "direct", "port-forward")
@@ -333,6 +339,13 @@ class PodSpec:
     name: str | None = None
     group: str = "main"  # the pod group (podgroups.py); labels the pods kremote/group
     connect: str | None = None  # auto | direct | port-forward (None: $KREMOTE_CONNECT)
+    #: Kueue: the LocalQueue (label kueue.x-k8s.io/queue-name; the Job starts suspended), the
+    #: WorkloadPriorityClass, how long to wait in the queue (None: no limit), and what to do
+    #: once evicted (ON_PREEMPT)
+    queue: str | None = None
+    priority: str | None = None
+    queue_timeout: float | None = None
+    on_preempt: str = "requeue"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -382,6 +395,16 @@ class PodSpec:
         if self.connect is not None and self.connect not in CONNECT_MODES:
             raise SpecError(f"{opt['connect']} {self.connect!r}: expected one of "
                             f"{', '.join(CONNECT_MODES)}")
+        for what in ("queue", "priority"):
+            value = getattr(self, what)
+            if value is not None:
+                check_dns_label(value, opt[what])
+        if self.queue_timeout is not None:
+            self.queue_timeout = _check_positive_seconds(self.queue_timeout,
+                                                         opt["queue_timeout"])
+        if self.on_preempt not in ON_PREEMPT:
+            raise SpecError(f"{opt['on_preempt']} {self.on_preempt!r}: expected "
+                            f"{' or '.join(ON_PREEMPT)}")
         if not isinstance(self.group, str) or not _GROUP_RE.fullmatch(self.group):
             raise SpecError(f"{opt['group']} {self.group!r}: use 1-20 lowercase letters, digits "
                             "or '-', starting with a letter: e.g. train")

@@ -283,9 +283,11 @@ def test_rbac_objects_and_minimal_verbs() -> None:
         ("", "events"): {"list", "watch"},
         ("", "resourcequotas"): {"list"},  # doctor
         ("networking.k8s.io", "networkpolicies"): {"create", "list"},  # per cluster; doctor
-        ("kueue.x-k8s.io", "localqueues"): {"get"},  # doctor
+        ("kueue.x-k8s.io", "localqueues"): {"get"},  # doctor, a queued cell's ClusterQueue
+        ("kueue.x-k8s.io", "workloads"): {"get", "list"},  # a queued cluster's Workload
+        ("visibility.kueue.x-k8s.io", "localqueues/pendingworkloads"): {"get"},  # position
     }
-    assert sum(len(rule["verbs"]) for rule in role["rules"]) == 22  # no duplicate rules
+    assert sum(len(rule["verbs"]) for rule in role["rules"]) == 25  # no duplicate rules
     binding = docs[2]
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",

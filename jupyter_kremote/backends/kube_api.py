@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import json
 import logging
 import os
 import random
@@ -64,6 +65,8 @@ class KubeSettings:
     #: API server), or "auto" (direct inside the cluster or when a pod IP answers, else
     #: port-forward); `%%remote --connect` overrides it per cluster
     connect: str = field(default_factory=lambda: os.environ.get("KREMOTE_CONNECT", "auto"))
+    #: the admin's default Kueue LocalQueue (``--queue`` wins)
+    queue: str | None = field(default_factory=lambda: os.environ.get("KREMOTE_QUEUE") or None)
     #: the watches' server timeoutSeconds (the client gives up a little after it)
     watch_timeout: int = field(default_factory=lambda: int(os.environ.get(
         "KREMOTE_WATCH_TIMEOUT", "60")))
@@ -292,3 +295,23 @@ class Reflector:
 def _key(obj: dict[str, Any]) -> str:
     meta = obj.get("metadata", {})
     return meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}"
+
+
+async def get_json(kl: Any, path: str, **query: str) -> tuple[int, Any]:
+    """GET a raw API path: (status, the JSON body, or the Status message when not 200)."""
+    try:
+        resp = await kl.api.call_api(path, "GET", query_params=list(query.items()),
+                                     auth_settings=["BearerToken"], _preload_content=False)
+    except Exception as exc:  # noqa: BLE001 - not even an answer
+        return 0, str(exc)
+    try:
+        raw = await resp.read()
+    finally:
+        resp.release()
+    try:
+        body = json.loads(raw) if raw else {}
+    except ValueError:
+        body = {"message": raw[:200].decode(errors="replace")}
+    if resp.status != 200:
+        return resp.status, body.get("message") or f"HTTP {resp.status}"
+    return 200, body

@@ -235,6 +235,10 @@ class ClusterState:
             events = list(self.events.values())
         return sorted(events, key=_event_time)
 
+    def event_list(self) -> list[dict[str, Any]]:
+        """The events as the API gave them, oldest first."""
+        return self._sorted_events()
+
     def recent_events(self, n: int = 5) -> list[str]:
         return [format_event(e) for e in self._sorted_events()[-n:]]
 

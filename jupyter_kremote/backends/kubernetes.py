@@ -33,6 +33,7 @@ from ..manifests import (
     LABEL_CLUSTER,
     LABEL_USER,
     MANAGED_BY,
+    QUEUE_LABEL,
     make_network_policy,
     make_owner_reference,
     parse_selector,
@@ -41,10 +42,11 @@ from ..manifests import (
     services_of,
 )
 from ..protocol import new_key
-from ..spec import check_dns_label, dns_safe_name, label_value
+from ..spec import check_dns_label, dns_safe_name, format_duration, label_value
 from ..templates import TemplateResolver
 from .base import ClusterHandle, StartRequest
 from .kube_api import SA_TOKEN, KubeLoop, KubeSettings, api_message, api_status, retry
+from .kube_queue import QueueState, eviction, poll
 from .kube_state import (
     ClusterState,
     disruption,
@@ -79,6 +81,9 @@ class _Kube:
     via: str = "direct"  # how the kernel reaches the agents: direct | port-forward
     forwards: list[PortForward] = field(default_factory=list)  # port-forward: two per rank
     service_forwards: dict[str, PortForward] = field(default_factory=dict)  # by service name
+    queue: QueueState | None = None  # Kueue: the LocalQueue it waits in, and where it stands
+    on_preempt: str = "requeue"  # what to do once Kueue evicts it (spec.ON_PREEMPT)
+    ended: bool = False  # deleted after an eviction (--on-preempt end)
 
     def close_forwards(self) -> None:
         for fwd in self.forwards:
@@ -123,6 +128,8 @@ class KubernetesBackend:
             spec.name = request.name  # the Job's kremote/name annotation, for adoption
         if spec.image is None and self.settings.image:
             spec.image = self.settings.image
+        if spec.queue is None and self.settings.queue:
+            spec.queue = self.settings.queue
         ns = spec.namespace or namespace or self.settings.namespace or "default"
         # a group's cluster is NAME-GROUP; its family (the NetworkPolicy's peers) is NAME
         family = request.name.removesuffix(f"-{spec.group}") if spec.group != "main" \
@@ -186,6 +193,10 @@ class KubernetesBackend:
         kube = _Kube(ns, job_doc["metadata"]["name"], secret_doc["metadata"]["name"],
                      ClusterState(job_doc["metadata"]["name"]))
         label = job_doc["metadata"]["labels"][LABEL_CLUSTER]
+        queue = job_doc["metadata"]["labels"].get(QUEUE_LABEL)
+        if queue:
+            kube.queue = QueueState(queue)
+            kube.on_preempt = request.spec.on_preempt
         started = time.time()
         try:
             kl.run(self._create(kl, ns, secret_doc, job_doc, *policy), timeout=60)
@@ -194,6 +205,11 @@ class KubernetesBackend:
         except BaseException:
             self._teardown(kube)
             raise
+        # the TTL is the Job's activeDeadlineSeconds, which counts from its startTime (set
+        # when Kueue admits a queued Job), not from the time spent in the queue
+        job_start = kube.state.job.get("status", {}).get("startTime")
+        if job_start:
+            started = _parse_time(job_start)
         handle = ClusterHandle(name=request.name, backend=self.name, key=key,
                                endpoints=endpoints, started=started,
                                deadline=started + request.spec.ttl,
@@ -315,6 +331,8 @@ class KubernetesBackend:
         timeout = request.spec.connect_timeout
         say: Callable[[str], None] = request.progress or (lambda text: None)
         end = time.monotonic() + timeout
+        queued_since = time.monotonic()
+        next_poll = 0.0
         last_line = ""
         client: ClusterClient | None = None
         pulling: dict[str, float] = {}  # pod -> when its image pull first failed
@@ -323,6 +341,27 @@ class KubernetesBackend:
             while True:
                 kube.state.changed.wait(0.2)
                 kube.state.changed.clear()
+                if kube.queue is not None and not kube.queue.admitted:
+                    now = time.monotonic()
+                    if self._suspended(kube):  # waiting in Kueue: no connect timeout runs
+                        end = now + timeout
+                        if now >= next_poll:
+                            next_poll = now + 1.0
+                            self._poll_queue(kube)
+                            if kube.queue.line() != last_line:
+                                last_line = kube.queue.line()
+                                say(last_line)
+                        limit = request.spec.queue_timeout
+                        if limit is not None and now - queued_since > limit:
+                            raise ClusterStartError(self._failure(request, kube, (
+                                f"still {kube.queue.line()}; waited --queue-timeout "
+                                f"{format_duration(limit)}")))
+                        continue
+                    if kube.queue.cluster_queue is None:  # admitted at once: name it
+                        self._poll_queue(kube)
+                    kube.queue.admitted = True
+                    say(f"admitted after {format_duration(now - queued_since)}")
+                    end = now + timeout
                 pods = kube.state.by_rank()
                 refused = kube.state.refused()
                 if refused:  # FailedCreate: no pod will come (PodSecurity, quota, account)
@@ -374,6 +413,23 @@ class KubernetesBackend:
         finally:
             if client is not None:
                 client.close()
+
+    @staticmethod
+    def _suspended(kube: _Kube) -> bool:
+        """Whether the Job waits for Kueue (it is created suspended; Kueue resumes it)."""
+        job = kube.state.job
+        return not job or bool(job.get("spec", {}).get("suspend"))
+
+    def _poll_queue(self, kube: _Kube) -> None:
+        assert kube.queue is not None
+        uid = kube.state.job.get("metadata", {}).get("uid")
+        if not uid:
+            return
+        kl = self.kube
+        try:
+            kl.run(poll(kl, kube.namespace, uid, kube.queue), timeout=30)
+        except Exception as exc:  # noqa: BLE001 - the next poll tries again
+            log.debug("could not read the queue of %s: %s", kube.job, api_message(exc))
 
     def _reach(self, kube: _Kube, running: dict[int, dict], curve_public: bytes,
                connect: str | None) -> list[Endpoint]:
@@ -428,6 +484,10 @@ class KubernetesBackend:
         kube = self._clusters.get(id(handle))
         if kube is None:
             return "was shut down"
+        if kube.queue is not None:
+            evicted = self._evicted(kube)
+            if evicted:
+                return f"ended: {evicted}"
         job_failed = job_failure(kube.state.job)
         if job_failed and "TTL" in job_failed:
             return f"ended: {job_failed}"
@@ -459,6 +519,34 @@ class KubernetesBackend:
                 kube.service_forwards[name] = fwd
                 kube.forwards.append(fwd)
         return "127.0.0.1", fwd.local_port
+
+    def _evicted(self, kube: _Kube) -> str | None:
+        """Kueue evicted the Workload (preemption, PodsReady timeout): the Job is suspended
+        again and its pods go. A pod may go before the Job's change arrives on its own
+        watch, so give that a moment before the pod's end is read as the cause."""
+        if not self._suspended(kube):
+            pod_gone = any(pod_failure(p) or p["metadata"].get("deletionTimestamp")
+                           for p in kube.state.pod_list()) or len(kube.state.pod_list()) < \
+                len(kube.pods)
+            if not pod_gone:
+                return None
+            end = time.monotonic() + 2.0
+            while not self._suspended(kube) and time.monotonic() < end:
+                kube.state.changed.wait(0.1)
+            if not self._suspended(kube):
+                return None
+        assert kube.queue is not None
+        end = time.monotonic() + 2.0  # its Stopped event trails the suspension a little
+        why = eviction(kube.state.event_list(), kube.job, kube.queue.cluster_queue)
+        while why is None and time.monotonic() < end:
+            kube.state.changed.wait(0.1)
+            why = eviction(kube.state.event_list(), kube.job, kube.queue.cluster_queue)
+        why = why or "evicted by Kueue; variables on the agents are lost"
+        if kube.on_preempt == "end" and not kube.ended:
+            kube.ended = True  # the cluster ends: its Job leaves the queue
+            self.kube.spawn(self._delete(self.kube, kube))
+            why += "; the cluster ended (--on-preempt end)"
+        return why
 
     def describe(self, handle: ClusterHandle, rank: int) -> dict[str, Any]:
         kube = self._clusters.get(id(handle))

@@ -1,0 +1,171 @@
+"""%%remote --queue through a real kernel against kubesim's Kueue: the cell shows where it
+waits (LocalQueue, ClusterQueue, position, Kueue's reason), then the admission; the queue
+timeout and the stop button delete the Job; a preemption fails the running cell."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import pytest
+from conftest import Kernel, wait_for
+from test_kubernetes import PRODUCT_USER, managed, start_sim
+
+CQ = "team-cq"
+OBJECTS = [
+    {"apiVersion": "kueue.x-k8s.io/v1beta1", "kind": "ResourceFlavor",
+     "metadata": {"name": "default-flavor"}},
+    {"apiVersion": "kueue.x-k8s.io/v1beta1", "kind": "ClusterQueue", "metadata": {"name": CQ},
+     "spec": {"namespaceSelector": {}, "preemption": {"withinClusterQueue": "LowerPriority"},
+              "resourceGroups": [{"coveredResources": ["cpu"], "flavors": [{
+                  "name": "default-flavor",
+                  "resources": [{"name": "cpu", "nominalQuota": "1"}]}]}]}},
+    {"apiVersion": "kueue.x-k8s.io/v1beta1", "kind": "LocalQueue",
+     "metadata": {"name": "team", "namespace": "default"}, "spec": {"clusterQueue": CQ}},
+    {"apiVersion": "kueue.x-k8s.io/v1beta1", "kind": "WorkloadPriorityClass",
+     "metadata": {"name": "urgent"}, "value": 1000},
+]
+
+
+def blocker(name: str, priority: str | None = None) -> dict[str, Any]:
+    """Someone else's queued Job that takes the whole quota (cpu 1)."""
+    labels = {"kueue.x-k8s.io/queue-name": "team"}
+    if priority:
+        labels["kueue.x-k8s.io/priority-class"] = priority
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "namespace": "default", "labels": labels},
+            "spec": {"suspend": True, "backoffLimit": 0, "template": {"spec": {
+                "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "main", "image": "busybox",
+                                "resources": {"requests": {"cpu": "1"}}}]}}}}
+
+
+@pytest.fixture(scope="module")
+def ksim(tmp_path_factory):
+    started = start_sim(tmp_path_factory.mktemp("kueue"), pod_ips="unique", kueue=True)
+    try:
+        for obj in OBJECTS:
+            started.ks.call("create", obj)
+        yield started
+        assert started.ks.call("access_log", user=PRODUCT_USER, allowed=False) == []
+    finally:
+        started.ks.stop()
+
+
+@pytest.fixture(scope="module")
+def qkernel(ksim, tmp_path_factory):
+    from jupyter_client.manager import start_new_kernel
+
+    cwd = tmp_path_factory.mktemp("nb")
+    env = {**os.environ, "KREMOTE_KUBECONFIG": ksim.kubeconfig, "KREMOTE_BACKEND": "kubernetes"}
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(cwd), env=env)
+    k = Kernel(km, kc, cwd)
+    assert k.run("%load_ext jupyter_kremote").status == "ok"
+    try:
+        yield k
+    finally:
+        k.run("%remote shutdown --all", timeout=60)
+        kc.stop_channels()
+        km.shutdown_kernel()
+        assert wait_for(lambda: not managed(ksim.admin), 20), managed(ksim.admin)
+
+
+def workloads(ksim) -> list[dict[str, Any]]:
+    from kubesim.resources import WORKLOADS
+
+    return ksim.ks.call(lambda sim: [w for w in sim.store.iter_objects(WORKLOADS)])
+
+
+def pending_kremote(ksim) -> bool:
+    return any(w["metadata"]["ownerReferences"][0]["name"].startswith("jupyter-kremote")
+               for w in workloads(ksim))
+
+
+def delete_job(ksim, name: str) -> None:
+    from kubesim.resources import JOBS
+
+    ksim.ks.call(lambda sim: sim.deleter.delete(JOBS, "default", name, "Background"))
+    assert wait_for(lambda: not any(w["metadata"]["ownerReferences"][0]["name"] == name
+                                    for w in workloads(ksim)), 10)
+
+
+def text_of(res) -> str:
+    out = []
+    for o in res.outputs:
+        if o["type"] == "stream":
+            out.append(o["text"])
+        elif o["type"] in ("display_data", "update_display_data", "execute_result"):
+            out.append(o["data"].get("text/plain", ""))
+    return "\n".join(out)
+
+
+def test_queued_cell_shows_position_and_reason_then_admission(qkernel, ksim):
+    ksim.ks.call("create", blocker("other-team"))
+    assert wait_for(lambda: len(workloads(ksim)) == 1, 10)
+    result: dict[str, Any] = {}
+    cell = threading.Thread(target=lambda: result.update(res=qkernel.run(
+        "%%remote --queue team --cpu 500m --ttl 10m\nimport os\nprint('rank', "
+        "os.environ['RANK'])", timeout=120)))
+    cell.start()
+    try:
+        assert wait_for(lambda: pending_kremote(ksim), 30)
+        # it waits (no connect timeout runs) while the other Job holds the quota
+        cell.join(4)
+        assert cell.is_alive()
+    finally:
+        delete_job(ksim, "other-team")
+        cell.join(120)
+    res = result["res"]
+    assert res.status == "ok", res.error
+    text = text_of(res)
+    assert (f"queued in team (ClusterQueue {CQ}), position 1: couldn't assign flavors to pod "
+            "set main: insufficient unused quota for cpu in flavor default-flavor, 500m more "
+            "needed") in text, text
+    assert "admitted after " in text and "rank 0" in text
+    assert qkernel.run("%remote shutdown").status == "ok"
+
+
+def test_queue_timeout_gives_up_and_deletes_the_job(qkernel, ksim):
+    ksim.ks.call("create", blocker("holder"))
+    try:
+        res = qkernel.run("%%remote --name qt --queue team --cpu 1 --queue-timeout 2s\nx = 1",
+                          timeout=60)
+        assert res.status == "error" and res.error["ename"] == "ClusterStartError"
+        assert "waited --queue-timeout 2s" in res.error["evalue"]
+        assert f"queued in team (ClusterQueue {CQ}), position 1:" in res.error["evalue"]
+        assert wait_for(lambda: not managed(ksim.admin), 10), managed(ksim.admin)
+        # the stop button while queued: the wait ends, the Job (and its Workload) go
+        qkernel.kc.execute("%%remote --name stop --queue team --cpu 1\nx = 1",
+                           stop_on_error=False)
+        assert wait_for(lambda: pending_kremote(ksim), 30)
+        qkernel.km.interrupt_kernel()
+        reply = qkernel.kc.get_shell_msg(timeout=30)["content"]
+        assert reply["ename"] == "KeyboardInterrupt"
+        assert wait_for(lambda: not managed(ksim.admin) and not pending_kremote(ksim), 10)
+    finally:
+        delete_job(ksim, "holder")
+
+
+@pytest.mark.parametrize("on_preempt", ["end"])
+def test_preemption_fails_the_running_cell(qkernel, ksim, on_preempt):
+    line = f"%%remote --name low --queue team --cpu 1 --on-preempt {on_preempt}"
+    assert qkernel.run(f"{line}\nx = 1", timeout=90).status == "ok"
+    qkernel.kc.execute(f"{line}\nimport time\nprint('go', flush=True)\ntime.sleep(60)",
+                       stop_on_error=False)
+    assert wait_for(lambda: any(
+        m["msg_type"] == "stream" and "go" in m["content"].get("text", "")
+        for m in [qkernel.kc.get_iopub_msg(timeout=30)]), 30)
+    ksim.ks.call("create", blocker("urgent-job", priority="urgent"))
+    try:
+        reply = qkernel.kc.get_shell_msg(timeout=30)["content"]
+        assert reply["status"] == "error", reply
+        assert (f"preempted by a higher-priority workload in ClusterQueue {CQ}; variables on "
+                "the agents are lost") in reply["evalue"], reply["evalue"]
+        if on_preempt == "end":
+            assert wait_for(lambda: not managed(ksim.admin), 15), managed(ksim.admin)
+            res = qkernel.run("%%remote --name low\nprint(x)")
+            assert res.error["ename"] == "ClusterEnded" and "preempted" in res.error["evalue"]
+    finally:
+        delete_job(ksim, "urgent-job")
+        qkernel.run("%remote shutdown --name low", timeout=60)
