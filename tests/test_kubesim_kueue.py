@@ -157,10 +157,13 @@ def test_pods_ready_timeout_evicts_and_requeues(kueue: Any) -> None:
         wl = workload(admin, "ready", "stuck")
         assert cond(wl, "Evicted")["message"] == \
             f"Exceeded the PodsReady timeout ready/{wl['metadata']['name']}"  # type: ignore
-        until(lambda: (workload(admin, "ready", "stuck") or {}).get("status", {}).get(
-            "requeueState", {}).get("count") == 1 and cond(
-                workload(admin, "ready", "stuck"), "Admitted").get("status") == "True",
-              what="requeued after the backoff and admitted again")
+        ks.call("configure", kueue_pods_ready_timeout=60.0)  # stays admitted once back
+
+        def readmitted() -> bool:
+            wl = workload(admin, "ready", "stuck") or {}
+            return wl.get("status", {}).get("requeueState", {}).get("count") == 1 and \
+                cond(wl, "Admitted").get("status") == "True"
+        until(readmitted, 30, what="requeued after the backoff and admitted again")
     finally:
         ks.call("configure", kueue_pods_ready_timeout=0.0)
         admin.ok("delete", "namespace", "ready", "--wait=false")
