@@ -54,6 +54,7 @@ class PortForward:
         self.last_error = ""  # the last refusal or error-channel message, for messages
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._open: set[tuple[Any, asyncio.StreamWriter]] = set()  # (WebSocket, TCP) pairs
 
     # -- synchronous face (kernel threads) ----------------------------------------------------
     @classmethod
@@ -84,10 +85,13 @@ class PortForward:
         if self._server is not None:
             self._server.close()
             self._server = None
+        for ws, writer in list(self._open):  # each connection's task then ends by itself
+            writer.close()
+            with contextlib.suppress(Exception):
+                await ws.close()
         tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
 
     def _url(self) -> str:
         host = self.kube.api.configuration.host.rstrip("/")
@@ -155,6 +159,10 @@ class PortForward:
         self._tasks.add(task)  # type: ignore[arg-type]
         try:
             ws = await self._connect()
+        except asyncio.CancelledError:
+            writer.close()
+            self._tasks.discard(task)  # type: ignore[arg-type]
+            raise
         except PortForwardError as exc:
             log.warning("%s", exc)
             writer.close()
@@ -167,6 +175,7 @@ class PortForward:
             self._tasks.discard(task)  # type: ignore[arg-type]
             return
         self.connections += 1
+        self._open.add((ws, writer))
         up = asyncio.ensure_future(self._upstream(reader, ws))
         down = asyncio.ensure_future(self._downstream(ws, writer))
         try:
@@ -176,6 +185,7 @@ class PortForward:
             down.cancel()
             await asyncio.gather(up, down, return_exceptions=True)
             writer.close()
+            self._open.discard((ws, writer))
             with contextlib.suppress(Exception):
                 await ws.close()
             self._tasks.discard(task)  # type: ignore[arg-type]
@@ -203,5 +213,7 @@ class PortForward:
                 writer.write(memoryview(msg.data)[1:])
                 await writer.drain()
             elif channel == 1:
+                # e.g. refused while the agent starts: ZeroMQ connects again
                 self.last_error = msg.data[1:].decode(errors="replace")
-                log.warning("port-forward to pod %s: %s", self.pod, self.last_error)
+                log.info("port-forward to pod %s: %s", self.pod, self.last_error)
+        writer.close()  # the WebSocket ended: let the client see it at once and reconnect
