@@ -115,7 +115,12 @@ class Cluster:
         return self.backend.liveness(self.handle, rank)
 
     def check_usable(self) -> None:
-        """Raise ClusterEnded if the TTL ran out or an agent is gone."""
+        """Raise ClusterEnded if the TTL ran out or an agent is gone (a cluster Kueue
+        requeued first waits to be admitted again, then carries on with fresh agents)."""
+        if self.ended is not None:  # not on a plain cell's path
+            requeued = getattr(self.backend, "requeued", None)
+            if requeued is not None and requeued(self.handle):
+                self._rejoin()
         if self.ended is None:
             # a backend that shares the cluster (the Jupyter server) knows why it ended
             cluster_ended = getattr(self.backend, "ended", None)
@@ -136,6 +141,21 @@ class Cluster:
                 f"`%remote restart{'' if self.name == 'default' else ' --name ' + self.name}` "
                 "(variables on the agents are lost)")
 
+    def _rejoin(self) -> None:
+        """Kueue evicted the cluster and requeued it: wait for its fresh agents (the same
+        keys), saying where it stands on stderr, as the start-up table would."""
+        def say(line: str) -> None:
+            print(f"[kremote] cluster {self.name!r}: {line}", file=sys.stderr, flush=True)
+
+        say(f"{self.ended}")
+        self.backend.rejoin(self.handle, say)  # type: ignore[attr-defined]
+        self.client.close()
+        self.client = ClusterClient(self.handle.key, self.handle.endpoints, self._liveness)
+        self.ended = None
+        rank0 = self.handle.endpoints[0].host
+        self.client.request("env", {"env": {"MASTER_ADDR": rank0, "MASTER_PORT": "29500"}},
+                            timeout=30)
+
     def _request(self, kind: str, content: dict[str, Any] | None = None, payload: Any = None,
                  *, ranks: list[int] | None = None, has_payload: bool | None = None,
                  on_output: OutputHook | None = None,
@@ -151,6 +171,9 @@ class Cluster:
                                            timeout=timeout, on_input=on_input)
             except AgentDied as exc:
                 self.ended = str(exc).replace(" while running the request", "")
+                requeued = getattr(self.backend, "requeued", None)
+                if requeued is not None and requeued(self.handle):
+                    raise AgentDied(str(exc)) from None  # it says what comes next
                 raise AgentDied(
                     f"{exc}; start a fresh cluster with `%remote restart` "
                     "(`%remote logs` shows what the agent printed)") from None

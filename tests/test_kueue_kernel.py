@@ -83,9 +83,15 @@ def pending_kremote(ksim) -> bool:
 
 
 def delete_job(ksim, name: str) -> None:
+    from kubesim import errors
     from kubesim.resources import JOBS
 
-    ksim.ks.call(lambda sim: sim.deleter.delete(JOBS, "default", name, "Background"))
+    def delete(sim: Any) -> None:
+        try:
+            sim.deleter.delete(JOBS, "default", name, "Background")
+        except errors.ApiError:
+            pass  # gone already
+    ksim.ks.call(delete)
     assert wait_for(lambda: not any(w["metadata"]["ownerReferences"][0]["name"] == name
                                     for w in workloads(ksim)), 10)
 
@@ -147,7 +153,7 @@ def test_queue_timeout_gives_up_and_deletes_the_job(qkernel, ksim):
         delete_job(ksim, "holder")
 
 
-@pytest.mark.parametrize("on_preempt", ["end"])
+@pytest.mark.parametrize("on_preempt", ["end", "requeue"])
 def test_preemption_fails_the_running_cell(qkernel, ksim, on_preempt):
     line = f"%%remote --name low --queue team --cpu 1 --on-preempt {on_preempt}"
     assert qkernel.run(f"{line}\nx = 1", timeout=90).status == "ok"
@@ -166,6 +172,48 @@ def test_preemption_fails_the_running_cell(qkernel, ksim, on_preempt):
             assert wait_for(lambda: not managed(ksim.admin), 15), managed(ksim.admin)
             res = qkernel.run("%%remote --name low\nprint(x)")
             assert res.error["ename"] == "ClusterEnded" and "preempted" in res.error["evalue"]
+        else:  # the Job waits in the queue again; the next cell waits for fresh agents
+            assert "it waits in the queue again" in reply["evalue"]
+            assert any(j.startswith("job/") for j in managed(ksim.admin))
+            cell: dict[str, Any] = {}
+            waiting = threading.Thread(target=lambda: cell.update(res=qkernel.run(
+                "%%remote --name low\nprint('x' in globals())", timeout=90)))
+            waiting.start()
+            waiting.join(3)
+            assert waiting.is_alive()  # the urgent Job holds the quota
+            delete_job(ksim, "urgent-job")
+            waiting.join(90)
+            res = cell["res"]
+            assert res.status == "ok", res.error
+            assert res.stdout == "False\n"  # fresh agents: the variables are gone
+            assert f"queued in team (ClusterQueue {CQ}), position 1" in text_of(res)
+            assert "admitted after" in text_of(res)
     finally:
         delete_job(ksim, "urgent-job")
         qkernel.run("%remote shutdown --name low", timeout=60)
+
+
+def test_all_or_nothing_a_partial_start_is_evicted_and_requeued(qkernel, ksim):
+    """waitForPodsReady: two ranks, room on the node for one; Kueue evicts the Workload at
+    its PodsReady timeout and requeues it; the cell never runs on one rank alone and starts
+    once both pods fit."""
+    ksim.ks.call("configure", kueue_pods_ready_timeout=2.0, kueue_backoff_base=1.0)
+    ksim.ks.call("set_node", cpu="700m")
+    cell: dict[str, Any] = {}
+    waiting = threading.Thread(target=lambda: cell.update(res=qkernel.run(
+        "%%remote --name pair -n 2 --queue team --cpu 500m\nimport os\nprint(os.environ['RANK'])",
+        timeout=120)))
+    waiting.start()
+    try:
+        assert wait_for(lambda: any(
+            w["status"].get("requeueState", {}).get("count") for w in workloads(ksim)), 30)
+        assert waiting.is_alive()
+    finally:
+        ksim.ks.call("set_node", cpu="8")
+        ksim.ks.call("configure", kueue_pods_ready_timeout=0.0)
+        waiting.join(120)
+    res = cell["res"]
+    assert res.status == "ok", res.error
+    assert "evicted by Kueue (Exceeded the PodsReady timeout default/job-" in text_of(res)
+    assert "[rank 0] 0\n" in res.stdout and "[rank 1] 1\n" in res.stdout, res.stdout
+    assert qkernel.run("%remote shutdown --name pair", timeout=60).status == "ok"

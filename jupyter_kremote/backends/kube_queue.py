@@ -82,13 +82,20 @@ async def poll(kl: KubeLoop, namespace: str, job_uid: str, state: QueueState) ->
     return state
 
 
-def eviction(events: list[dict[str, Any]], job: str, cluster_queue: str | None) -> str | None:
-    """Why Kueue stopped the Job (its newest ``Stopped`` event), as the cell says it."""
+def stop_message(events: list[dict[str, Any]], job: str) -> str | None:
+    """Kueue's message on its newest ``Stopped`` event of the Job (the eviction's)."""
     stopped = [e for e in events if e.get("reason") == "Stopped"
                and (e.get("involvedObject") or {}).get("name") == job]
     if not stopped:
         return None
-    message = str(stopped[-1].get("message") or stopped[-1].get("note") or "")
+    return str(stopped[-1].get("message") or stopped[-1].get("note") or "")
+
+
+def eviction(events: list[dict[str, Any]], job: str, cluster_queue: str | None) -> str | None:
+    """Why Kueue stopped the Job, as the running cell says it."""
+    message = stop_message(events, job)
+    if message is None:
+        return None
     cq = f" in ClusterQueue {cluster_queue}" if cluster_queue else ""
     if message.startswith("Preempted"):
         return f"preempted by a higher-priority workload{cq}; variables on the agents are lost"

@@ -46,7 +46,7 @@ from ..spec import check_dns_label, dns_safe_name, format_duration, label_value
 from ..templates import TemplateResolver
 from .base import ClusterHandle, StartRequest
 from .kube_api import SA_TOKEN, KubeLoop, KubeSettings, api_message, api_status, retry
-from .kube_queue import QueueState, eviction, poll
+from .kube_queue import QueueState, eviction, poll, stop_message
 from .kube_state import (
     ClusterState,
     disruption,
@@ -84,6 +84,9 @@ class _Kube:
     queue: QueueState | None = None  # Kueue: the LocalQueue it waits in, and where it stands
     on_preempt: str = "requeue"  # what to do once Kueue evicts it (spec.ON_PREEMPT)
     ended: bool = False  # deleted after an eviction (--on-preempt end)
+    evicted: str | None = None  # why Kueue evicted it, until it is admitted again
+    #: what a requeued cluster needs to wait for its agents again (--on-preempt requeue)
+    rejoin: tuple[StartRequest, bytes, bytes] | None = None
 
     def close_forwards(self) -> None:
         for fwd in self.forwards:
@@ -197,6 +200,7 @@ class KubernetesBackend:
         if queue:
             kube.queue = QueueState(queue)
             kube.on_preempt = request.spec.on_preempt
+            kube.rejoin = (request, key, curve_public)
         started = time.time()
         try:
             kl.run(self._create(kl, ns, secret_doc, job_doc, *policy), timeout=60)
@@ -341,6 +345,13 @@ class KubernetesBackend:
             while True:
                 kube.state.changed.wait(0.2)
                 kube.state.changed.clear()
+                if kube.queue is not None and kube.queue.admitted and self._suspended(kube):
+                    # evicted before every agent was up (waitForPodsReady): all or nothing,
+                    # so it waits in the queue again
+                    why = stop_message(kube.state.event_list(), kube.job)
+                    kube.queue.admitted, kube.queue.position = False, None
+                    queued_since = time.monotonic()
+                    say(f"evicted by Kueue{f' ({why})' if why else ''}; queued again")
                 if kube.queue is not None and not kube.queue.admitted:
                     now = time.monotonic()
                     if self._suspended(kube):  # waiting in Kueue: no connect timeout runs
@@ -485,7 +496,7 @@ class KubernetesBackend:
         if kube is None:
             return "was shut down"
         if kube.queue is not None:
-            evicted = self._evicted(kube)
+            evicted = kube.evicted or self._evicted(kube)
             if evicted:
                 return f"ended: {evicted}"
         job_failed = job_failure(kube.state.job)
@@ -542,11 +553,40 @@ class KubernetesBackend:
             kube.state.changed.wait(0.1)
             why = eviction(kube.state.event_list(), kube.job, kube.queue.cluster_queue)
         why = why or "evicted by Kueue; variables on the agents are lost"
-        if kube.on_preempt == "end" and not kube.ended:
-            kube.ended = True  # the cluster ends: its Job leaves the queue
-            self.kube.spawn(self._delete(self.kube, kube))
+        if kube.on_preempt == "end":
+            if not kube.ended:
+                kube.ended = True  # the cluster ends: its Job leaves the queue
+                self.kube.spawn(self._delete(self.kube, kube))
             why += "; the cluster ended (--on-preempt end)"
+        else:
+            why += "; it waits in the queue again and the next cell starts fresh agents " \
+                "(--on-preempt requeue)"
+        kube.evicted = why
         return why
+
+    def requeued(self, handle: ClusterHandle) -> bool:
+        """Whether Kueue evicted the cluster and it waits to be admitted again
+        (``--on-preempt requeue``): :meth:`rejoin` then waits for fresh agents."""
+        kube = self._clusters.get(id(handle))
+        return kube is not None and kube.evicted is not None and kube.rejoin is not None \
+            and kube.on_preempt == "requeue"
+
+    def rejoin(self, handle: ClusterHandle, progress: Callable[[str], None] | None = None
+               ) -> None:
+        """Wait until a requeued cluster is admitted again and its fresh agents answer
+        (same Job, Secret and keys); updates ``handle``'s endpoints and TTL."""
+        kube = self._clusters[id(handle)]
+        assert kube.rejoin is not None and kube.queue is not None
+        request, key, curve_public = kube.rejoin
+        request = StartRequest(name=request.name, spec=request.spec,
+                               notebook=request.notebook, progress=progress)
+        kube.close_forwards()
+        kube.queue.admitted, kube.queue.position = False, None
+        handle.endpoints = self._wait_ready(request, kube, key, curve_public)
+        kube.evicted = None
+        job_start = kube.state.job.get("status", {}).get("startTime")
+        handle.started = _parse_time(job_start) if job_start else time.time()
+        handle.deadline = handle.started + request.spec.ttl
 
     def describe(self, handle: ClusterHandle, rank: int) -> dict[str, Any]:
         kube = self._clusters.get(id(handle))
