@@ -24,8 +24,9 @@ from .client import (
     Endpoint,
     Liveness,
     OutputHook,
+    check_access,
 )
-from .errors import AgentDied, ClusterTimeout
+from .errors import AccessRefused, AgentDied, ClusterTimeout
 from .protocol import Message, ProtocolError, Signer, send
 
 #: how long a lone request waits on its socket before handing over to the event loop
@@ -205,6 +206,11 @@ class AsyncClusterClient:
         now = loop.time()
         for call in waiting:
             dead = sorted(r for r in call.pending if r in gone)
+            try:
+                check_access(self.channels, call.pending)
+            except AccessRefused as exc:
+                call.future.set_exception(exc)
+                continue
             if dead:
                 others = sorted(call.pending - set(dead))
                 if others:

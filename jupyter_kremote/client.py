@@ -15,7 +15,7 @@ from typing import Any
 
 import zmq
 
-from .errors import AgentDied, ClusterTimeout, TransferError
+from .errors import AccessRefused, AgentDied, ClusterTimeout, TransferError
 from .protocol import Message, ProtocolError, Signer, send, tcp_address
 
 OutputHook = Callable[[int, Message], None]
@@ -43,6 +43,33 @@ class Endpoint:
     port: int
     control_port: int
     curve_serverkey: bytes | None = None  # the agent's CURVE public key, when encrypted
+    #: the owner's CURVE client secret key (Z85), the one the agents admit; None: a fresh
+    #: key, which agents with a client allowlist refuse
+    curve_secretkey: bytes | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The REST form (``GET clusters/<id>/connection``; keys as Z85 text)."""
+        return {"rank": self.rank, "host": self.host, "port": self.port,
+                "control_port": self.control_port,
+                "curve_serverkey": _text(self.curve_serverkey),
+                "curve_secretkey": _text(self.curve_secretkey)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Endpoint:
+        return cls(d["rank"], d["host"], d["port"], d.get("control_port") or d["port"] + 1,
+                   _bytes(d.get("curve_serverkey")), _bytes(d.get("curve_secretkey")))
+
+
+def _text(key: bytes | None) -> str | None:
+    return key.decode("ascii") if key else None
+
+
+def _bytes(key: str | None) -> bytes | None:
+    return key.encode("ascii") if key else None
+
+
+#: what the data socket's monitor reports: the handshake's outcome, nothing per message
+_HANDSHAKE_EVENTS = int(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 
 
 class AgentChannel:
@@ -50,23 +77,59 @@ class AgentChannel:
 
     def __init__(self, ctx: zmq.Context, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
-        self.data = self._socket(ctx, endpoint, endpoint.port)
+        self._monitor: zmq.Socket | None = None
+        self.auth_refused = False
+        self.data = self._socket(ctx, endpoint, endpoint.port, self._watch_handshake)
         self.control = self._socket(ctx, endpoint, endpoint.control_port)
 
     @staticmethod
-    def _socket(ctx: zmq.Context, endpoint: Endpoint, port: int) -> zmq.Socket:
+    def _socket(ctx: zmq.Context, endpoint: Endpoint, port: int,
+                before_connect: Callable[[zmq.Socket], None] | None = None) -> zmq.Socket:
         sock = ctx.socket(zmq.DEALER)
         sock.linger = 0
         if endpoint.curve_serverkey:
-            public, secret = zmq.curve_keypair()
+            if endpoint.curve_secretkey:
+                secret = endpoint.curve_secretkey
+                public = zmq.curve_public(secret)
+            else:
+                public, secret = zmq.curve_keypair()
             sock.curve_serverkey = endpoint.curve_serverkey
             sock.curve_publickey = public
             sock.curve_secretkey = secret
+            if before_connect is not None:
+                before_connect(sock)
         sock.ipv6 = ":" in endpoint.host
         sock.connect(tcp_address(endpoint.host, port))
         return sock
 
+    def _watch_handshake(self, sock: zmq.Socket) -> None:
+        """Monitor the CURVE handshake, to tell "refused" from "slow" (until it succeeds)."""
+        self._monitor = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
+
+    def refused(self) -> bool:
+        """Whether the agent refused this client's key (read off the handshake monitor; once
+        a handshake succeeded the monitor is gone and this costs nothing)."""
+        mon = self._monitor
+        while mon is not None and mon.poll(0):
+            from zmq.utils.monitor import recv_monitor_message
+
+            event = recv_monitor_message(mon)["event"]
+            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self.auth_refused = True
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.auth_refused = False
+                self._close_monitor()
+                mon = None
+        return self.auth_refused
+
+    def _close_monitor(self) -> None:
+        if self._monitor is not None:
+            self.data.disable_monitor()
+            self._monitor.close(0)
+            self._monitor = None
+
     def close(self) -> None:
+        self._close_monitor()
         self.data.close(0)
         self.control.close(0)
 
@@ -216,6 +279,7 @@ class ClusterClient:
         send(sock, self.signer.encode("input_reply", reply, parent_id=msg.msg_id))
 
     def _check_alive(self, ranks: set[int]) -> None:
+        check_access(self.channels, ranks)
         for r in sorted(ranks):
             why = self.liveness(r)
             if why is not None:
@@ -251,3 +315,15 @@ class ClusterClient:
 
     def interrupt(self, ranks: list[int] | None = None) -> dict[int, dict]:
         return self.control("interrupt", ranks=ranks)
+
+
+def check_access(channels: dict[int, AgentChannel], ranks: set[int] | list[int]) -> None:
+    """Raise AccessRefused when an agent of ``ranks`` refused this client's CURVE key."""
+    for r in sorted(ranks):
+        ch = channels[r]
+        if ch.refused():
+            ep = ch.endpoint
+            raise AccessRefused(
+                f"rank {r} at {tcp_address(ep.host, ep.port)} refused this client's CURVE key: "
+                "a cluster's agents admit only their owner's client; connect with the "
+                "connection info its owner's server gives (GET clusters/<id>/connection)")

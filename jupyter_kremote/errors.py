@@ -15,6 +15,10 @@ class ClusterTimeout(KRemoteError):
     """A request ran over its time limit and was interrupted."""
 
 
+class AccessRefused(KRemoteError):
+    """An agent refused this client's CURVE key: agents admit only their owner's client."""
+
+
 class ClusterEnded(KRemoteError):
     """The cluster can no longer run work (TTL, a dead agent, shutdown)."""
 

@@ -224,6 +224,7 @@ def render_cluster(
     variables: Mapping[str, Any] | None = None,
     family: str | None = None,
     curve_clients: Iterable[str] | None = None,
+    owner_secrets: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Return ``[secret, job]`` for one cluster, validated against Kubernetes `kube_version`.
 
@@ -240,7 +241,8 @@ def render_cluster(
     `family` names the cluster a group belongs to (label ``kremote/family``, default
     `cluster_id`): the groups of one family may reach each other (see `make_network_policy`).
     `curve_clients` are the CURVE public keys (Z85) the agents admit (``KREMOTE_CURVE_CLIENTS``,
-    plain env: public keys are no secret).
+    plain env: public keys are no secret). `owner_secrets` (``KREMOTE_*``) go to the Secret
+    only, never to the pods: what the owner's side reads back (its CURVE client secret key).
 
     `key` signs the data plane; it and `agent_secrets` (more ``KREMOTE_*`` values, e.g. CURVE
     keys) and ``spec.secret_env`` go to the Secret. `key` may be None only with ``redact=True``.
@@ -329,7 +331,12 @@ def render_cluster(
         raise SpecError(f"--priority {spec.priority}: priorities are Kueue's; name the queue "
                         "with --queue NAME (or -t kueue)")
 
-    secret_data = {KEY_ENV: _as_text(key or ""), **agent_secrets, **spec.secret_env}
+    owner_secrets = dict(owner_secrets or {})
+    for name in owner_secrets:
+        if not name.startswith("KREMOTE_") or name == KEY_ENV or name in agent_secrets:
+            raise ValueError(f"owner_secrets {name}: expected a KREMOTE_* name of its own")
+    secret_data = {KEY_ENV: _as_text(key or ""), **agent_secrets, **owner_secrets,
+                   **spec.secret_env}
     secret = make_secret(
         the_secret_name,
         namespace=namespace,

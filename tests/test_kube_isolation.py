@@ -115,3 +115,34 @@ def test_deleting_the_notebook_pod_ends_the_cluster(kernel, sim):
     assert wait_for(lambda: not sim.ks.call("processes"), 15), sim.ks.call("processes")
     res = kernel.run("%%remote\nprint(x)")
     assert res.status == "error" and "ended" in res.stderr + res.traceback_text, res.outputs
+
+
+def test_agents_admit_only_the_owners_client_key(kernel, sim):
+    """Another client with the endpoint, the server key and even the HMAC key, but a client
+    key of its own, completes no handshake: nothing runs, and it gets a one-line error."""
+    res = kernel.run(f"%%remote{IMAGE_FLAG}\nx = 1")
+    assert res.status == "ok", res.outputs
+    (job,) = get_json(sim, "jobs", "-l", "app.kubernetes.io/managed-by=jupyter-kremote")["items"]
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert len(env["KREMOTE_CURVE_CLIENTS"]["value"]) == 40  # the owner's public key, only
+    assert "KREMOTE_CURVE_CLIENT_SECRET" not in env  # the owner's secret never reaches a pod
+    (secret,) = get_json(sim, "secrets", "-l",
+                         "app.kubernetes.io/managed-by=jupyter-kremote")["items"]
+    assert "KREMOTE_CURVE_CLIENT_SECRET" in secret["data"]
+    res = kernel.run(
+        "import dataclasses\n"
+        "from jupyter_kremote.client import ClusterClient\n"
+        "magics = get_ipython().magics_manager.registry['RemoteMagics']\n"
+        "handle = magics.session.clusters['default'].handle\n"
+        "other = [dataclasses.replace(e, curve_secretkey=None) for e in handle.endpoints]\n"
+        "intruder = ClusterClient(handle.key, other, lambda rank: None)\n"
+        "try:\n"
+        "    intruder.request('execute', {'code': 'x = 99'}, timeout=20)\n"
+        "finally:\n"
+        "    intruder.close()\n")
+    assert res.status == "error" and res.reply["ename"] == "AccessRefused", res.outputs
+    line = (res.stderr + res.traceback_text).strip().splitlines()[-1]
+    assert "rank 0 at tcp://" in line and "refused this client's CURVE key" in line, line
+    res = kernel.run("%%remote\nprint(x)")
+    assert res.stdout == "1\n", res.outputs  # the owner's cells still run; nothing else did
+    assert "refused a client whose CURVE key" in kernel.run("%remote logs").text

@@ -159,9 +159,7 @@ async def test_kubernetes_clusters_through_the_server(jp_serverapp, jp_fetch, jp
 async def _run_via(conn: dict, code: str) -> None:
     from jupyter_kremote.client import ClusterClient, Endpoint
 
-    eps = [Endpoint(e["rank"], e["host"], e["port"], e["control_port"],
-                    e["curve_serverkey"].encode() if e["curve_serverkey"] else None)
-           for e in conn["endpoints"]]
+    eps = [Endpoint.from_json(e) for e in conn["endpoints"]]
     client = ClusterClient(base64.b64decode(conn["key"]), eps, lambda r: None)
     try:
         replies = await asyncio.to_thread(client.request, "execute",
@@ -210,8 +208,7 @@ async def test_adoption_carries_on_past_a_cluster_it_cannot_take_back(kube_env, 
     going, done = threading.Event(), threading.Event()
 
     def long_cell() -> None:  # what a kernel does: a cell still running when the server goes
-        eps = [Endpoint(e["rank"], e["host"], e["port"], e["control_port"],
-                        e["curve_serverkey"].encode()) for e in conn["endpoints"]]
+        eps = [Endpoint.from_json(e) for e in conn["endpoints"]]
         client = ClusterClient(base64.b64decode(conn["key"]), eps, lambda r: None)
         try:
             client.request("execute", {"code": "print('go', flush=True)\nimport time\n"

@@ -6,6 +6,7 @@ Every rendered manifest is checked strictly against the Kubernetes 1.33 API sche
 from __future__ import annotations
 
 import base64
+import json
 import re
 import subprocess
 import sys
@@ -744,9 +745,15 @@ def test_owner_selector_parsing_names_the_setting() -> None:
 
 
 def test_curve_client_allowlist_is_plain_env() -> None:
-    _, job = render(PodSpec(), curve_clients=["pub1", "pub2"])
+    secret, job = render(PodSpec(), curve_clients=["pub1", "pub2"],
+                         owner_secrets={"KREMOTE_CURVE_CLIENT_SECRET": "owner-half"})
     assert env(job)["KREMOTE_CURVE_CLIENTS"] == {"name": "KREMOTE_CURVE_CLIENTS",
                                                  "value": "pub1,pub2"}
+    # the owner's secret half is kept in the Secret for the owner, never given to a pod
+    assert secret["data"]["KREMOTE_CURVE_CLIENT_SECRET"] == b64("owner-half")
+    assert "owner-half" not in json.dumps(job) and "KREMOTE_CURVE_CLIENT_SECRET" not in env(job)
+    with pytest.raises(ValueError, match="owner_secrets KREMOTE_KEY"):
+        render(PodSpec(), owner_secrets={"KREMOTE_KEY": "x"})
     _, job = render(PodSpec())
     assert "KREMOTE_CURVE_CLIENTS" not in env(job)
 

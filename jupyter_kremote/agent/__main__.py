@@ -3,7 +3,9 @@
 Settings come from flags, else from the environment a pod gets from its template
 (``KREMOTE_RANK``, ``KREMOTE_COUNT``, ``KREMOTE_PORT``, ``KREMOTE_TTL``). The key comes
 from ``KREMOTE_KEY`` (a Kubernetes Secret) or, with ``--key-stdin``, from the first line
-of standard input, so that it never shows in a process listing or a manifest.
+of standard input, so that it never shows in a process listing or a manifest. On pods,
+``KREMOTE_CURVE_SECRET`` encrypts both sockets and ``KREMOTE_CURVE_CLIENTS`` (the owner's
+public key) is the only client admitted.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from . import services
 from .server import Agent, AgentSettings, install_signal_handlers
+from .zap import parse_keys
 
 
 def _env_int(name: str, default: int) -> int:
@@ -55,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.pop("KREMOTE_KEY", None)  # user code has no business reading it
     curve = os.environ.pop("KREMOTE_CURVE_SECRET", "").encode() or None
+    try:
+        clients = parse_keys(os.environ.pop("KREMOTE_CURVE_CLIENTS", ""))
+    except ValueError as exc:
+        print(f"jupyter-kremote agent: {exc}", file=sys.stderr)
+        return 2
     rank = args.rank if args.rank is not None else _env_int(
         "KREMOTE_RANK", _env_int("JOB_COMPLETION_INDEX", 0))
     count = args.count if args.count is not None else _env_int("KREMOTE_COUNT", 1)
@@ -72,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                                 port=args.port, control_port=control_port,
                                 workdir=workdir, ttl=args.ttl, parent_pid=args.parent_pid,
                                 ready_file=args.ready_file, curve_secret=curve,
+                                curve_clients=clients,
                                 cluster=os.environ.get("KREMOTE_CLUSTER", ""),
                                 cluster_dir=args.cluster_dir))
     install_signal_handlers(agent)

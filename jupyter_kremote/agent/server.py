@@ -63,6 +63,9 @@ class AgentSettings:
     ready_file: Path | None = None
     cluster: str = ""
     curve_secret: bytes | None = None  # pods: CURVE-encrypt both sockets (Z85 secret key)
+    #: the CURVE client public keys (Z85) admitted on both sockets: the owner's; empty:
+    #: any client that knows the server key (clusters made before the allowlist)
+    curve_clients: tuple[bytes, ...] = ()
     #: the cluster's folder when this agent owns its work folder in it (local agents): the
     #: work folder goes when the agent ends, and the whole folder when its kernel is gone
     cluster_dir: Path | None = None
@@ -78,6 +81,13 @@ class Agent:
         self.data.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.linger = 500
+        self.authenticator = None
+        if settings.curve_secret and settings.curve_clients:
+            # a ZAP handler in this context checks each handshake (never a message): only the
+            # owner's client key gets in; a refused client learns it from the handshake
+            from .zap import start_allowlist
+
+            self.authenticator = start_allowlist(self.ctx, settings.curve_clients)
         if settings.curve_secret:
             for sock in (self.data, self.control):
                 sock.curve_server = True

@@ -62,6 +62,8 @@ from .kube_watch import NamespaceWatch
 from .portforward import PortForward, PortForwardError
 
 log = logging.getLogger("jupyter_kremote.kubernetes")
+#: the Secret's key holding the owner's CURVE client secret key (never a pod's env)
+CLIENT_SECRET_KEY = "KREMOTE_CURVE_CLIENT_SECRET"
 
 
 class ClusterStartError(ClusterEnded):
@@ -123,9 +125,13 @@ class KubernetesBackend:
 
     def render(self, request: StartRequest, *, key: str | None, redact: bool,
                curve_secret: str | None = None, namespace: str | None = None,
-               cluster_id: str | None = None, curve_clients: list[str] | None = None,
+               cluster_id: str | None = None, curve_client: tuple[str, str] | None = None,
                owner_reference: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        """``[secret, job]``, plus the cluster's NetworkPolicy unless that is turned off."""
+        """``[secret, job]``, plus the cluster's NetworkPolicy unless that is turned off.
+
+        `curve_client` is the owner's CURVE keypair (Z85 public, secret): the agents admit
+        only its public key; the secret stays in the Secret, read back by `attach`.
+        """
         spec = request.spec
         if spec.name is None:
             spec.name = request.name  # the Job's kremote/name annotation, for adoption
@@ -144,7 +150,9 @@ class KubernetesBackend:
             kube_version=self.settings.kube_version, redact=redact,
             gpu_type_label=self.settings.gpu_type_label, family=family,
             agent_secrets={"KREMOTE_CURVE_SECRET": curve_secret or "<redacted>"},
-            curve_clients=curve_clients, owner_reference=owner_reference)
+            curve_clients=[curve_client[0]] if curve_client else None,
+            owner_secrets={CLIENT_SECRET_KEY: curve_client[1]} if curve_client else None,
+            owner_reference=owner_reference)
         if self.settings.network_policy:
             docs.append(make_network_policy(docs[1], owner_selector=self.owner_selector(),
                                             kube_version=self.settings.kube_version))
@@ -187,12 +195,14 @@ class KubernetesBackend:
         kl = self.kube
         key = new_key()
         curve_public, curve_secret = zmq.curve_keypair()
+        client_public, client_secret = zmq.curve_keypair()  # the owner's: the one admitted
         cluster_id = dns_safe_name(request.name[:20], secrets.token_hex(3))
         ns = check_dns_label(request.spec.namespace or kl.namespace, "namespace")
         owner = kl.run(self._owner_reference(kl, ns), timeout=30)
         secret_doc, job_doc, *policy = self.render(
             request, key=key.decode(), redact=False, curve_secret=curve_secret.decode(),
-            namespace=kl.namespace, cluster_id=cluster_id, owner_reference=owner)
+            namespace=kl.namespace, cluster_id=cluster_id, owner_reference=owner,
+            curve_client=(client_public.decode(), client_secret.decode()))
         kube = _Kube(ns, job_doc["metadata"]["name"], secret_doc["metadata"]["name"],
                      ClusterState(job_doc["metadata"]["name"]))
         label = job_doc["metadata"]["labels"][LABEL_CLUSTER]
@@ -205,7 +215,7 @@ class KubernetesBackend:
         try:
             kl.run(self._create(kl, ns, secret_doc, job_doc, *policy), timeout=60)
             self._watch(kl, kube, label)
-            endpoints = self._wait_ready(request, kube, key, curve_public)
+            endpoints = self._wait_ready(request, kube, key, curve_public, client_secret)
         except BaseException:
             self._teardown(kube)
             raise
@@ -261,6 +271,9 @@ class KubernetesBackend:
         data = secret.data or {}
         key = base64.b64decode(data[KEY_ENV])
         curve_public = zmq.curve_public(base64.b64decode(data["KREMOTE_CURVE_SECRET"]))
+        # clusters made before the client allowlist have no owner key: any client key works
+        client_secret = (base64.b64decode(data[CLIENT_SECRET_KEY])
+                         if CLIENT_SECRET_KEY in data else None)
         kube = _Kube(ns, meta["name"], secret.metadata.name, ClusterState(meta["name"]))
         self._watch(kl, kube, label)
         count = job.get("spec", {}).get("completions") or 1
@@ -285,7 +298,7 @@ class KubernetesBackend:
         ttl = job.get("spec", {}).get("activeDeadlineSeconds") or 3600
         name = (meta.get("annotations") or {}).get("kremote/name") or label
         try:
-            endpoints = self._reach(kube, running, curve_public, None)
+            endpoints = self._reach(kube, running, curve_public, None, client_secret)
         except BaseException:
             self._unwatch(kube)
             raise
@@ -330,7 +343,7 @@ class KubernetesBackend:
                     "KREMOTE_NETWORK_POLICY=off where clusters need none)") from None
 
     def _wait_ready(self, request: StartRequest, kube: _Kube, key: bytes,
-                    curve_public: bytes) -> list[Endpoint]:
+                    curve_public: bytes, client_secret: bytes) -> list[Endpoint]:
         count = request.spec.count
         timeout = request.spec.connect_timeout
         say: Callable[[str], None] = request.progress or (lambda text: None)
@@ -405,7 +418,7 @@ class KubernetesBackend:
                     if client is None:
                         try:
                             endpoints = self._reach(kube, running, curve_public,
-                                                    request.spec.connect)
+                                                    request.spec.connect, client_secret)
                         except PortForwardError as exc:
                             raise ClusterStartError(self._failure(request, kube, str(exc),
                                                                   events=False)) from None
@@ -443,9 +456,10 @@ class KubernetesBackend:
             log.debug("could not read the queue of %s: %s", kube.job, api_message(exc))
 
     def _reach(self, kube: _Kube, running: dict[int, dict], curve_public: bytes,
-               connect: str | None) -> list[Endpoint]:
+               connect: str | None, client_secret: bytes | None) -> list[Endpoint]:
         """The agents' endpoints: their pod IPs, or local port-forward listeners when the
-        kernel cannot reach pod IPs (``connect``: auto, direct, port-forward)."""
+        kernel cannot reach pod IPs (``connect``: auto, direct, port-forward); the owner's
+        CURVE client key (`client_secret`) goes with each."""
         mode = connect or self.settings.connect or "auto"
         ranks = sorted(running.items())
         if mode == "auto":
@@ -453,8 +467,8 @@ class KubernetesBackend:
             reachable = in_cluster or pod_ip_reachable(pod_ip(ranks[0][1]) or "", AGENT_PORT)
             mode = "direct" if reachable else "port-forward"
         if mode != "port-forward":
-            return [Endpoint(r, pod_ip(p) or "", AGENT_PORT, AGENT_PORT + 1, curve_public)
-                    for r, p in ranks]
+            return [Endpoint(r, pod_ip(p) or "", AGENT_PORT, AGENT_PORT + 1, curve_public,
+                             client_secret) for r, p in ranks]
         kube.via = "port-forward"
         kube.close_forwards()
         kl = self.kube
@@ -465,7 +479,7 @@ class KubernetesBackend:
                                  for port in (AGENT_PORT, AGENT_PORT + 1))
                 kube.forwards += [data, control]
                 endpoints.append(Endpoint(rank, "127.0.0.1", data.local_port,
-                                          control.local_port, curve_public))
+                                          control.local_port, curve_public, client_secret))
             kube.forwards[0].check()  # a refusal (RBAC) fails the start with the API's words
         except BaseException:
             kube.close_forwards()

@@ -62,9 +62,7 @@ class ServerBackend:
     def attach(self, model: dict[str, Any]) -> ClusterHandle:
         """A handle on the server's running cluster ``model`` (key and endpoints fetched)."""
         conn = self.link.request("GET", f"clusters/{model['id']}/connection")
-        endpoints = [Endpoint(e["rank"], e["host"], e["port"], e.get("control_port"),
-                              e["curve_serverkey"].encode() if e.get("curve_serverkey")
-                              else None) for e in conn["endpoints"]]
+        endpoints = [Endpoint.from_json(e) for e in conn["endpoints"]]
         handle = ClusterHandle(name=model["name"], backend=self.name,
                                key=base64.b64decode(conn["key"]), endpoints=endpoints,
                                started=model["created"], deadline=conn["deadline"])

@@ -155,10 +155,7 @@ class ClusterManager:
         handle = cluster.handle
         return {"id": cluster_id, "key": base64.b64encode(handle.key).decode(),
                 "deadline": handle.deadline,
-                "endpoints": [{"rank": e.rank, "host": e.host, "port": e.port,
-                               "control_port": e.control_port,
-                               "curve_serverkey": e.curve_serverkey.decode()
-                               if e.curve_serverkey else None} for e in handle.endpoints]}
+                "endpoints": [e.to_json() for e in handle.endpoints]}
 
     async def events(self, cluster_id: str) -> dict[str, Any]:
         entry = self.registry.get(cluster_id)
