@@ -266,7 +266,7 @@ async def test_a_refusal_over_a_limit_creates_nothing_in_kubernetes(kube_env, tm
     try:
         first = await manager.ensure("default", "d.ipynb", pod)
         made = sorted(await asyncio.to_thread(managed, admin))
-        assert len(made) == 3, made  # its Job, pod and Secret
+        assert len(made) == 4, made  # its Job, pod, Secret and NetworkPolicy
         with pytest.raises(OverLimit) as info:
             await manager.ensure("more", "d.ipynb", pod)
         assert str(info.value) == (
