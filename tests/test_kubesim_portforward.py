@@ -1,11 +1,16 @@
-"""kubesim's pods/portforward against two independent clients: kr8s' PortForward, and a raw
-aiohttp WebSocket that checks the wire format (channels, port prefixes, subprotocols, RBAC)."""
+"""kubesim's pods/portforward against independent clients: kr8s' PortForward, `kubectl
+port-forward` (SPDY over WebSocket), and a raw aiohttp WebSocket that checks the wire format
+(channels, port prefixes, subprotocols, RBAC)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import re
+import socket
 import struct
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,6 +26,7 @@ except ImportError:  # tests/ is on sys.path but the repository root is not
 
 NS = "default"
 PORT = 7000
+KUBECTL = "/usr/bin/kubectl"
 # a TCP service in a pod: answers each line with "echo: LINE" (bound to its pod IP, as the agent)
 ECHO = f"""
 import os, socketserver
@@ -207,7 +213,7 @@ def test_refusals_as_the_api_server_answers(ks):
         return [await status(f"ports={PORT}", account="reader"),
                 await status(""),
                 await status("ports=http"),
-                await status(f"ports={PORT}", ("SPDY/3.1+portforward.k8s.io",)),
+                await status(f"ports={PORT}", ("v5.channel.k8s.io",)),  # exec only
                 await status(f"ports={PORT}", pod_name="missing")]
 
     forbidden, no_ports, bad_port, protocol, missing = asyncio.run(go())
@@ -285,3 +291,39 @@ def test_unscheduled_pod_has_no_host(ks):
 
     code, text = asyncio.run(go())
     assert code == 400 and "pod nowhere does not have a host assigned" in text
+
+
+@pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is not installed")
+def test_kubectl_port_forward(ks, tmp_path):
+    """`kubectl port-forward` (1.31+: SPDY tunnelled over a WebSocket) with a ServiceAccount
+    that holds get/create on pods/portforward: two connections, a large reply, and a port
+    nothing listens on, which kubectl reports with the kubelet's error."""
+    path = kubeconfig(ks, tmp_path, "forwarder")
+    proc = subprocess.Popen([KUBECTL, "--kubeconfig", path, "port-forward", "pod/echo",
+                             f":{PORT}", ":7001"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        local: dict[int, int] = {}
+        deadline = time.monotonic() + 30
+        while len(local) < 2:  # "Forwarding from 127.0.0.1:41234 -> 7000"
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+            line = proc.stdout.readline()
+            found = re.match(r"Forwarding from 127\.0\.0\.1:(\d+) -> (\d+)", line)
+            if found:
+                local[int(found[2])] = int(found[1])
+        for word in (b"one", b"two"):
+            with socket.create_connection(("127.0.0.1", local[PORT]), timeout=10) as s:
+                s.sendall(word + b"\n" + b"y" * 200_000 + b"\n")
+                got = b""
+                while got.count(b"\n") < 2:
+                    chunk = s.recv(1 << 16)
+                    assert chunk, got[:100]
+                    got += chunk
+                assert got == b"echo: " + word + b"\necho: " + b"y" * 200_000 + b"\n"
+        with socket.create_connection(("127.0.0.1", local[7001]), timeout=10) as s:
+            assert s.recv(100) == b""  # the pod side refused: kubectl closes the connection
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert "error forwarding port 7001 to pod echo" in err, err
+    assert "connection refused" in err, err

@@ -28,6 +28,7 @@ from .auth import UserInfo
 from .config import KubeSimConfig
 from .rbac import Attributes, Authorizer
 from .resources import PODS
+from .spdy import TUNNEL, serve_tunnel
 from .store import Store
 
 BINARY = "v4.channel.k8s.io"
@@ -88,11 +89,16 @@ class PortForwards:
                                              "portforward", namespace, name))
         if not (pod.get("spec") or {}).get("nodeName"):
             raise errors.bad_request(f"pod {name} does not have a host assigned")
-        ports = parse_ports(request.query.getall("ports", []))
-        if request.headers.get("Upgrade", "").lower() != "websocket":
-            raise errors.bad_request("Upgrade request required")
+        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "")
                    .split(",") if p.strip()]
+        if upgrade and TUNNEL in offered:  # kubectl: SPDY inside; ports in stream headers
+            self.served += 1
+            return await serve_tunnel(request, pod, lambda port: self._dial(pod, port),
+                                      self.open)
+        ports = parse_ports(request.query.getall("ports", []))
+        if not upgrade:
+            raise errors.bad_request("Upgrade request required")
         chosen = next((p for p in offered if p in PROTOCOLS), None)
         if offered and chosen is None:  # x/net/websocket answers a failed handshake so
             return web.Response(status=403, text=f"requested protocol(s) are not supported: "
@@ -146,19 +152,26 @@ class PortForwards:
             await asyncio.gather(*tasks, reader, return_exceptions=True)
 
     @staticmethod
-    async def _connect(pod: dict[str, Any], index: int, port: int, send: Any
-                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    async def _dial(pod: dict[str, Any], port: int
+                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | str:
+        """A connection to the pod's port, or the kubelet's error text."""
         meta = pod["metadata"]
         ip = (pod.get("status") or {}).get("podIP") or "127.0.0.1"
         try:
             return await asyncio.open_connection(ip, port)
         except OSError as exc:
             why = os.strerror(exc.errno).lower() if exc.errno else str(exc)  # as Go says it
-            await send(2 * index + 1, (
-                f"error forwarding port {port} to pod {meta['name']}, uid {meta['uid']}: "
-                f"failed to connect to localhost:{port} inside the pod: dial tcp4 "
-                f"127.0.0.1:{port}: connect: {why}").encode())
+            return (f"error forwarding port {port} to pod {meta['name']}, uid {meta['uid']}: "
+                    f"failed to connect to localhost:{port} inside the pod: dial tcp4 "
+                    f"127.0.0.1:{port}: connect: {why}")
+
+    async def _connect(self, pod: dict[str, Any], index: int, port: int, send: Any
+                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        conn = await self._dial(pod, port)
+        if isinstance(conn, str):
+            await send(2 * index + 1, conn.encode())
             return None
+        return conn
 
     @staticmethod
     async def _pump(reader: asyncio.StreamReader, index: int, send: Any) -> None:
