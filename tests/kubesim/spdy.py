@@ -26,7 +26,7 @@ SYN_STREAM, SYN_REPLY, RST_STREAM, SETTINGS, PING, GOAWAY, HEADERS, WINDOW_UPDAT
 FLAG_FIN = 0x01
 CHUNK = 256 * 1024
 
-_WORDS = [word.replace("_", " ") for word in (
+_WORDS = [word.replace("_", " ") for word in (  # noqa: SIM905
     "options head post put delete trace accept accept-charset accept-encoding "
     "accept-language accept-ranges age allow authorization cache-control connection "
     "content-base content-encoding content-language content-length content-location "
@@ -35,7 +35,7 @@ _WORDS = [word.replace("_", " ") for word in (
     "max-forwards pragma proxy-authenticate proxy-authorization range referer retry-after "
     "server te trailer transfer-encoding upgrade user-agent vary via warning "
     "www-authenticate method get status 200_OK version HTTP/1.1 url public set-cookie "
-    "keep-alive origin").split()]  # noqa: SIM905 - the draft's words, as it lists them
+    "keep-alive origin").split()]
 _TAIL = (
     "100101201202205206300302303304305306307402405406407408409410411412413414415416417502"
     "504505203 Non-Authoritative Information204 No Content301 Moved Permanently400 Bad "
