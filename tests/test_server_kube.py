@@ -282,3 +282,34 @@ async def test_a_refusal_over_a_limit_creates_nothing_in_kubernetes(kube_env, tm
     finally:
         await manager.shutdown_all()
     assert await asyncio.to_thread(wait_for, lambda: not managed(admin), 20)
+
+
+@pytest.mark.asyncio
+async def test_server_reaches_and_adopts_clusters_through_port_forward(kube_env, tmp_path,
+                                                                       monkeypatch):
+    """`connect: port-forward` through the server: the endpoints it hands the kernel are its
+    own 127.0.0.1 listeners; a restarted server (KREMOTE_CONNECT=port-forward, a server
+    outside the cluster) adopts the cluster through port-forward too, variables kept."""
+    if kube_env.ks is None:
+        pytest.skip("counts the emulator's port-forward WebSockets")
+    first = ClusterManager(_limits("erin"), root=str(tmp_path))
+    model = await first.ensure("default", "pf.ipynb", {"cpu": "100m", "mem": "100Mi",
+                                                       "image": IMAGE,
+                                                       "connect": "port-forward"})
+    assert model.state == "running"
+    conn = await first.connection("pf-default")
+    assert {e["host"] for e in conn["endpoints"]} == {"127.0.0.1"}
+    await _run_via(conn, "kept = 5")
+    await first.close(keep=("kubernetes",))
+    monkeypatch.setenv("KREMOTE_CONNECT", "port-forward")
+    before = kube_env.ks.call("portforwards_served")
+    second = ClusterManager(_limits("erin"), root=str(tmp_path))
+    try:
+        assert await second.adopt() == ["pf-default"]
+        conn = await second.connection("pf-default")
+        assert {e["host"] for e in conn["endpoints"]} == {"127.0.0.1"}
+        await _run_via(conn, "assert kept == 5")
+        assert kube_env.ks.call("portforwards_served") > before
+    finally:
+        await second.shutdown_all()
+    assert await asyncio.to_thread(wait_for, lambda: not managed(kube_env.admin), 20)
