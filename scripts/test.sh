@@ -12,6 +12,12 @@ if ! command -v npm >/dev/null 2>&1 && can_apt; then
 fi
 bash labextension/build.sh || echo "note: the JupyterLab extension did not build" >&2
 bash scripts/setup.sh test
+# configurable-http-proxy (npm) is JupyterHub's proxy for tests/test_hub.py (skipped without it)
+if [ ! -x .venv/chp/node_modules/.bin/configurable-http-proxy ] && command -v npm >/dev/null; then
+  (mkdir -p .venv/chp && cd .venv/chp &&
+   npm install --no-audit --no-fund --silent configurable-http-proxy@^5) >/dev/null 2>&1 \
+    || echo "note: could not install configurable-http-proxy; the hub tests will be skipped" >&2
+fi
 # Debian's kubectl checks that the Kubernetes emulator is faithful (tests skip without it)
 if ! command -v kubectl >/dev/null 2>&1 && can_apt; then
   (apt-get update -qq && apt-get install -y -qq kubernetes-client) >/dev/null 2>&1 \

@@ -90,9 +90,10 @@ def kkernel(sim, notebook_dir):
             assert wait_for(lambda: not sim[1].call("processes"), 10), sim[1].call("processes")
 
 
-def managed(kubeconfig: str) -> list[str]:
+def managed(kubeconfig: str, selector: str = "") -> list[str]:
     """Every Job, pod, Secret and NetworkPolicy jupyter-kremote made that still exists (an
-    admin's kubeconfig: this lists all namespaces)."""
+    admin's kubeconfig: this lists all namespaces); ``selector`` adds labels
+    (``kremote/user=bob``)."""
     async def go() -> list[str]:
         from kubernetes_asyncio import client, config
 
@@ -106,7 +107,7 @@ def managed(kubeconfig: str) -> list[str]:
                              ("pod", core.list_pod_for_all_namespaces),
                              ("secret", core.list_secret_for_all_namespaces),
                              ("networkpolicy", net.list_network_policy_for_all_namespaces)):
-                res = await fn(label_selector=MANAGED)
+                res = await fn(label_selector=",".join(filter(None, (MANAGED, selector))))
                 out += [f"{kind}/{o.metadata.name}" for o in res.items
                         if not (kind == "pod" and o.metadata.deletion_timestamp)]
             return out

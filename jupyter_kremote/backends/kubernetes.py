@@ -243,11 +243,14 @@ class KubernetesBackend:
             kube.watched = False
 
     # -- adoption (a restarted Jupyter server takes its running clusters back) ---------------
-    def find_running(self, user: str, namespace: str | None = None) -> list[dict[str, Any]]:
-        """The unfinished Jobs of ``user`` (by label) in ``namespace``, as dicts."""
+    def find_running(self, user: str | None, namespace: str | None = None
+                     ) -> list[dict[str, Any]]:
+        """The unfinished Jobs of ``user`` (by label; None: every user's) in ``namespace``."""
         kl = self.kube
         ns = namespace or self.settings.namespace or kl.namespace
-        selector = f"app.kubernetes.io/managed-by={MANAGED_BY},{LABEL_USER}={label_value(user)}"
+        selector = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+        if user is not None:
+            selector += f",{LABEL_USER}={label_value(user)}"
 
         async def go() -> list[dict[str, Any]]:
             res = await retry(lambda: kl.batch.list_namespaced_job(

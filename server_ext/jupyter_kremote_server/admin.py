@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from .handlers import AUTH_RESOURCE, KRemoteHandler
+from .handlers import KRemoteHandler, Routes, with_base
 from .manager import ClusterManager
 from .models import ClusterModel, NotFound
 
@@ -77,8 +77,8 @@ async def shutdown_for(managers: Mapping[str, ClusterManager], user: str,
     await manager.shutdown(cluster_id)
 
 
-class _AdminHandler(KRemoteHandler):
-    auth_resource = AUTH_RESOURCE
+class _AdminRoutes(Routes):
+    settings: dict[str, Any]
 
     @property
     def access(self) -> AdminAccess:
@@ -91,7 +91,7 @@ class _AdminHandler(KRemoteHandler):
         return self.access.managers()
 
 
-class AdminClustersHandler(_AdminHandler):
+class AdminClustersRoutes(_AdminRoutes):
     @web.authenticated
     @authorized
     async def get(self) -> None:
@@ -100,17 +100,18 @@ class AdminClustersHandler(_AdminHandler):
         self.send({"clusters": [c.to_dict() for c in clusters]})
 
 
-class AdminClusterHandler(_AdminHandler):
+class AdminClusterRoutes(_AdminRoutes):
     @web.authenticated
     @authorized
     async def delete(self, user: str, cluster_id: str) -> None:
         managers = await self.check_admin()
         await self.call(shutdown_for(managers, user, cluster_id))
-        self.set_status(204)
-        self.finish()
+        self.set_status(204)  # type: ignore[attr-defined]
+        self.finish()  # type: ignore[attr-defined]
 
 
-admin_handlers: list[tuple[str, Any]] = [
-    (rf"/{API}/admin/clusters/?", AdminClustersHandler),
-    (rf"/{API}/admin/users/{_USER}/clusters/{_ID}/?", AdminClusterHandler),
+ADMIN_ROUTES: list[tuple[str, type]] = [
+    (rf"/{API}/admin/clusters/?", AdminClustersRoutes),
+    (rf"/{API}/admin/users/{_USER}/clusters/{_ID}/?", AdminClusterRoutes),
 ]
+admin_handlers = with_base(KRemoteHandler, ADMIN_ROUTES)

@@ -16,51 +16,22 @@ from jupyter_kremote.spec import user_namespace
 
 from .admin import SingleUser, admin_handlers
 from .handlers import default_handlers
+from .hub_proxy import HubService, forward_handlers
 from .manager import ClusterManager, Limits
 from .proxy import default_handlers as proxy_handlers
+from .settings import ClusterSettings
 
 
-class KRemoteApp(ExtensionApp):
+class KRemoteApp(ClusterSettings, ExtensionApp):
     """Clusters of remote agents for this server's user, behind ``/kremote/api/v1/``."""
 
     name = "jupyter_kremote_server"
     load_other_extensions = True
 
-    backend = Unicode(
-        "local", config=True,
-        help="Backend of clusters that do not name one: local or kubernetes. "
-             "Example: c.KRemoteApp.backend = 'kubernetes'")
-    namespace = Unicode(
-        "", config=True,
-        help="Kubernetes namespace of clusters that do not name one ('' = the kubeconfig's); "
-             "{username} is replaced by the user name made DNS-safe (lower case, a short hash "
-             "when changed), for per-user namespaces. "
-             "Example: c.KRemoteApp.namespace = 'kremote-{username}'")
-    template_path = List(
-        Unicode(), [], config=True,
-        help="Folders of admin pod templates, searched before the builtin ones. "
-             "Example: c.KRemoteApp.template_path = ['/etc/jupyter/kremote-templates']")
-    template_configmap = Unicode(
-        "", config=True,
-        help="A ConfigMap in the cluster's namespace whose keys NAME.yaml are templates users "
-             "name with -t NAME (searched after template_path, before the builtins). "
-             "Example: c.KRemoteApp.template_configmap = 'kremote-templates'")
-    default_ttl = Float(
-        3600.0, config=True,
-        help="TTL in seconds of clusters that do not ask for one. "
-             "Example: c.KRemoteApp.default_ttl = 7200")
     max_ttl = Float(
         86400.0, config=True,
         help="Longest lifetime in seconds a cluster may have, extensions included. "
              "Example: c.KRemoteApp.max_ttl = 4 * 3600")
-    idle_cull_seconds = Float(
-        0.0, config=True,
-        help="Shut down clusters whose agents were idle this long (0 = never). "
-             "Example: c.KRemoteApp.idle_cull_seconds = 1800")
-    cull_interval = Float(
-        5.0, config=True,
-        help="Seconds between two passes of the culler (TTL, idle, dead agents). "
-             "Example: c.KRemoteApp.cull_interval = 10")
     max_clusters = Int(
         0, config=True,
         help="Most clusters the user may hold at once (0 = unlimited). "
@@ -103,18 +74,26 @@ class KRemoteApp(ExtensionApp):
         help="Backends whose clusters outlive a server stop (their TTL still ends them; the "
              "next server adopts them). Local agents always stop with the server. "
              "Example: c.KRemoteApp.keep_on_exit = []")
-    monitor_interval = Float(
-        0.5, config=True,
-        help="Seconds between two looks at the pods, events and agents for the live view. "
-             "Example: c.KRemoteApp.monitor_interval = 1.0")
-    telemetry_interval = Float(
-        2.0, config=True,
-        help="Seconds between two telemetry samples (CPU, memory, GPU) of each agent. "
-             "Example: c.KRemoteApp.telemetry_interval = 5")
-    telemetry_history = Int(
-        150, config=True,
-        help="Telemetry samples kept per pod for the panel's sparklines. "
-             "Example: c.KRemoteApp.telemetry_history = 300")
+
+    service_url = Unicode(
+        config=True,
+        help="Hub mode: the hub's kremote service (its URL with its prefix), to which this "
+             "server forwards every cluster operation with its own JupyterHub token; used "
+             "only under JupyterHub ($JUPYTERHUB_API_TOKEN set). Default $KREMOTE_SERVICE_URL; "
+             "'' = this server holds its user's clusters itself. "
+             "Example: c.KRemoteApp.service_url = 'http://hub:10101/services/kremote/'")
+
+    @default("service_url")
+    def _default_service_url(self) -> str:
+        return os.environ.get("KREMOTE_SERVICE_URL", "")
+
+    @property
+    def hub_service(self) -> HubService | None:
+        """The service this server forwards to (hub mode), or None."""
+        token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+        if not (self.service_url and token):
+            return None
+        return HubService(self.service_url.rstrip("/") + "/", token)
 
     @default("user")
     def _default_user(self) -> str:
@@ -139,23 +118,25 @@ class KRemoteApp(ExtensionApp):
                         user=self.user, monitor_interval=self.monitor_interval,
                         telemetry_interval=self.telemetry_interval,
                         telemetry_history=self.telemetry_history)
-        if self.template_path and "KREMOTE_TEMPLATE_PATH" not in os.environ:
-            # the Kubernetes backend reads its template folders from the environment
-            os.environ["KREMOTE_TEMPLATE_PATH"] = os.pathsep.join(self.template_path)
-        if self.template_configmap and "KREMOTE_TEMPLATE_CONFIGMAP" not in os.environ:
-            os.environ["KREMOTE_TEMPLATE_CONFIGMAP"] = self.template_configmap
+        self.export_template_settings()
         root = getattr(self.serverapp, "root_dir", None) or os.getcwd()
         self.manager = ClusterManager(limits, root=root)
         self.settings["kremote_manager"] = self.manager
+        self.settings["kremote_hub_service"] = self.hub_service
         self.settings["kremote_admin"] = SingleUser(self.user, self.manager)
 
     def initialize_handlers(self) -> None:
-        self.handlers.extend(default_handlers + admin_handlers + proxy_handlers)
+        service = self.hub_service
+        if service is not None:
+            self.handlers.extend(forward_handlers)
+            self.log.info("kremote: hub mode, clusters held by the service at %s", service.url)
+        else:
+            self.handlers.extend(default_handlers + admin_handlers + proxy_handlers)
 
     async def _start_jupyter_server_extension(self, serverapp) -> None:
         _stop_on_sigint(serverapp)
         self._culler = asyncio.get_running_loop().create_task(self._cull_forever())
-        if self.adopt and self.backend == "kubernetes":
+        if self.adopt and self.backend == "kubernetes" and self.hub_service is None:
             try:
                 adopted = await self.manager.adopt()
             except Exception as exc:  # noqa: BLE001 - the server must start anyway

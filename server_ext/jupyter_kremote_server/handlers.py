@@ -2,6 +2,11 @@
 
 docs/api.md describes every endpoint. Errors are JSON ``{"message": ...}`` with the status
 of the manager's error: 400 bad input, 403 over a limit, 404 unknown id, 409 ended cluster.
+
+Each route's verbs live in a ``*Routes`` mixin that needs only ``manager``, ``call``,
+``body``, ``send`` and an authenticated ``current_user``; the Jupyter server's handlers mix
+them with jupyter_server's ``APIHandler`` (this module), the hub's kremote service with its
+JupyterHub-authenticated base (``service_handlers.py``), so both answer the same API.
 """
 
 from __future__ import annotations
@@ -35,8 +40,10 @@ class _ManagerMixin:
         return self.settings["kremote_manager"]
 
 
-class KRemoteHandler(_ManagerMixin, ExtensionHandlerMixin, APIHandler):
-    auth_resource = AUTH_RESOURCE
+class Routes:
+    """Helpers the routes use; the base class brings ``manager`` and ``get_json_body``."""
+
+    manager: ClusterManager
 
     async def call(self, work: Awaitable[T]) -> T:
         """Await a manager call, turning its refusals into JSON HTTP errors."""
@@ -46,17 +53,23 @@ class KRemoteHandler(_ManagerMixin, ExtensionHandlerMixin, APIHandler):
             raise web.HTTPError(exc.status, str(exc)) from None
 
     def body(self) -> dict[str, Any]:
-        data = self.get_json_body() or {}
+        data = self.get_json_body() or {}  # type: ignore[attr-defined]
         if not isinstance(data, dict):
             raise web.HTTPError(400, "expected a JSON object in the request body")
         return data
 
     def send(self, data: Any, status: int = 200) -> None:
-        self.set_status(status)
-        self.finish(json.dumps(data))
+        self.set_status(status)  # type: ignore[attr-defined]
+        self.finish(json.dumps(data))  # type: ignore[attr-defined]
 
 
-class ClustersHandler(KRemoteHandler):
+class KRemoteHandler(Routes, _ManagerMixin, ExtensionHandlerMixin, APIHandler):
+    """The Jupyter server's base: its authentication, its authorizer, JSON errors."""
+
+    auth_resource = AUTH_RESOURCE
+
+
+class ClustersRoutes(Routes):
     @web.authenticated
     @authorized
     async def get(self) -> None:
@@ -73,7 +86,7 @@ class ClustersHandler(KRemoteHandler):
         self.send(model.to_dict(), 201)
 
 
-class ClusterHandler(KRemoteHandler):
+class ClusterRoutes(Routes):
     @web.authenticated
     @authorized
     async def get(self, cluster_id: str) -> None:
@@ -88,7 +101,7 @@ class ClusterHandler(KRemoteHandler):
         self.finish()
 
 
-class ExtendHandler(KRemoteHandler):
+class ExtendRoutes(Routes):
     @web.authenticated
     @authorized
     async def post(self, cluster_id: str) -> None:
@@ -98,7 +111,7 @@ class ExtendHandler(KRemoteHandler):
         self.send(model.to_dict())
 
 
-class LogsHandler(KRemoteHandler):
+class LogsRoutes(Routes):
     @web.authenticated
     @authorized
     async def get(self, cluster_id: str) -> None:
@@ -134,7 +147,7 @@ class LogsHandler(KRemoteHandler):
             self.finish()
 
 
-class ConnectionHandler(KRemoteHandler):
+class ConnectionRoutes(Routes):
     """Key and endpoints for the kernel's own ZeroMQ connection (never logged)."""
 
     @web.authenticated
@@ -144,21 +157,21 @@ class ConnectionHandler(KRemoteHandler):
         self.send(await self.call(self.manager.connection(cluster_id)))
 
 
-class EventsHandler(KRemoteHandler):
+class EventsRoutes(Routes):
     @web.authenticated
     @authorized
     async def get(self, cluster_id: str) -> None:
         self.send(await self.call(self.manager.events(cluster_id)))
 
 
-class TelemetryHandler(KRemoteHandler):
+class TelemetryRoutes(Routes):
     @web.authenticated
     @authorized
     async def get(self, cluster_id: str) -> None:
         self.send(await self.call(self.manager.telemetry(cluster_id)))
 
 
-class TasksHandler(KRemoteHandler):
+class TasksRoutes(Routes):
     """Parallel maps' counts: kernels PUT their notebook's latest, the panel reads them."""
 
     @web.authenticated
@@ -178,10 +191,39 @@ async def _now(fn: Any, *args: Any) -> Any:
     return fn(*args)
 
 
-class StreamHandler(_ManagerMixin, ExtensionHandlerMixin, JupyterHandler,
-                    websocket.WebSocketHandler):
+class StreamRoutes:
     """Every change of every cluster, as JSON messages (docs/api.md, "WebSocket")."""
 
+    manager: ClusterManager
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        self._queue = self.manager.hub.subscribe()
+        self.manager.start_monitor()
+        self.write_message(json.dumps(  # type: ignore[attr-defined]
+            {"type": "snapshot", "clusters": self.manager.snapshot(),
+             "tasks": self.manager.tasks.snapshot()}, default=str))
+        self._pump = asyncio.get_running_loop().create_task(self._forward())
+
+    async def _forward(self) -> None:
+        while (message := await self._queue.get()) is not None:
+            try:
+                await self.write_message(  # type: ignore[attr-defined]
+                    json.dumps(message, default=str))
+            except websocket.WebSocketClosedError:
+                break
+        self.close()  # type: ignore[attr-defined]
+
+    def on_message(self, message: str | bytes) -> None:
+        pass  # the stream is one-way
+
+    def on_close(self) -> None:
+        self.manager.hub.unsubscribe(self._queue)
+        if not self._pump.done():
+            self._pump.cancel()
+
+
+class StreamHandler(StreamRoutes, _ManagerMixin, ExtensionHandlerMixin, JupyterHandler,
+                    websocket.WebSocketHandler):
     auth_resource = AUTH_RESOURCE
 
     @ws_authenticated
@@ -194,38 +236,25 @@ class StreamHandler(_ManagerMixin, ExtensionHandlerMixin, JupyterHandler,
         if res is not None:
             await res
 
-    def open(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        self._queue = self.manager.hub.subscribe()
-        self.manager.start_monitor()
-        self.write_message(json.dumps({"type": "snapshot", "clusters": self.manager.snapshot(),
-                                       "tasks": self.manager.tasks.snapshot()}, default=str))
-        self._pump = asyncio.get_running_loop().create_task(self._forward())
 
-    async def _forward(self) -> None:
-        while (message := await self._queue.get()) is not None:
-            try:
-                await self.write_message(json.dumps(message, default=str))
-            except websocket.WebSocketClosedError:
-                break
-        self.close()
-
-    def on_message(self, message: str | bytes) -> None:
-        pass  # the stream is one-way
-
-    def on_close(self) -> None:
-        self.manager.hub.unsubscribe(self._queue)
-        if not self._pump.done():
-            self._pump.cancel()
-
-
-default_handlers: list[tuple[str, type[JupyterHandler]]] = [
-    (rf"/{API}/clusters/?", ClustersHandler),
-    (rf"/{API}/clusters/{_ID}/?", ClusterHandler),
-    (rf"/{API}/clusters/{_ID}/extend/?", ExtendHandler),
-    (rf"/{API}/clusters/{_ID}/logs/?", LogsHandler),
-    (rf"/{API}/clusters/{_ID}/connection/?", ConnectionHandler),
-    (rf"/{API}/clusters/{_ID}/events/?", EventsHandler),
-    (rf"/{API}/clusters/{_ID}/telemetry/?", TelemetryHandler),
-    (rf"/{API}/tasks/?", TasksHandler),
-    (rf"/{API}/stream/?", StreamHandler),
+#: each route's pattern (under the base URL) and its verbs
+ROUTES: list[tuple[str, type]] = [
+    (rf"/{API}/clusters/?", ClustersRoutes),
+    (rf"/{API}/clusters/{_ID}/?", ClusterRoutes),
+    (rf"/{API}/clusters/{_ID}/extend/?", ExtendRoutes),
+    (rf"/{API}/clusters/{_ID}/logs/?", LogsRoutes),
+    (rf"/{API}/clusters/{_ID}/connection/?", ConnectionRoutes),
+    (rf"/{API}/clusters/{_ID}/events/?", EventsRoutes),
+    (rf"/{API}/clusters/{_ID}/telemetry/?", TelemetryRoutes),
+    (rf"/{API}/tasks/?", TasksRoutes),
 ]
+
+
+def with_base(base: type, routes: list[tuple[str, type]] = ROUTES) -> list[tuple[str, type]]:
+    """The routes as handler classes on ``base`` (which brings authentication)."""
+    return [(pattern, type(verbs.__name__.replace("Routes", "Handler"), (verbs, base), {}))
+            for pattern, verbs in routes]
+
+
+default_handlers: list[tuple[str, type]] = [
+    *with_base(KRemoteHandler), (rf"/{API}/stream/?", StreamHandler)]

@@ -15,7 +15,7 @@ from typing import Any
 
 from jupyter_kremote.session import ClusterOptions
 
-from .models import BadRequest, ClusterModel, family_of
+from .models import BadRequest, ClusterModel, OverLimit, family_of
 from .policy import UserLimits, check_allowed, check_start
 
 #: request fields that map onto ClusterOptions
@@ -37,6 +37,7 @@ class Limits:
     max_ttl: float = 86400.0
     idle_cull_seconds: float = 0.0  # 0: never cull idle clusters
     backend: str = "local"
+    backends: tuple[str, ...] = ("local", "kubernetes")  # what users may ask for
     namespace: str | None = None
     user: str = "user"  # clusters are labelled with it; other users' are invisible
     monitor_interval: float = 0.5  # seconds between looks at pods, events and agents
@@ -69,6 +70,9 @@ def parse_options(fields: dict[str, Any], limits: Limits,
         values.setdefault("namespace", limits.namespace)
     if values["backend"] not in ("local", "kubernetes"):
         raise BadRequest(f"backend {values['backend']!r}: expected local or kubernetes")
+    if values["backend"] not in limits.backends:
+        raise OverLimit(f"backend {values['backend']!r} is not offered here; use "
+                        f"--backend {' or '.join(limits.backends)} (or KREMOTE_BACKEND)")
     try:
         opts = ClusterOptions(**values)
         opts.to_spec()  # validates every field, naming the option

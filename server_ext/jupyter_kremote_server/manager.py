@@ -129,6 +129,20 @@ class ClusterManager:
         return await adoption.adopt(self.registry, self.monitor, self.backend("kubernetes"),
                                     self.limits, self.root)
 
+    async def end_all(self, reason: str) -> list[str]:
+        """End every cluster now with ``reason`` (kept listed as ended, so kernels say why)."""
+        ended = []
+        for entry in list(self.registry.entries.values()):
+            if entry.model.state == STARTING:
+                await entry.started.wait()
+            if entry.cluster is None:
+                continue
+            self.monitor.add_event(entry, {"type": "Warning", "reason": "Ended",
+                                           "message": reason})
+            await stop_entry(self.monitor, entry, reason)
+            ended.append(entry.model.id)
+        return ended
+
     async def cull_once(self, now: float | None = None) -> dict[str, str]:
         """Shut down clusters whose TTL passed, whose agents died, or that sat idle too long.
 

@@ -1,0 +1,369 @@
+"""A real JupyterHub with the kremote service in front of kubesim; users' servers in hub mode.
+
+One hub for the module: configurable-http-proxy, SimpleLocalProcessSpawner, users alice and
+bob and an admin. The service runs as an external JupyterHub service (as its own Deployment
+would) with the only Kubernetes credentials: a ServiceAccount token bound to the shipped Role,
+RBAC enforced. The single-user servers hold none; they forward to the service through the
+hub's proxy. Kernels are started through each user's server (sessions API + WebSocket), as
+JupyterLab does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("jupyterhub")
+requests = pytest.importorskip("requests")
+websocket = pytest.importorskip("websocket")
+
+from conftest import wait_for
+from test_kubernetes import PRODUCT_USER, managed, start_sim
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+CHP = ROOT / ".venv" / "chp" / "node_modules" / ".bin" / "configurable-http-proxy"
+SERVICE = "kremote"
+API = f"services/{SERVICE}/kremote/api/v1"
+CELL = ("%%remote --cpu 100m --mem 100Mi\n"
+        "import os\nprint('on', os.environ['HOSTNAME'], 'as', os.environ.get('KREMOTE_USER', ''))")
+
+pytestmark = [
+    pytest.mark.skipif(
+        not (shutil.which("configurable-http-proxy") or CHP.exists()),
+        reason="configurable-http-proxy is not installed (scripts/test.sh installs it with npm)"),
+    pytest.mark.timeout(300),  # the module's hub and servers start in the first test
+]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Hub:
+    """A running JupyterHub and the test's admin token."""
+
+    def __init__(self, tmp: Path, kube: Any) -> None:
+        self.tmp, self.kube = tmp, kube
+        self.port, self.hub_port, self.proxy_api, self.service_port = (
+            _port(), _port(), _port(), _port())
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.admin_token = secrets.token_hex(16)
+        self.service_token = secrets.token_hex(16)
+        self.proc: subprocess.Popen | None = None
+        self.service: subprocess.Popen | None = None
+        self.tokens: dict[str, str] = {}
+
+    # -- the hub --------------------------------------------------------------------------------
+    def config(self) -> str:
+        chp = shutil.which("configurable-http-proxy") or str(CHP)
+        env = {"KREMOTE_SERVICE_URL": f"{self.url}services/{SERVICE}/",
+               "KREMOTE_BACKEND": "kubernetes", "TMPDIR": os.environ.get("TMPDIR", "/tmp")}
+        return f"""
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = {self.port}
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = {self.hub_port}
+c.JupyterHub.db_url = "sqlite:///{self.tmp}/hub.sqlite"
+c.JupyterHub.cookie_secret_file = "{self.tmp}/cookie_secret"
+c.JupyterHub.pid_file = "{self.tmp}/hub.pid"
+c.ConfigurableHTTPProxy.command = [{chp!r}]
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.proxy_api}"
+c.ConfigurableHTTPProxy.should_start = True
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = "hub-pw"
+c.Authenticator.allowed_users = {{"alice", "bob"}}
+c.Authenticator.admin_users = {{"admin"}}
+c.JupyterHub.spawner_class = "simple"
+c.SimpleLocalProcessSpawner.home_dir_template = "{self.tmp}/home/{{username}}"
+c.Spawner.cmd = [{str(VENV_BIN / "jupyterhub-singleuser")!r}]
+c.Spawner.args = {["--allow-root"] if os.getuid() == 0 else []!r}
+c.Spawner.environment = {env!r}
+c.Spawner.start_timeout = 60
+c.Spawner.http_timeout = 60
+c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server",
+                                 "access:services!service={SERVICE}"]
+c.JupyterHub.services = [
+    {{"name": "test-admin", "api_token": "{self.admin_token}"}},
+    {{"name": "{SERVICE}", "url": "http://127.0.0.1:{self.service_port}",
+      "api_token": "{self.service_token}"}},
+]
+c.JupyterHub.load_roles = [
+    {{"name": "user", "scopes": ["self", "access:services!service={SERVICE}"]}},
+    {{"name": "test-admin", "services": ["test-admin"],
+      "scopes": ["admin:users", "admin:servers", "tokens", "list:users", "read:users"]}},
+    {{"name": "kremote-service", "services": ["{SERVICE}"],
+      "scopes": ["list:users", "read:users:name", "read:servers"]}},
+]
+"""
+
+    def start(self) -> None:
+        (self.tmp / "jupyterhub_config.py").write_text(self.config())
+        env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
+        for key in ("KUBECONFIG", "KREMOTE_KUBECONFIG", "JUPYTERHUB_API_TOKEN"):
+            env.pop(key, None)  # the users' servers must hold no Kubernetes credentials
+        self.proc = subprocess.Popen(
+            [str(VENV_BIN / "jupyterhub"), "-f", str(self.tmp / "jupyterhub_config.py")],
+            cwd=self.tmp, env=env, stdout=open(self.tmp / "hub.log", "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT, start_new_session=True)
+        assert wait_for(self._up, 60, 0.2), self.log()
+
+    def _up(self) -> bool:
+        try:
+            return requests.get(f"{self.url}hub/api/", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def log(self, name: str = "hub.log") -> str:
+        return (self.tmp / name).read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        """Stop the servers (the service ends their clusters), the service, the hub."""
+        for user in ("alice", "bob", "admin"):
+            self.api("DELETE", f"users/{user}/server")
+        wait_for(lambda: not managed(self.kube.admin), 30)
+        self.stop_service()
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def api(self, method: str, path: str, **kw: Any) -> requests.Response:
+        return requests.request(method, f"{self.url}hub/api/{path}", timeout=30,
+                                headers={"Authorization": f"token {self.admin_token}"}, **kw)
+
+    # -- the kremote service ------------------------------------------------------------------------
+    def start_service(self) -> None:
+        env = {**os.environ,
+               "JUPYTERHUB_API_TOKEN": self.service_token,
+               "JUPYTERHUB_API_URL": f"http://127.0.0.1:{self.hub_port}/hub/api",
+               "JUPYTERHUB_SERVICE_NAME": SERVICE,
+               "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{self.service_port}",
+               "JUPYTERHUB_SERVICE_PREFIX": f"/services/{SERVICE}/",
+               "KREMOTE_KUBECONFIG": self.kube[0]}
+        self.service = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_kremote_server.service",
+             "--KRemoteService.owner_poll_interval=0.5",
+             "--KRemoteService.owner_stopped_grace=1", "--KRemoteService.default_ttl=600",
+             "--KRemoteService.cull_interval=3600"],
+            cwd=self.tmp, env=env, stdout=open(self.tmp / "service.log", "ab"),  # noqa: SIM115
+            stderr=subprocess.STDOUT)
+        assert wait_for(lambda: self._get_service().status_code == 403, 30, 0.2), \
+            self.log("service.log")
+
+    def _get_service(self) -> Any:
+        try:
+            return requests.get(f"http://127.0.0.1:{self.service_port}/{API}/clusters",
+                                timeout=2)
+        except requests.RequestException as exc:
+            return type("R", (), {"status_code": str(exc)})()
+
+    def stop_service(self) -> None:
+        if self.service is not None and self.service.poll() is None:
+            self.service.send_signal(signal.SIGTERM)
+            self.service.wait(30)
+
+    # -- users ------------------------------------------------------------------------------------
+    def token(self, user: str) -> str:
+        if user not in self.tokens:
+            r = self.api("POST", f"users/{user}/tokens", json={"note": "test"})
+            assert r.status_code == 201, r.text
+            self.tokens[user] = r.json()["token"]
+        return self.tokens[user]
+
+    def start_servers(self, *users: str) -> None:
+        """Spawn the users' servers at once; return when all are ready."""
+        for user in users:
+            r = self.api("POST", f"users/{user}/server")
+            assert r.status_code in (201, 202), r.text
+
+        def ready() -> bool:
+            models = [self.api("GET", f"users/{u}").json() for u in users]
+            return all((m.get("servers") or {}).get("", {}).get("ready") for m in models)
+
+        assert wait_for(ready, 120, 0.5), self.log()
+
+    def call(self, user: str, method: str, path: str, **kw: Any) -> requests.Response:
+        """A request through the hub's proxy with the user's own token."""
+        return requests.request(method, f"{self.url}{path}", timeout=120,
+                                headers={"Authorization": f"token {self.token(user)}"}, **kw)
+
+
+class HubKernel:
+    """A kernel started through a user's server (sessions API), driven over its WebSocket."""
+
+    def __init__(self, hub: Hub, user: str, notebook: str) -> None:
+        self.hub, self.user = hub, user
+        r = hub.call(user, "POST", f"user/{user}/api/sessions", json={
+            "path": notebook, "type": "notebook", "name": notebook,
+            "kernel": {"name": "python3"}})
+        assert r.status_code == 201, r.text
+        self.kernel_id = r.json()["kernel"]["id"]
+        self.session = uuid.uuid4().hex
+        self.ws = websocket.create_connection(
+            f"ws://127.0.0.1:{hub.port}/user/{user}/api/kernels/{self.kernel_id}/channels"
+            f"?session_id={self.session}",
+            header=[f"Authorization: token {hub.token(user)}"], timeout=120)
+
+    def run(self, code: str, timeout: float = 120) -> tuple[str, str]:
+        """(status, text of stream and error outputs) of one cell."""
+        msg_id = uuid.uuid4().hex
+        self.ws.send(json.dumps({
+            "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": self.user,
+                       "session": self.session, "date": "", "version": "5.3"},
+            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+            "content": {"code": code, "silent": False, "store_history": True,
+                        "user_expressions": {}, "allow_stdin": False, "stop_on_error": False},
+        }))
+        text, status, idle = [], None, False
+        end = time.monotonic() + timeout
+        while status is None or not idle:
+            assert time.monotonic() < end, f"cell timed out; so far: {''.join(text)}"
+            msg = json.loads(self.ws.recv())
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                text.append(content["text"])
+            elif kind == "error":
+                text.append(f"{content['ename']}: {content['evalue']}\n")
+            elif kind == "execute_reply":
+                status = content["status"]
+            elif kind == "status" and content["execution_state"] == "idle":
+                idle = True
+        return status, "".join(text)
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+@pytest.fixture(scope="module")
+def kube(tmp_path_factory):
+    started = start_sim(tmp_path_factory.mktemp("kube"), pod_ips="unique")
+    try:
+        yield started
+        assert started.ks.call("access_log", user=PRODUCT_USER, allowed=False) == []
+    finally:
+        started.ks.stop()
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory, kube):
+    h = Hub(tmp_path_factory.mktemp("hub"), kube)
+    h.start()
+    try:
+        h.start_service()
+        h.start_servers("alice", "bob")
+        yield h
+    finally:
+        h.stop()
+        assert wait_for(lambda: not managed(kube.admin), 30), managed(kube.admin)
+
+
+@pytest.fixture(scope="module")
+def kernels(hub):
+    ks = {user: HubKernel(hub, user, f"{user}-work.ipynb") for user in ("alice", "bob")}
+    for k in ks.values():
+        assert k.run("%load_ext jupyter_kremote") == ("ok", "")
+    yield ks
+    for k in ks.values():
+        k.close()
+
+
+def _clusters(hub: Hub, user: str) -> list[dict[str, Any]]:
+    r = hub.call(user, "GET", f"{API}/clusters")
+    assert r.status_code == 200, r.text
+    return r.json()["clusters"]
+
+
+def _owned(kube: Any, user: str) -> list[str]:
+    """The user's Jobs, pods and Secrets (by the kremote/user label)."""
+    return managed(kube.admin, f"kremote/user={user}")
+
+
+def test_users_cells_run_on_pods_through_the_hub(hub, kernels):
+    for k in kernels.values():
+        status, text = k.run(CELL)
+        assert status == "ok", text
+        assert text.startswith("on jupyter-kremote-"), text
+    # the service holds each user's cluster, labelled with its owner; servers hold none
+    alice, bob = _clusters(hub, "alice"), _clusters(hub, "bob")
+    assert [(c["user"], c["notebook"], c["state"]) for c in alice] == [
+        ("alice", "alice-work.ipynb", "running")]
+    assert [(c["user"], c["notebook"], c["state"]) for c in bob] == [
+        ("bob", "bob-work.ipynb", "running")]
+    # the panel's view under /user/alice/ is the service's, forwarded with the server's token
+    r = hub.call("alice", "GET", "user/alice/kremote/api/v1/clusters")
+    assert r.status_code == 200 and [c["id"] for c in r.json()["clusters"]] == [alice[0]["id"]]
+
+
+def test_another_users_cluster_is_404(hub, kernels):
+    (alice,) = _clusters(hub, "alice")
+    for path in ("", "/connection", "/events", "/logs"):
+        r = hub.call("bob", "GET", f"{API}/clusters/{alice['id']}{path}")
+        assert r.status_code == 404, (path, r.text)
+    r = hub.call("bob", "DELETE", f"{API}/clusters/{alice['id']}")
+    assert r.status_code == 404
+    # nor through bob's own server
+    r = hub.call("bob", "GET", f"user/bob/kremote/api/v1/clusters/{alice['id']}/connection")
+    assert r.status_code == 404
+    # and alice's cluster still works
+    assert kernels["alice"].run("%%remote\nprint('still', 1 + 1)") == ("ok", "still 2\n")
+    # a token without the service's access scope is refused
+    r = requests.get(f"{hub.url}{API}/clusters", timeout=30,
+                     headers={"Authorization": "token not-a-token"})
+    assert r.status_code == 403
+
+
+def test_admin_lists_every_users_clusters(hub, kernels):
+    r = hub.call("admin", "GET", f"{API}/admin/clusters")
+    assert r.status_code == 200, r.text
+    assert sorted(c["user"] for c in r.json()["clusters"]) == ["alice", "bob"]
+    r = hub.call("bob", "GET", f"{API}/admin/clusters")
+    assert r.status_code == 403 and "not a JupyterHub admin" in r.json()["message"]
+
+
+def test_a_restarted_service_adopts_every_users_clusters(hub, kernels):
+    before = {u: [c["id"] for c in _clusters(hub, u)] for u in ("alice", "bob")}
+    hub.stop_service()
+    assert hub.service is not None and hub.service.returncode == 0, hub.log("service.log")
+    assert _owned(hub.kube, "alice") and _owned(hub.kube, "bob")  # left running
+    hub.start_service()
+    for user, ids in before.items():
+        clusters = _clusters(hub, user)
+        assert [c["id"] for c in clusters] == ids
+        assert "Adopted" in [e["reason"] for e in clusters[0]["events"]]
+    for k in kernels.values():
+        status, text = k.run(CELL)
+        assert status == "ok" and text.startswith("on jupyter-kremote-"), text
+
+
+def test_stopping_a_users_server_ends_their_clusters(hub, kernels):
+    (cluster,) = _clusters(hub, "alice")
+    assert _owned(hub.kube, "alice")
+    r = hub.api("DELETE", "users/alice/server")
+    assert r.status_code in (202, 204), r.text
+    assert wait_for(lambda: not _owned(hub.kube, "alice"), 10), managed(hub.kube.admin)
+    (ended,) = _clusters(hub, "alice")
+    assert (ended["id"], ended["state"], ended["ended"]) == (
+        cluster["id"], "ended", "its owner's server stopped")
+    # bob's server runs: his cluster too
+    assert [c["state"] for c in _clusters(hub, "bob")] == ["running"]
+    assert _owned(hub.kube, "bob")
