@@ -355,6 +355,43 @@ def test_a_restarted_service_adopts_every_users_clusters(hub, kernels):
         assert status == "ok" and text.startswith("on jupyter-kremote-"), text
 
 
+def test_the_panel_under_the_users_server_after_a_hub_login(hub, kernels):
+    """alice logs in to the hub in Chromium; her panel shows her cluster, from the service."""
+    from test_panel_browser import CHROMIUM, CHROMIUM_ARGS, open_panel_from_palette
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is absent (./scripts/test.sh installs Debian's chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    (cluster,) = _clusters(hub, "alice")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(60_000)
+            page.goto(f"{hub.url}hub/login?next=/user/alice/lab")
+            page.fill("#username_input", "alice")
+            page.fill("#password_input", "hub-pw")
+            page.click("#login_submit")
+            page.wait_for_url("**/user/alice/lab**")
+            page.wait_for_selector("#jp-main-dock-panel")
+            page.wait_for_function("() => !!window.jupyterapp")
+            page.evaluate("() => window.jupyterapp.restored.then(() => true)")
+            open_panel_from_palette(page)
+            panel = page.locator("#jupyter-kremote-panel")
+            card = panel.locator(".jp-kremote-card")
+            card.wait_for()
+            assert card.count() == 1  # hers only: bob's cluster is not in her view
+            assert card.locator(".jp-kremote-name").inner_text() == cluster["name"]
+            assert card.locator(".jp-kremote-backend").inner_text().startswith("kubernetes")
+            assert card.locator(".jp-kremote-status").inner_text() == "running"
+            assert panel.locator(".jp-kremote-group-title").first.inner_text() == \
+                "alice-work.ipynb"
+            panel.locator(".jp-kremote-connection", has_text="live").wait_for()
+            assert panel.locator(".jp-kremote-admin-toggle").count() == 0
+        finally:
+            browser.close()
+
+
 def test_stopping_a_users_server_ends_their_clusters(hub, kernels):
     (cluster,) = _clusters(hub, "alice")
     assert _owned(hub.kube, "alice")

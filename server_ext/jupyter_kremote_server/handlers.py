@@ -252,8 +252,13 @@ ROUTES: list[tuple[str, type]] = [
 
 def with_base(base: type, routes: list[tuple[str, type]] = ROUTES) -> list[tuple[str, type]]:
     """The routes as handler classes on ``base`` (which brings authentication)."""
-    return [(pattern, type(verbs.__name__.replace("Routes", "Handler"), (verbs, base), {}))
+    return [(pattern, type(verbs.__name__.replace("Routes", "Handler"), (verbs, base),
+                           {v: vars(verbs)[v] for v in _VERBS if v in vars(verbs)}))
             for pattern, verbs in routes]
+
+
+#: a handler's verbs, copied into its class so that it lists them itself (the token test)
+_VERBS = ("get", "post", "put", "delete", "patch")
 
 
 default_handlers: list[tuple[str, type]] = [
