@@ -91,7 +91,8 @@ c.Authenticator.admin_users = {{"admin"}}
 c.JupyterHub.spawner_class = "simple"
 c.SimpleLocalProcessSpawner.home_dir_template = "{self.tmp}/home/{{username}}"
 c.Spawner.cmd = [{str(VENV_BIN / "jupyterhub-singleuser")!r}]
-c.Spawner.args = {["--allow-root"] if os.getuid() == 0 else []!r}
+c.Spawner.args = {["--LabApp.expose_app_in_browser=True"]
+                  + (["--allow-root"] if os.getuid() == 0 else [])!r}
 c.Spawner.environment = {env!r}
 c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 60
