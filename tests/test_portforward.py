@@ -126,3 +126,22 @@ def test_rbac_without_portforward_is_one_line(pfsim, tmp_path):
         print(message)
     finally:
         stop_kernel(k, pfsim, others)
+
+
+def test_auto_detection_probe():
+    """`--connect auto` goes direct only when a TCP connection to the agent's pod IP
+    succeeds; a refusal once the pod is Ready (a firewall's reject looks the same) or a
+    timeout means port-forward."""
+    import socket
+
+    from jupyter_kremote.backends.kubernetes import probe_pod_ip
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        assert probe_pod_ip("127.0.0.1", listening.getsockname()[1]) == "open"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]  # closed again below: nothing listens there
+    assert probe_pod_ip("127.0.0.1", free) == "refused"
+    assert probe_pod_ip("", 5555) == "unreachable"

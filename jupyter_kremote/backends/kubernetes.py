@@ -420,11 +420,15 @@ class KubernetesBackend:
                 if len(running) == count:
                     if client is None:
                         try:
-                            endpoints = self._reach(kube, running, curve_public,
-                                                    request.spec.connect, client_secret)
+                            reach = self._reach(kube, running, curve_public,
+                                                request.spec.connect, client_secret,
+                                                wait_ready=True)
                         except PortForwardError as exc:
                             raise ClusterStartError(self._failure(request, kube, str(exc),
                                                                   events=False)) from None
+                        if reach is None:  # auto: probe once the agent listens (Ready)
+                            continue
+                        endpoints = reach
                         if kube.via == "port-forward":
                             say("agents reached through the API server's port-forward")
                         client = ClusterClient(key, endpoints, lambda r: None)
@@ -459,16 +463,20 @@ class KubernetesBackend:
             log.debug("could not read the queue of %s: %s", kube.job, api_message(exc))
 
     def _reach(self, kube: _Kube, running: dict[int, dict], curve_public: bytes,
-               connect: str | None, client_secret: bytes | None) -> list[Endpoint]:
+               connect: str | None, client_secret: bytes | None,
+               wait_ready: bool = False) -> list[Endpoint] | None:
         """The agents' endpoints: their pod IPs, or local port-forward listeners when the
         kernel cannot reach pod IPs (``connect``: auto, direct, port-forward); the owner's
-        CURVE client key (`client_secret`) goes with each."""
+        CURVE client key (`client_secret`) goes with each. None: ``auto`` was refused before
+        the first pod is Ready (its agent may not listen yet), so cannot tell yet."""
         mode = connect or self.settings.connect or "auto"
         ranks = sorted(running.items())
         if mode == "auto":
             in_cluster = self.settings.kubeconfig is None and os.path.exists(SA_TOKEN)
-            reachable = in_cluster or pod_ip_reachable(pod_ip(ranks[0][1]) or "", AGENT_PORT)
-            mode = "direct" if reachable else "port-forward"
+            seen = "open" if in_cluster else probe_pod_ip(pod_ip(ranks[0][1]) or "", AGENT_PORT)
+            if seen == "refused" and wait_ready and not pod_ready(ranks[0][1]):
+                return None  # the agent may not listen yet: ask again
+            mode = "direct" if seen == "open" else "port-forward"
         if mode != "port-forward":
             return [Endpoint(r, pod_ip(p) or "", AGENT_PORT, AGENT_PORT + 1, curve_public,
                              client_secret) for r, p in ranks]
@@ -715,20 +723,25 @@ class KubernetesBackend:
                     "delete Secret", ok_status=(404,))
 
 
-def pod_ip_reachable(ip: str, port: int, timeout: float = 1.0) -> bool:
-    """Whether this machine can reach ``ip``: a TCP connect that is answered, even refused
-    (the agent may not listen yet), says yes; a timeout or an unreachable network says no."""
+def pod_ready(pod: dict[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def probe_pod_ip(ip: str, port: int, timeout: float = 1.0) -> str:
+    """What a TCP connection to ``ip`` meets from here: "open" (an agent listens),
+    "refused" (none yet, or a firewall's reject) or "unreachable" (a timeout, no route)."""
     import socket
 
     if not ip:
-        return False
+        return "unreachable"
     try:
         with socket.create_connection((ip, port), timeout=timeout):
-            return True
+            return "open"
     except ConnectionRefusedError:
-        return True
+        return "refused"
     except OSError:
-        return False
+        return "unreachable"
 
 
 def _parse_time(text: str) -> float:
