@@ -46,18 +46,27 @@ class Endpoint:
     #: the owner's CURVE client secret key (Z85), the one the agents admit; None: a fresh
     #: key, which agents with a client allowlist refuse
     curve_secretkey: bytes | None = None
+    #: where the other agents reach this one (its pod IP) when the kernel reaches it at
+    #: another address (a port-forward listener on 127.0.0.1); None: at ``host``
+    pod_ip: str | None = None
+
+    @property
+    def peer_host(self) -> str:
+        """The agent's address as its peers see it (MASTER_ADDR, channels)."""
+        return self.pod_ip or self.host
 
     def to_json(self) -> dict[str, Any]:
         """The REST form (``GET clusters/<id>/connection``; keys as Z85 text)."""
         return {"rank": self.rank, "host": self.host, "port": self.port,
                 "control_port": self.control_port,
                 "curve_serverkey": _text(self.curve_serverkey),
-                "curve_secretkey": _text(self.curve_secretkey)}
+                "curve_secretkey": _text(self.curve_secretkey), "pod_ip": self.pod_ip}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Endpoint:
         return cls(d["rank"], d["host"], d["port"], d.get("control_port") or d["port"] + 1,
-                   _bytes(d.get("curve_serverkey")), _bytes(d.get("curve_secretkey")))
+                   _bytes(d.get("curve_serverkey")), _bytes(d.get("curve_secretkey")),
+                   d.get("pod_ip"))
 
 
 def _text(key: bytes | None) -> str | None:

@@ -227,8 +227,9 @@ def channel_addrs(endpoints: list[Any]) -> list[str]:
     that share 127.0.0.1 (local processes) each get a free port of their own."""
     out = []
     for ep in endpoints:
-        host = f"[{ep.host}]" if ":" in ep.host else ep.host  # IPv6 pod IPs
-        out.append(f"{host}:{_free_port() if ep.host == '127.0.0.1' else CHANNEL_PORT}")
+        peer = ep.peer_host  # the pod IP, also when the kernel goes through port-forward
+        host = f"[{peer}]" if ":" in peer else peer  # IPv6 pod IPs
+        out.append(f"{host}:{_free_port() if peer == '127.0.0.1' else CHANNEL_PORT}")
     return out
 
 

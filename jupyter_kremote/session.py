@@ -63,7 +63,7 @@ class Cluster:
                 else:
                     self._check_drift(runtime)
             if handle is None and self.options.backend != "local":
-                rank0 = self.handle.endpoints[0].host  # torch.distributed: rank 0 is master
+                rank0 = self.handle.endpoints[0].peer_host  # torch.distributed: rank 0 is master
                 self.client.request("env", {"env": {"MASTER_ADDR": rank0,
                                                     "MASTER_PORT": "29500"}}, timeout=30)
         except BaseException:
@@ -152,7 +152,7 @@ class Cluster:
         self.client.close()
         self.client = ClusterClient(self.handle.key, self.handle.endpoints, self._liveness)
         self.ended = None
-        rank0 = self.handle.endpoints[0].host
+        rank0 = self.handle.endpoints[0].peer_host
         self.client.request("env", {"env": {"MASTER_ADDR": rank0, "MASTER_PORT": "29500"}},
                             timeout=30)
 

@@ -57,9 +57,14 @@ def pfkernel(pfsim, tmp_path_factory):
 
 def test_cells_and_variables_through_port_forward(pfkernel, pfsim):
     before = pfsim.ks.call("portforwards_served")
-    res = pfkernel.run(f"%%remote -n 2 {PF}\nimport os\nprint('rank', os.environ['RANK'])")
+    res = pfkernel.run(f"%%remote -n 2 {PF}\nimport os\nprint('rank', os.environ['RANK'])\n"
+                       "if os.environ['RANK'] == '0':\n"
+                       "    print('master is rank 0:', os.environ['MASTER_ADDR'] == "
+                       "os.environ['KREMOTE_HOST'])")
     assert res.status == "ok", res.outputs
     assert "[rank 0] rank 0\n" in res.stdout and "[rank 1] rank 1\n" in res.stdout
+    # the agents reach each other at their pod IPs, whatever way the kernel reaches them
+    assert "[rank 0] master is rank 0: True\n" in res.stdout
     assert "port-forward" in res.text  # the start-up said how the agents are reached
     # every byte went through the API server: one WebSocket per ZeroMQ connection (data and
     # control socket of each rank, and the start-up's check)

@@ -490,7 +490,8 @@ class KubernetesBackend:
                                  for port in (AGENT_PORT, AGENT_PORT + 1))
                 kube.forwards += [data, control]
                 endpoints.append(Endpoint(rank, "127.0.0.1", data.local_port,
-                                          control.local_port, curve_public, client_secret))
+                                          control.local_port, curve_public, client_secret,
+                                          pod_ip(pod)))
             kube.forwards[0].check()  # a refusal (RBAC) fails the start with the API's words
         except BaseException:
             kube.close_forwards()
