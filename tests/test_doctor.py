@@ -71,7 +71,7 @@ def test_all_checks_pass_where_a_cluster_can_start(cluster):
     for name in ("API reachable", "namespace", "rights", "ResourceQuota", "NetworkPolicy",
                  "Kueue"):
         assert lines[name].startswith("[  ok]"), lines[name]
-    assert "all 25 verbs of the shipped Role are allowed" in lines["rights"]
+    assert "all 26 verbs of the shipped Role are allowed" in lines["rights"]
     # cluster-scoped reads the namespaced Role does not give: said, not failed
     assert lines["nodes"].startswith("[warn]") and "cluster-scoped" in lines["nodes"]
     code, lines = doctor(cluster.admin)  # an admin sees labels and nodes too

@@ -146,3 +146,64 @@ def test_agents_admit_only_the_owners_client_key(kernel, sim):
     res = kernel.run("%%remote\nprint(x)")
     assert res.stdout == "1\n", res.outputs  # the owner's cells still run; nothing else did
     assert "refused a client whose CURVE key" in kernel.run("%remote logs").text
+
+
+def orphan_secret(sim, name: str, user: str) -> None:
+    sim.ks.call("create", {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": name, "namespace": "default", "labels": {
+            "app.kubernetes.io/managed-by": "jupyter-kremote", "kremote/user": user,
+            "kremote/cluster": name}},
+        "data": {"KREMOTE_KEY": "MDA="}})
+
+
+@pytest.mark.asyncio
+async def test_orphan_sweep_removes_what_no_owner_reference_covers(kernel, sim, monkeypatch,
+                                                                   tmp_path):
+    """A Secret left without its Job goes (the user's own only, for a single-user server);
+    the hub's service, which knows its users and the clusters it holds, also ends a Job it
+    no longer holds, and with it the Job's pods, Secret and NetworkPolicy."""
+    import asyncio
+
+    from jupyter_kremote_server.manager import ClusterManager, Limits
+    from jupyter_kremote_server.sweep import Sweep, find_orphans
+
+    from jupyter_kremote.backends.kube_api import KubeLoop
+
+    res = await asyncio.to_thread(kernel.run, f"%%remote{IMAGE_FLAG}\nx = 1")
+    assert res.status == "ok", res.outputs
+    orphan_secret(sim, "jupyter-kremote-gone-key", USER)
+    orphan_secret(sim, "jupyter-kremote-bobs-key", "bob")
+    (job,) = get_json(sim, "jobs", "-l", "app.kubernetes.io/managed-by=jupyter-kremote")["items"]
+    (live_secret,) = [s for s in get_json(sim, "secrets", "-l", "kremote/user=alice")["items"]
+                      if s["metadata"]["name"] != "jupyter-kremote-gone-key"]
+    # a start in progress (its Secret made, its Job not yet) is left alone for the grace
+    assert find_orphans([], [live_secret], now=_created(live_secret) + 1, grace=120).secrets \
+        == []
+    monkeypatch.setenv("KREMOTE_KUBECONFIG", sim.kubeconfig)
+    monkeypatch.setattr(KubeLoop, "_instance", None)  # this module's emulator
+    backend = ClusterManager(Limits(backend="kubernetes", user=USER),
+                             root=str(tmp_path)).backend("kubernetes")
+
+    found = await Sweep(backend, user=USER, grace=0).once()
+    assert (found.jobs, found.secrets) == ([], ["jupyter-kremote-gone-key"])
+    names = {s["metadata"]["name"] for s in get_json(sim, "secrets")["items"]}
+    assert {"jupyter-kremote-bobs-key", live_secret["metadata"]["name"]} <= names
+    assert "jupyter-kremote-gone-key" not in names
+
+    async def users() -> set[str]:
+        return {USER}  # bob is gone from the hub
+    found = await Sweep(backend, grace=0, held=lambda: set(), users=users).once()
+    assert found.jobs == [job["metadata"]["name"]]
+    assert "jupyter-kremote-bobs-key" in found.secrets
+    assert await asyncio.to_thread(wait_for, lambda: not managed(sim.admin), 30)
+    assert await asyncio.to_thread(wait_for, lambda: not sim.ks.call("processes"), 30)
+    res = await asyncio.to_thread(kernel.run, "%%remote\nprint(x)")
+    assert res.status == "error" and "ended" in res.stderr + res.traceback_text, res.outputs
+
+
+def _created(obj: dict) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(
+        obj["metadata"]["creationTimestamp"].replace("Z", "+00:00")).timestamp()

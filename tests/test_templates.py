@@ -279,7 +279,7 @@ def test_rbac_objects_and_minimal_verbs() -> None:
         ("", "pods"): {"list", "watch", "delete"},
         ("", "pods/log"): {"get"},
         ("", "pods/portforward"): {"get", "create"},
-        ("", "secrets"): {"create", "get", "patch", "delete"},  # get: adoption; patch: owner
+        ("", "secrets"): {"create", "get", "list", "patch", "delete"},  # list: orphan sweep
         ("", "configmaps"): {"get"},
         ("", "events"): {"list", "watch"},
         ("", "resourcequotas"): {"list"},  # doctor
@@ -288,7 +288,7 @@ def test_rbac_objects_and_minimal_verbs() -> None:
         ("kueue.x-k8s.io", "workloads"): {"get", "list"},  # a queued cluster's Workload
         ("visibility.kueue.x-k8s.io", "localqueues/pendingworkloads"): {"get"},  # position
     }
-    assert sum(len(rule["verbs"]) for rule in role["rules"]) == 25  # no duplicate rules
+    assert sum(len(rule["verbs"]) for rule in role["rules"]) == 26  # no duplicate rules
     binding = docs[2]
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",

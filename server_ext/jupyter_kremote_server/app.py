@@ -144,6 +144,8 @@ class KRemoteApp(ClusterSettings, ExtensionApp):
             else:
                 if adopted:
                     self.log.info("kremote: adopted %s", ", ".join(adopted))
+        if self.backend == "kubernetes" and self.hub_service is None:
+            self.manager.start_sweep(self.sweep_interval)
 
     async def _cull_forever(self) -> None:
         while True:

@@ -71,6 +71,7 @@ class ClusterManager:
         self.tasks = TaskBoard()  # parallel maps' counts, as kernels report them
         self.monitor = Monitor(self.registry, self.limits, self.hub)
         self.culler = Culler(self.registry, self.limits, self.monitor)
+        self.sweep: Any = None  # sweep.Sweep, on Kubernetes
 
     @property
     def _entries(self) -> dict[str, Entry]:
@@ -87,6 +88,16 @@ class ClusterManager:
                     settings.namespace = self.limits.namespace
             self._backends[name] = backend
         return self._backends[name]
+
+    # -- orphans: what a dead process left on Kubernetes --------------------------------------
+    def start_sweep(self, interval: float) -> None:
+        """Sweep this user's orphaned Kubernetes objects every ``interval`` s (`sweep.py`)."""
+        from .sweep import Sweep
+
+        if self.sweep is None:
+            self.sweep = Sweep(self.backend("kubernetes"), self.limits.namespace,
+                               user=self.limits.user)
+        self.sweep.start(interval)
 
     # -- the live view: one monitor for every client ------------------------------------------
     def start_monitor(self) -> None:
@@ -113,6 +124,8 @@ class ClusterManager:
         next server adopts them.
         """
         await self.monitor.close()
+        if self.sweep is not None:
+            await self.sweep.close()
         for entry in list(self.registry.entries.values()):
             if entry.cluster is not None and entry.model.backend in keep:
                 entry.cluster.detach()

@@ -63,6 +63,12 @@ class ClusterSettings(Configurable):
         help="Seconds between two telemetry samples (CPU, memory, GPU) of each agent. "
              "Example: c.KRemoteApp.telemetry_interval = 5")
 
+    sweep_interval = Float(
+        300.0, config=True,
+        help="Seconds between two sweeps for orphaned Kubernetes objects (a cluster's key "
+             "Secret whose Job is gone; for the hub's service also Jobs of gone users or no "
+             "longer held); 0 turns it off. Example: c.KRemoteApp.sweep_interval = 60")
+
     telemetry_history = Int(
         150, config=True,
         help="Telemetry samples kept per pod for the panel's sparklines. "
