@@ -88,7 +88,7 @@ class _Kube:
     ended: bool = False  # deleted after an eviction (--on-preempt end)
     evicted: str | None = None  # why Kueue evicted it, until it is admitted again
     #: what a requeued cluster needs to wait for its agents again (--on-preempt requeue)
-    rejoin: tuple[StartRequest, bytes, bytes] | None = None
+    rejoin: tuple[StartRequest, bytes, bytes, bytes] | None = None
 
     def close_forwards(self) -> None:
         for fwd in self.forwards:
@@ -210,7 +210,7 @@ class KubernetesBackend:
         if queue:
             kube.queue = QueueState(queue)
             kube.on_preempt = request.spec.on_preempt
-            kube.rejoin = (request, key, curve_public)
+            kube.rejoin = (request, key, curve_public, client_secret)
         started = time.time()
         try:
             kl.run(self._create(kl, ns, secret_doc, job_doc, *policy), timeout=60)
@@ -603,12 +603,12 @@ class KubernetesBackend:
         (same Job, Secret and keys); updates ``handle``'s endpoints and TTL."""
         kube = self._clusters[id(handle)]
         assert kube.rejoin is not None and kube.queue is not None
-        request, key, curve_public = kube.rejoin
+        request, key, curve_public, client_secret = kube.rejoin
         request = StartRequest(name=request.name, spec=request.spec,
                                notebook=request.notebook, progress=progress)
         kube.close_forwards()
         kube.queue.admitted, kube.queue.position = False, None
-        handle.endpoints = self._wait_ready(request, kube, key, curve_public)
+        handle.endpoints = self._wait_ready(request, kube, key, curve_public, client_secret)
         kube.evicted = None
         job_start = kube.state.job.get("status", {}).get("startTime")
         handle.started = _parse_time(job_start) if job_start else time.time()
