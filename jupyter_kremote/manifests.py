@@ -444,9 +444,11 @@ def make_network_policy(
     job: Mapping[str, Any],
     *,
     owner_selector: Mapping[str, str] | None,
+    holder_selector: Mapping[str, str] | None = None,
     kube_version: str = DEFAULT_KUBE_VERSION,
 ) -> dict[str, Any]:
-    """The NetworkPolicy of one rendered Job: ingress to its pods only from its owner and peers.
+    """The NetworkPolicy of one rendered Job: ingress to its pods only from its owner and peers
+    (and from `holder_selector`'s pods: the hub's kremote service, which holds the cluster).
 
     Peers are the pods of every group of the same family (same user, notebook and family
     labels): ranks talk torch.distributed / NCCL on ports of their own choosing, so no port
@@ -470,6 +472,8 @@ def make_network_policy(
     if owner_selector:
         sources.append({"podSelector": {"matchLabels": dict(owner_selector)}})
     sources.append({"podSelector": {"matchLabels": peers}})
+    if holder_selector:
+        sources.append({"podSelector": {"matchLabels": dict(holder_selector)}})
     policy = {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",

@@ -106,6 +106,11 @@ def test_the_values_snippet_lets_notebooks_reach_agents_and_service():
     deployment = _manifests_by_kind("Deployment")
     assert deployment["spec"]["template"]["metadata"]["labels"][
         "app.kubernetes.io/name"] == "kremote-service"
+    # each cluster's NetworkPolicy admits the service (it pings and stops the agents itself)
+    env = {e["name"]: e.get("value") for e in
+           deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    selector = dict(kv.split("=") for kv in env["KREMOTE_HOLDER_SELECTOR"].split(","))
+    assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     url = singleuser["extraEnv"]["KREMOTE_SERVICE_URL"]
     assert url == singleuser["extraFiles"]["kremote-config"]["data"]["KRemoteApp"]["service_url"]
     assert url.startswith(values["hub"]["services"]["kremote"]["url"] + "/services/kremote/")

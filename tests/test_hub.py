@@ -327,6 +327,12 @@ def test_another_users_cluster_is_404(hub, kernels):
     assert r.status_code == 404
     # and alice's cluster still works
     assert kernels["alice"].run("%%remote\nprint('still', 1 + 1)") == ("ok", "still 2\n")
+    # local agents would run inside the service, with its rights: refused, nothing started
+    r = hub.call("alice", "POST", f"{API}/clusters", json={"name": "x", "backend": "local"})
+    assert r.status_code == 403, r.text
+    assert r.json()["message"].startswith("backend 'local' is not offered here; use --backend "
+                                          "kubernetes")
+    assert [c["name"] for c in _clusters(hub, "alice")] == ["default"]
     # a token without the service's access scope is refused
     r = requests.get(f"{hub.url}{API}/clusters", timeout=30,
                      headers={"Authorization": "token not-a-token"})

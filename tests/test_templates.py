@@ -736,6 +736,19 @@ def test_network_policy_admits_the_owner_and_the_family_only() -> None:
         make_network_policy(job, owner_selector={"team": "bad value!"}, kube_version=KUBE)
 
 
+def test_network_policy_admits_the_service_holding_the_cluster() -> None:
+    """Behind JupyterHub the kremote service pings, watches and stops the agents itself:
+    KREMOTE_HOLDER_SELECTOR (its pods' labels) is admitted besides the owner and the peers."""
+    _, job = render(PodSpec())
+    pol = make_network_policy(job, owner_selector={"hub.jupyter.org/username": "ann"},
+                              holder_selector={"app.kubernetes.io/name": "kremote-service"},
+                              kube_version=KUBE)
+    validate(pol, KUBE)
+    sources = pol["spec"]["ingress"][0]["from"]
+    assert len(sources) == 3 and sources[-1] == {
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kremote-service"}}}
+
+
 def test_owner_selector_parsing_names_the_setting() -> None:
     assert parse_selector("hub.jupyter.org/username=ann, component=singleuser-server") == {
         "hub.jupyter.org/username": "ann", "component": "singleuser-server"}

@@ -58,6 +58,10 @@ class KubeSettings:
     #: z2jh labels it hub.jupyter.org/username. Empty: no pod is the owner.
     owner_selector: str = field(default_factory=lambda: os.environ.get(
         "KREMOTE_OWNER_SELECTOR", "hub.jupyter.org/username={user}"))
+    #: the labels of the pod that holds the clusters when that is not the owner's notebook
+    #: pod: the hub's kremote service, which pings, watches and stops the agents itself
+    holder_selector: str = field(default_factory=lambda: os.environ.get(
+        "KREMOTE_HOLDER_SELECTOR", ""))
     #: the owner's notebook pod by name (the server in a pod knows itself: HOSTNAME)
     owner_pod: str | None = field(default_factory=lambda: os.environ.get("KREMOTE_OWNER_POD")
                                   or None)

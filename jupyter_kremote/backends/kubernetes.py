@@ -154,8 +154,11 @@ class KubernetesBackend:
             owner_secrets={CLIENT_SECRET_KEY: curve_client[1]} if curve_client else None,
             owner_reference=owner_reference)
         if self.settings.network_policy:
-            docs.append(make_network_policy(docs[1], owner_selector=self.owner_selector(),
-                                            kube_version=self.settings.kube_version))
+            docs.append(make_network_policy(
+                docs[1], owner_selector=self.owner_selector(),
+                holder_selector=parse_selector(self.settings.holder_selector,
+                                               "KREMOTE_HOLDER_SELECTOR") or None,
+                kube_version=self.settings.kube_version))
         return docs
 
     def owner_selector(self) -> dict[str, str] | None:
