@@ -108,16 +108,20 @@ class PortForward:
 
         session = self.kube.api.rest_client.pool_manager
         headers = await self._headers()
+        cfg = self.kube.api.configuration  # the kubeconfig's proxy, as the API client uses it
+        via = {"proxy": cfg.proxy, "proxy_headers": cfg.proxy_headers} if cfg.proxy else {}
+        close = aiohttp.ClientWSTimeout(ws_close=5) if hasattr(aiohttp, "ClientWSTimeout") \
+            else 5.0  # aiohttp < 3.10 takes the close timeout as a number
         try:
             return await session.ws_connect(self._url(), headers=headers, protocols=(PROTOCOL,),
-                                            max_msg_size=0, autoping=True,
-                                            timeout=aiohttp.ClientWSTimeout(ws_close=5))
+                                            max_msg_size=0, autoping=True, timeout=close,
+                                            **via)
         except aiohttp.WSServerHandshakeError as exc:
             # the handshake error has no body: ask again without the upgrade to read the
             # API's Status (the API server authorizes before it looks at the upgrade)
             message = ""
             with contextlib.suppress(Exception):
-                async with session.get(self._url(), headers=headers) as resp:
+                async with session.get(self._url(), headers=headers, **via) as resp:
                     message = json.loads(await resp.text()).get("message", "")
             what = f"port-forward to pod {self.namespace}/{self.pod} port {self.port}"
             text = f"{what} refused ({exc.status}): {message or exc.message}"
