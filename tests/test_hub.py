@@ -37,6 +37,9 @@ VENV_BIN = Path(sys.executable).parent
 CHP = ROOT / ".venv" / "chp" / "node_modules" / ".bin" / "configurable-http-proxy"
 SERVICE = "kremote"
 API = f"services/{SERVICE}/kremote/api/v1"
+ADMIN_SCOPE = "custom:kremote:admin"
+LIMITS = {"max_pods": 1, "max_ttl": "2h"}
+GROUP_LIMITS = {"gpu-team": {"max_pods": 2}}
 CELL = ("%%remote --cpu 100m --mem 100Mi\n"
         "import os\nprint('on', os.environ['HOSTNAME'], 'as', os.environ.get('KREMOTE_USER', ''))")
 
@@ -86,7 +89,7 @@ c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.proxy_api}"
 c.ConfigurableHTTPProxy.should_start = True
 c.JupyterHub.authenticator_class = "dummy"
 c.DummyAuthenticator.password = "hub-pw"
-c.Authenticator.allowed_users = {{"alice", "bob"}}
+c.Authenticator.allowed_users = {{"alice", "bob", "ops"}}
 c.Authenticator.admin_users = {{"admin"}}
 c.JupyterHub.spawner_class = "simple"
 c.SimpleLocalProcessSpawner.home_dir_template = "{self.tmp}/home/{{username}}"
@@ -103,7 +106,12 @@ c.JupyterHub.services = [
     {{"name": "{SERVICE}", "url": "http://127.0.0.1:{self.service_port}",
       "api_token": "{self.service_token}"}},
 ]
+c.JupyterHub.load_groups = {{"gpu-team": {{"users": ["bob"]}}}}
+c.JupyterHub.custom_scopes = {{
+    "{ADMIN_SCOPE}": {{"description": "See and shut down every user's kremote clusters"}},
+}}
 c.JupyterHub.load_roles = [
+    {{"name": "kremote-operators", "scopes": ["{ADMIN_SCOPE}"], "users": ["ops"]}},
     {{"name": "user", "scopes": ["self", "access:services!service={SERVICE}"]}},
     {{"name": "test-admin", "services": ["test-admin"],
       "scopes": ["admin:users", "admin:servers", "tokens", "list:users", "read:users"]}},
@@ -163,11 +171,19 @@ c.JupyterHub.load_roles = [
             [sys.executable, "-m", "jupyter_kremote_server.service",
              "--KRemoteService.owner_poll_interval=0.5",
              "--KRemoteService.owner_stopped_grace=1", "--KRemoteService.default_ttl=600",
-             "--KRemoteService.cull_interval=3600"],
+             "--KRemoteService.cull_interval=3600",
+             f"--KRemoteService.config_file={self.service_config()}"],
             cwd=self.tmp, env=env, stdout=open(self.tmp / "service.log", "ab"),  # noqa: SIM115
             stderr=subprocess.STDOUT)
         assert wait_for(lambda: self._get_service().status_code == 403, 30, 0.2), \
             self.log("service.log")
+
+    def service_config(self) -> Path:
+        """The admin's limits, JupyterHub style: every user 1 pod, gpu-team (bob) 2."""
+        path = self.tmp / "kremote_config.py"
+        path.write_text(f"c.KRemoteService.limits = {LIMITS!r}\n"
+                        f"c.KRemoteService.group_limits = {GROUP_LIMITS!r}\n")
+        return path
 
     def _get_service(self) -> Any:
         try:
@@ -347,6 +363,102 @@ def test_admin_lists_every_users_clusters(hub, kernels):
     assert r.status_code == 403 and "not a JupyterHub admin" in r.json()["message"]
 
 
+def test_limits_per_user_and_jupyterhub_group(hub, kernels):
+    """Every user may hold 1 pod, gpu-team (bob) 2: alice's second cluster is refused in her
+    cell with the limit's one line, and nothing is made; bob's second one starts."""
+    (held,) = _clusters(hub, "alice")
+    before = sorted(_owned(hub.kube, "alice"))
+    status, text = kernels["alice"].run(
+        "%%remote --name more --cpu 100m --mem 100Mi\nprint('never')")
+    assert (status, text) == ("error", (
+        f"ServerError: alice: pod limit 1 reached (1 in use by cluster {held['id']}); this "
+        "cluster asks for 1: ask for fewer or shut one down\n"))
+    assert sorted(_owned(hub.kube, "alice")) == before
+    assert [c["id"] for c in _clusters(hub, "alice")] == [held["id"]]
+    r = hub.call("bob", "POST", f"{API}/clusters", json={
+        "name": "extra", "notebook": "bob-extra.ipynb", "cpu": "100m", "mem": "100Mi"})
+    assert r.status_code == 201 and r.json()["state"] == "running", r.text
+    # over the group's limit too: the message names both clusters in use
+    r = hub.call("bob", "POST", f"{API}/clusters", json={
+        "name": "third", "notebook": "bob-extra.ipynb", "cpu": "100m", "mem": "100Mi"})
+    assert r.status_code == 403 and r.json()["message"].startswith(
+        "bob: pod limit 2 reached (2 in use by clusters "), r.text
+
+
+def test_admin_scope_holders_list_every_cluster_others_get_403(hub, kernels):
+    r = hub.call("ops", "GET", f"{API}/admin/clusters")  # ops holds custom:kremote:admin
+    assert r.status_code == 200, r.text
+    assert sorted((c["user"], c["notebook"]) for c in r.json()["clusters"]) == [
+        ("alice", "alice-work.ipynb"), ("bob", "bob-extra.ipynb"), ("bob", "bob-work.ipynb")]
+    (alice,) = _clusters(hub, "alice")
+    r = hub.call("bob", "DELETE", f"{API}/admin/users/alice/clusters/{alice['id']}")
+    assert r.status_code == 403 and r.json()["message"] == (
+        f"bob is not a JupyterHub admin and lacks the {ADMIN_SCOPE} scope; GET clusters "
+        "lists your own clusters")
+    r = hub.call("ops", "DELETE", f"{API}/admin/users/carol/clusters/{alice['id']}")
+    assert r.status_code == 404
+    assert [c["state"] for c in _clusters(hub, "alice")] == ["running"]
+
+
+def test_an_admin_sees_all_users_in_the_panel_and_shuts_a_cluster_down(hub, kernels):
+    """The hub admin logs in; the panel's "All users" view lists alice's and bob's clusters
+    (from the service, through the admin's own server in hub mode) and shuts bob's extra one
+    down: its Job, pod and Secret go, bob's other cluster stays."""
+    from test_panel_browser import (
+        CHROMIUM,
+        CHROMIUM_ARGS,
+        open_panel_from_palette,
+        screenshot,
+        widen_sidebar,
+    )
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is absent (./scripts/test.sh installs Debian's chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    extra = next(c for c in _clusters(hub, "bob") if c["name"] == "extra")
+    hub.start_servers("admin")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(60_000)
+            page.goto(f"{hub.url}hub/login?next=/user/admin/lab")
+            page.fill("#username_input", "admin")
+            page.fill("#password_input", "hub-pw")
+            page.click("#login_submit")
+            page.wait_for_url("**/user/admin/lab**")
+            page.wait_for_function("() => !!window.jupyterapp")
+            page.evaluate("() => window.jupyterapp.restored.then(() => true)")
+            open_panel_from_palette(page)
+            widen_sidebar(page)
+            panel = page.locator("#jupyter-kremote-panel")
+            toggle = panel.locator(".jp-kremote-admin-toggle")
+            toggle.click()
+            assert toggle.get_attribute("aria-pressed") == "true"
+            users = panel.locator(".jp-kremote-admin-user")
+            panel.locator('.jp-kremote-admin-user[data-user="bob"]').wait_for()
+            assert users.evaluate_all("els => els.map(e => e.dataset.user)") == ["alice", "bob"]
+            assert panel.locator(".jp-kremote-admin-summary").inner_text() == (
+                "2 users · 3 clusters · 3 pods · 0 GPUs")
+            row = panel.locator(f'.jp-kremote-admin-user[data-user="bob"] '
+                                f'.jp-kremote-admin-cluster[data-cluster="{extra["id"]}"]')
+            assert row.locator(".jp-kremote-status").inner_text() == "running"
+            screenshot(page, "panel-all-users.png")
+            row.locator(".jp-kremote-shutdown").click()
+            page.locator(".jp-Dialog .jp-Dialog-button", has_text="Shut down").click()
+            row.wait_for(state="detached")
+            assert panel.locator(".jp-kremote-admin-summary").inner_text() == (
+                "2 users · 2 clusters · 2 pods · 0 GPUs")
+            toggle.click()  # back to the admin's own clusters: none
+            panel.locator(".jp-kremote-empty").wait_for()
+            assert panel.locator(".jp-kremote-admin-user").count() == 0
+        finally:
+            browser.close()
+    assert wait_for(lambda: not any(extra["id"] in o or "extra" in o
+                                    for o in _owned(hub.kube, "bob")), 20)
+    assert [c["notebook"] for c in _clusters(hub, "bob")] == ["bob-work.ipynb"]
+
+
 def test_a_restarted_service_adopts_every_users_clusters(hub, kernels):
     before = {u: [c["id"] for c in _clusters(hub, u)] for u in ("alice", "bob")}
     hub.stop_service()
@@ -394,6 +506,8 @@ def test_the_panel_under_the_users_server_after_a_hub_login(hub, kernels):
             assert panel.locator(".jp-kremote-group-title").first.inner_text() == \
                 "alice-work.ipynb"
             panel.locator(".jp-kremote-connection", has_text="live").wait_for()
+            # not an admin: once the service said so (403), no "All users" toggle
+            page.wait_for_selector('#jupyter-kremote-panel[data-admin="no"]', state="attached")
             assert panel.locator(".jp-kremote-admin-toggle").count() == 0
         finally:
             browser.close()

@@ -141,7 +141,8 @@ export function adminView(store: AdminStore): HTMLElement | null {
       h('h3', { className: 'jp-kremote-group-title' },
         h('span', { className: 'jp-kremote-admin-user-name' }, u.user),
         h('span', { className: 'jp-kremote-admin-user-totals' },
-          ` ${u.clusters.length} cluster${u.clusters.length === 1 ? '' : 's'} · ${u.pods} pods` +
+          ` ${u.clusters.length} cluster${u.clusters.length === 1 ? '' : 's'} · ` +
+          `${u.pods} pod${u.pods === 1 ? '' : 's'}` +
           (u.gpus ? ` · ${u.gpus} GPU` : ''))),
       table));
   }
