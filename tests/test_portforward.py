@@ -101,6 +101,20 @@ def test_next_cell_works_after_the_forward_drops(pfkernel, pfsim):
     assert res.status == "ok" and res.stdout == "42\n", res.outputs
 
 
+def test_groups_meet_at_pod_ips_through_port_forward(pfkernel):
+    """A second group through port-forward: the groups' channel addresses are the agents'
+    pod IPs (where they reach each other), not the kernel's 127.0.0.1 listeners."""
+    res = pfkernel.run(f"%remote group add train -n 1 {PF}", timeout=120)
+    assert res.status == "ok", res.outputs
+    res = pfkernel.run("%%remote --group train\nimport os\nprint(os.environ['KREMOTE_HOST'])")
+    train_ip = res.stdout.strip()
+    assert res.status == "ok" and train_ip and train_ip != "127.0.0.1", res.outputs
+    res = pfkernel.run("%%remote --rank 0\nimport jupyter_kremote as kremote\n"
+                       "print(kremote.peers('train'))")
+    assert res.status == "ok", res.outputs
+    assert res.stdout.startswith(f"['{train_ip}:"), res.stdout
+
+
 def test_rbac_without_portforward_is_one_line(pfsim, tmp_path):
     """A Role without pods/portforward: the start fails at once with the API's refusal and
     the right that is missing; nothing is left behind."""
