@@ -308,6 +308,7 @@ class KubernetesBackend:
         except BaseException:
             self._unwatch(kube)
             raise
+        assert endpoints is not None  # only a start waits for Ready
         handle = ClusterHandle(name=name, backend=self.name, key=key, endpoints=endpoints,
                                started=began, deadline=began + ttl, services=services_of(job))
         self._clusters[id(handle)] = kube
@@ -428,7 +429,7 @@ class KubernetesBackend:
                                                 wait_ready=True)
                         except PortForwardError as exc:
                             raise ClusterStartError(self._failure(request, kube, str(exc),
-                                                                  events=False)) from None
+                                                                  with_events=False)) from None
                         if reach is None:  # auto: probe once the agent listens (Ready)
                             continue
                         endpoints = reach
@@ -502,8 +503,8 @@ class KubernetesBackend:
         return endpoints
 
     def _failure(self, request: StartRequest, kube: _Kube, why: str,
-                 events: bool = True) -> str:
-        if not events:
+                 with_events: bool = True) -> str:
+        if not with_events:
             return f"cluster {request.name!r} could not start: {why}"
         end = time.monotonic() + 1.0  # events trail the status a little; give them a moment
         while not kube.state.recent_events(1) and time.monotonic() < end:
