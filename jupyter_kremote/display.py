@@ -90,8 +90,11 @@ def cluster_title(cluster: Any) -> str:
     state = f"ended ({cluster.ended})" if cluster.ended else (
         f"TTL {format_duration(max(left, 0))} left")
     held = " held by the Jupyter server" if getattr(cluster, "shared", False) else ""
+    handle = getattr(cluster, "handle", None)
+    via = "; reached through the API server's port-forward" if handle is not None and any(
+        ep.pod_ip for ep in handle.endpoints) else ""
     return (f"cluster {cluster.name!r} [{cluster.options.backend}{held}] "
-            f"{len(cluster.ranks)} agent(s), {state}")
+            f"{len(cluster.ranks)} agent(s), {state}{via}")
 
 
 def status_table(cluster: Any) -> Table:

@@ -77,6 +77,7 @@ def test_cells_and_variables_through_port_forward(pfkernel, pfsim):
     assert res.stdout == "5999998 24000000\n", res.outputs
     status = pfkernel.run("%remote status").text
     assert "[kubernetes] 2 agent(s)" in status
+    assert "reached through the API server's port-forward" in status
 
 
 def test_stop_button_through_port_forward(pfkernel):
