@@ -358,6 +358,10 @@ class RemoteMagics(Magics):
         return self._start(name, cluster_options(args, env))
 
     def _start(self, name: str, options: ClusterOptions) -> Cluster:
+        why = self.session.ended.pop(name, None)
+        if why:  # it ended while no kernel of this notebook ran (its server stopped, say)
+            print(f"[kremote] cluster {name!r} ended: {why}; starting a new one",
+                  file=sys.stderr)
         progress = StartProgress(name, options.count, options.backend)
         try:
             cluster = self.session.ensure(name, options, progress=progress)

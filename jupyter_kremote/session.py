@@ -388,6 +388,9 @@ class Session:
         self.notebook = notebook or notebook_path(server, self.root)
         self.clusters: dict[str, Cluster] = {}
         self.specs: dict[str, ClusterOptions] = {}
+        #: why this notebook's clusters that the server still lists as ended ended (e.g. "its
+        #: owner's server stopped"), by name: the next cell that starts one says so
+        self.ended: dict[str, str] = {}
         atexit.register(self.shutdown_all)
         if self.server is not None:
             self.reattach()
@@ -399,6 +402,9 @@ class Session:
         names = []
         for model in self.server.request("GET", "clusters")["clusters"]:
             name = model["name"]
+            if model["notebook"] == self.notebook and model["state"] == "ended" \
+                    and model.get("ended"):
+                self.ended[name] = model["ended"]
             if (model["notebook"] != self.notebook or model["state"] != "running"
                     or name in self.clusters):
                 continue

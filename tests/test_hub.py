@@ -525,3 +525,14 @@ def test_stopping_a_users_server_ends_their_clusters(hub, kernels):
     # bob's server runs: his cluster too
     assert [c["state"] for c in _clusters(hub, "bob")] == ["running"]
     assert _owned(hub.kube, "bob")
+    # alice comes back: her notebook's next cell says why her cluster ended, then runs
+    hub.start_servers("alice")
+    kernel = HubKernel(hub, "alice", "alice-work.ipynb")
+    try:
+        assert kernel.run("%load_ext jupyter_kremote") == ("ok", "")
+        status, text = kernel.run(CELL)
+        assert status == "ok", text
+        assert text.startswith("[kremote] cluster 'default' ended: its owner's server stopped; "
+                               "starting a new one\non jupyter-kremote-"), text
+    finally:
+        kernel.close()
