@@ -54,6 +54,7 @@ __all__ = [
     "redact",
     "render_cluster",
     "render_rbac",
+    "render_service_rbac",
     "secret_name",
     "services_of",
     "to_yaml",
@@ -505,6 +506,32 @@ def parse_selector(text: str, option: str = "selector") -> dict[str, str]:
             raise ValueError(f"{option} {part!r}: {problem}; e.g. hub.jupyter.org/username=ann")
         out[key] = value
     return out
+
+
+def render_service_rbac(
+    *,
+    namespace: str,
+    service_account: str = "jupyter-kremote-service",
+    kueue: bool = False,
+    resolver: TemplateResolver | None = None,
+    kube_version: str = DEFAULT_KUBE_VERSION,
+) -> list[dict[str, Any]]:
+    """The hub's kremote service's ServiceAccount, Role and RoleBinding (``service-rbac``),
+    plus the Kueue Role and binding with `kueue`; validated for `kube_version`.
+
+    Example:
+        >>> [d["kind"] for d in render_service_rbac(namespace="jhub")]
+        ['ServiceAccount', 'Role', 'RoleBinding']
+    """
+    check_dns_label(namespace, "namespace")
+    check_dns_subdomain(service_account, "service account")
+    docs = (resolver or TemplateResolver()).load(
+        "service-rbac", {"namespace": namespace, "service_account": service_account})
+    docs = [d for d in docs if kueue or
+            (d["metadata"].get("labels") or {}).get("kremote/rbac-part") != "kueue"]
+    for doc in docs:
+        validate(doc, kube_version)
+    return docs
 
 
 def render_rbac(

@@ -27,6 +27,7 @@ from jupyter_kremote.manifests import (
     redact,
     render_cluster,
     render_rbac,
+    render_service_rbac,
     secret_name,
     to_yaml,
     validate,
@@ -41,8 +42,8 @@ from jupyter_kremote.templates import (
 )
 
 KUBE = "1.33.0"
-BUILTINS = ["base", "gpu", "kueue", "object-storage", "pip-install", "rbac", "shm",
-            "tensorboard"]
+BUILTINS = ["base", "gpu", "kueue", "object-storage", "pip-install", "rbac", "service-rbac",
+            "shm", "tensorboard"]
 LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 REPO = Path(__file__).resolve().parent.parent
 
@@ -302,6 +303,22 @@ def test_rbac_objects_and_minimal_verbs() -> None:
     assert custom[0]["metadata"]["name"] == custom[2]["subjects"][0]["name"] == "hub-user"
 
 
+def test_service_rbac_objects_and_optional_kueue_rules() -> None:
+    docs = render_service_rbac(namespace="jhub", service_account="hub", kube_version=KUBE)
+    assert [d["kind"] for d in docs] == ["ServiceAccount", "Role", "RoleBinding"]
+    assert docs[2]["subjects"] == [{"kind": "ServiceAccount", "name": "hub",
+                                    "namespace": "jhub"}]
+    groups = {g for rule in docs[1]["rules"] for g in rule["apiGroups"]}
+    assert groups == {"", "batch", "networking.k8s.io"}  # no port-forward, doctor or Kueue
+    resources = {r for rule in docs[1]["rules"] for r in rule["resources"]}
+    assert "pods/portforward" not in resources and "resourcequotas" not in resources
+    with_kueue = render_service_rbac(namespace="jhub", kueue=True, kube_version=KUBE)
+    assert [d["metadata"]["name"] for d in with_kueue[3:]] == [
+        "jupyter-kremote-service-kueue", "jupyter-kremote-service-kueue"]
+    with pytest.raises(TemplateError, match="not one Job fragment"):
+        render(PodSpec(templates=["service-rbac"]))
+
+
 def test_rbac_is_not_a_job_fragment() -> None:
     with pytest.raises(TemplateError, match="holds ServiceAccount, Role, RoleBinding, not one Job"):
         render(PodSpec(templates=["rbac"]))
@@ -545,7 +562,7 @@ def test_unknown_template_lists_what_exists(tmp_path: Path) -> None:
         TemplateResolver().locate("gpux")
     assert str(info.value) == (
         "unknown template 'gpux'; available: base, gpu, kueue, object-storage, pip-install, "
-        "rbac, shm, tensorboard (or a path to a .yaml file)"
+        "rbac, service-rbac, shm, tensorboard (or a path to a .yaml file)"
     )
     write(tmp_path / "big-gpu.yaml", "a: 1\n")
     with pytest.raises(TemplateError, match=r"available: base, big-gpu, gpu,"):
