@@ -45,7 +45,8 @@ def _values() -> dict:
 
 def test_the_docs_manifests_are_valid_and_apply(tmp_path):
     manifests = _manifests()
-    assert {"Deployment", "Service", "Secret"} <= {m["kind"] for m in manifests}
+    assert {"Deployment", "Service", "Secret", "ServiceAccount", "Role", "RoleBinding",
+            "NetworkPolicy"} <= {m["kind"] for m in manifests}
     for doc in manifests:
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
     if not shutil.which("kubectl"):
@@ -56,7 +57,8 @@ def test_the_docs_manifests_are_valid_and_apply(tmp_path):
         for ns in namespaces:
             sim.ks.call("create", {"apiVersion": "v1", "kind": "Namespace", "metadata": {
                 "name": ns, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
-        for doc in manifests:
+        # the RBAC section's ServiceAccount first: the Deployment's pods run as it
+        for doc in sorted(manifests, key=lambda m: m["kind"] != "ServiceAccount"):
             if doc["kind"] in NOT_SERVED:
                 continue
             dry = doc["kind"] == "Deployment"
@@ -68,10 +70,6 @@ def test_the_docs_manifests_are_valid_and_apply(tmp_path):
                        "spec": template["spec"]}
                 assert doc["metadata"]["labels"] == doc["metadata"]["labels"] | \
                     _manifests_by_kind("Deployment")["spec"]["selector"]["matchLabels"]
-            if doc["kind"] == "Pod":  # its ServiceAccount comes from the RBAC section
-                sim.ks.call("create", {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {
-                    "name": doc["spec"]["serviceAccountName"],
-                    "namespace": doc["metadata"]["namespace"]}})
             path = tmp_path / f"{doc['kind']}.json"
             path.write_text(json.dumps(doc))
             out = subprocess.run(

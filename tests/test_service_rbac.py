@@ -147,3 +147,34 @@ def _replace_role(admin: str, role: dict[str, Any]) -> None:
                           "-f", "-"], input=json.dumps(role), capture_output=True, text=True,
                          timeout=30, check=False)
     assert out.returncode == 0, out.stderr
+
+
+def test_the_deploy_docs_show_the_role_and_a_policy_as_rendered():
+    """docs/deploy-jupyterhub.md's RBAC and NetworkPolicy blocks are the product's own
+    renders (test_deploy_docs validates them strictly and applies them to kubesim)."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from jupyter_kremote.manifests import (
+        make_network_policy,
+        render_cluster,
+        render_service_rbac,
+    )
+    from jupyter_kremote.spec import PodSpec
+    from jupyter_kremote.templates import TemplateResolver
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "deploy-jupyterhub.md").read_text()
+    docs = [d for block in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)
+            for d in yaml.safe_load_all(block) if d and "kind" in d]
+    rbac = [d for d in docs if d["metadata"]["name"] == "jupyter-kremote-service"
+            or (d["kind"] == "ServiceAccount" and d["metadata"]["name"] == "jupyter-kremote")]
+    assert rbac == render_service_rbac(namespace="jhub", service_account="jupyter-kremote")
+    (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    _, job = render_cluster(PodSpec(count=2), cluster_id="train-3f2a1c", user="alice",
+                            notebook="train.ipynb", resolver=TemplateResolver(),
+                            namespace="jhub", key="00", family="train")
+    assert policy == make_network_policy(
+        job, owner_selector={"hub.jupyter.org/username": "alice"},
+        holder_selector={"app.kubernetes.io/name": "kremote-service"})
