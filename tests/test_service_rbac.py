@@ -55,9 +55,10 @@ def granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
 
 @pytest.mark.asyncio
 async def test_the_service_works_with_its_role_and_uses_every_verb(service_sim, tmp_path):
-    from jupyter_kremote.manifests import render_service_rbac
     from jupyter_kremote_server.manager import ClusterManager, Limits
     from jupyter_kremote_server.sweep import Sweep
+
+    from jupyter_kremote.manifests import render_service_rbac
 
     ks, admin = service_sim
     ks.call("create", {"apiVersion": "v1", "kind": "ConfigMap",
@@ -121,11 +122,12 @@ async def test_the_service_works_with_its_role_and_uses_every_verb(service_sim, 
 @pytest.mark.asyncio
 async def test_without_its_network_policy_rule_a_start_fails_in_one_line(service_sim,
                                                                          tmp_path):
-    from jupyter_kremote.manifests import render_service_rbac
     from jupyter_kremote_server.manager import ClusterManager, Limits
     from jupyter_kremote_server.models import StartFailed
 
-    ks, admin = service_sim
+    from jupyter_kremote.manifests import render_service_rbac
+
+    _, admin = service_sim
     role = render_service_rbac(namespace="default")[1]
     role["rules"] = [r for r in role["rules"] if "networkpolicies" not in r["resources"]]
     await asyncio.to_thread(_replace_role, admin, role)
