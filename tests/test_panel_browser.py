@@ -10,6 +10,7 @@ unit tests (jest) and the wheel shipping the built extension.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -121,8 +122,16 @@ def chromium_path() -> str:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, chromium_path) -> Iterator[Lab]:
+    with running_lab(tmp_path_factory.mktemp("lab")) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def running_lab(base: Path, more_env: dict[str, str] | None = None,
+                args: tuple[str, ...] = ("--KRemoteApp.backend=local",)) -> Iterator[Lab]:
+    """A ``jupyter lab`` in ``base``/root with demo.ipynb (``more_env``: variables, ``args``:
+    more flags); at the end it is stopped with SIGINT and no agent is left."""
     build_labextension()
-    base = tmp_path_factory.mktemp("lab")
     root = base / "root"
     root.mkdir()
     # the labextension from this working tree, found first through JUPYTER_PATH
@@ -163,6 +172,7 @@ def lab(tmp_path_factory, chromium_path) -> Iterator[Lab]:
         "PYTHONPATH": os.pathsep.join(
             [str(ROOT), str(ROOT / "server_ext"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
     })
+    env.update(more_env or {})
     log = open(base / "lab.log", "w")  # noqa: SIM115 - closed at teardown
     jupyter = Path(sys.executable).parent / "jupyter"
     proc = subprocess.Popen(
@@ -174,7 +184,7 @@ def lab(tmp_path_factory, chromium_path) -> Iterator[Lab]:
          f"--LabApp.user_settings_dir={base / 'settings'}",
          "--ServerApp.jpserver_extensions=jupyter_kremote_server=True",
          "--ServerApp.jpserver_extensions=ipyparallel=False",
-         "--KRemoteApp.backend=local", "--KRemoteApp.default_ttl=3600",
+         *args, "--KRemoteApp.default_ttl=3600",
          "--KRemoteApp.max_ttl=86400", "--KRemoteApp.telemetry_interval=1"],
         cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"

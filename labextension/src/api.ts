@@ -25,6 +25,14 @@ export function apiUrl(settings: ServerConnection.ISettings, ...parts: string[])
   return URLExt.join(settings.baseUrl, API_PATH, ...parts);
 }
 
+/** The address of a cluster's service (its model's `path`) on this server, behind its login. */
+export function serviceUrl(
+  path: string,
+  settings: ServerConnection.ISettings = ServerConnection.makeSettings()
+): string {
+  return URLExt.join(settings.baseUrl, path);
+}
+
 /** The raw Response of a request to the API; throws ApiError unless it is a 2xx. */
 export async function requestRaw(
   path: string,

@@ -19,6 +19,7 @@ import {
   ratioPercent,
   sparklinePoints
 } from './format';
+import { serviceUrl } from './api';
 import { ClusterStore } from './model';
 import { groupByNotebook, ICard, IState, mapsOf, mergeEvents } from './state';
 import type {
@@ -27,6 +28,7 @@ import type {
   IGpuSample,
   IMapSummary,
   IPodRow,
+  IService,
   ITelemetrySample
 } from './types';
 
@@ -292,6 +294,10 @@ export class ClustersPanel extends Widget {
       h('dt', {}, 'age'),
       h('dd', { className: 'jp-kremote-age', 'data-since': c.created }, formatAge(c.created, now))
     );
+    const services = card.groups.flatMap(g => g.services ?? []);
+    if (services.length) {
+      meta.append(h('dt', {}, 'services'), this._services(services));
+    }
     const el = h(
       'article',
       {
@@ -330,6 +336,31 @@ export class ClustersPanel extends Widget {
       (all: IClusterEvent[], g) => mergeEvents(all, g.events ?? []), []);
     el.append(this._events({ ...c, events }));
     return el;
+  }
+
+  /** Links to rank 0's services (TensorBoard...), opened in a new tab through this server. */
+  private _services(services: IService[]): HTMLElement {
+    const dd = h('dd', { className: 'jp-kremote-services' });
+    services.forEach((s, i) => {
+      if (i) {
+        dd.append(', ');
+      }
+      dd.append(
+        h(
+          'a',
+          {
+            className: 'jp-kremote-service',
+            href: serviceUrl(s.path),
+            target: '_blank',
+            rel: 'noopener',
+            'data-service': s.name,
+            title: `rank 0's port ${s.port}, through this Jupyter server`
+          },
+          s.name
+        )
+      );
+    });
+    return dd;
   }
 
   /** Parallel maps, newest first: done / running / failed counts and a progress bar. */

@@ -44,6 +44,14 @@ export interface IClusterEvent {
   message: string;
 }
 
+/** A service of rank 0 (a port named `kremote-<name>`), reached through the server's proxy. */
+export interface IService {
+  name: string;
+  port: number;
+  /** `kremote/proxy/<id>/<name>/`, relative to the server's base URL. */
+  path: string;
+}
+
 /** The cluster model. */
 export interface ICluster {
   id: string;
@@ -62,6 +70,7 @@ export interface ICluster {
   pods: IPodRow[];
   warnings?: string[];
   events?: IClusterEvent[];
+  services?: IService[];
   templates?: string[];
   namespace?: string | null;
   /** This record's pod group ("main" by default); the groups of a cluster share `family`. */

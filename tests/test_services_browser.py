@@ -1,0 +1,127 @@
+"""A cluster's service in a real JupyterLab: the panel's link and ``%remote open`` open the page
+that rank 0's pod serves, through the user's own Jupyter server.
+
+kubesim runs the pods (RBAC on, the product holding only the shipped Role); the template is
+tests/test_services.py's web app on a port named ``kremote-web``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from conftest import wait_for
+from test_kubernetes import managed, start_sim
+from test_panel_browser import (  # noqa: F401 - browser, chromium_path, page are fixtures
+    Lab,
+    browser,
+    chromium_path,
+    open_lab,
+    open_panel_from_palette,
+    page,
+    running_lab,
+    screenshot,
+    widen_sidebar,
+)
+from test_services import web_template
+
+
+def left(admin: str) -> list[str]:
+    """What kremote made that still exists (asked from a thread: Playwright's loop runs here)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(managed, admin).result()
+
+
+@pytest.fixture(scope="module")
+def kube_lab(tmp_path_factory, chromium_path) -> Iterator[tuple[Lab, str]]:  # noqa: F811
+    """JupyterLab whose clusters run on kubesim; with the admin's kubeconfig for checks."""
+    sim = start_sim(tmp_path_factory.mktemp("sim"), pod_ips="unique")
+    try:
+        with running_lab(tmp_path_factory.mktemp("lab"),
+                         {"KREMOTE_KUBECONFIG": sim.kubeconfig},
+                         ("--KRemoteApp.backend=kubernetes",)) as lab:
+            try:
+                yield lab, sim.admin
+            finally:  # Kubernetes clusters outlive their server (keep_on_exit): end them
+                for c in lab.api("GET", "clusters")["clusters"]:
+                    lab.api("DELETE", f"clusters/{c['id']}")
+        assert wait_for(lambda: not left(sim.admin), 30), left(sim.admin)
+    finally:
+        sim.ks.stop()
+
+
+@pytest.mark.timeout(300)
+def test_panel_link_opens_the_page_rank_0_serves(kube_lab, page) -> None:  # noqa: F811
+    lab, admin = kube_lab
+    template = web_template(lab.root)
+    cells = ["%load_ext jupyter_kremote",
+             (f"%%remote --backend kubernetes -t {template} --cpu 100m --mem 100Mi\n"
+              "print('cluster up')"),
+             "%remote open web"]
+    nb = {"cells": [{"cell_type": "code", "metadata": {}, "execution_count": None,
+                     "outputs": [], "source": src} for src in cells],
+          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                      "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    (lab.root / "web.ipynb").write_text(json.dumps(nb))
+    open_lab(page, lab, "lab/tree/web.ipynb")
+    notebook = page.locator(".jp-Notebook:visible")
+    notebook.locator(".jp-Cell").first.wait_for()
+    page.wait_for_function(
+        "() => { const w = window.jupyterapp.shell.currentWidget;"
+        " return w && w.sessionContext && w.sessionContext.session"
+        " && w.sessionContext.kernelDisplayStatus === 'idle'; }", timeout=60_000)
+    started = notebook.locator(".jp-InputPrompt", has_text="[1]")
+    for _ in range(3):  # a run-all sent while the notebook still settles can be dropped
+        page.evaluate(
+            "() => { void window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+        try:
+            started.first.wait_for(timeout=15_000)
+            break
+        except Exception:  # noqa: BLE001, S112 - Playwright's TimeoutError: try again
+            continue
+    notebook.locator(".jp-OutputArea-output", has_text="cluster up").wait_for(timeout=120_000)
+
+    # %remote open: a link in the cell's output, to this server's proxy route
+    [model] = [c for c in lab.api("GET", "clusters")["clusters"]
+               if c["notebook"] == "web.ipynb"]
+    path = f"/kremote/proxy/{model['id']}/web/"
+    assert model["services"] == [{"name": "web", "port": 8642, "path": path[1:]}]
+    opened = notebook.locator(f".jp-OutputArea-output a[href='{path}']")
+    opened.wait_for(timeout=30_000)
+    assert opened.inner_text() == "web"
+
+    # the panel: the card lists the service; its link opens the page rank 0's pod serves
+    open_panel_from_palette(page)
+    widen_sidebar(page)
+    card = page.locator("#jupyter-kremote-panel article.jp-kremote-card"
+                        "[aria-label='cluster default']")
+    link = card.locator("a.jp-kremote-service[data-service='web']")
+    link.wait_for(timeout=30_000)
+    assert link.get_attribute("href") == lab.url.rstrip("/") + path
+    screenshot(page, "panel-service.png")
+    rank0 = model["pods"][0]["name"]
+    for _ in range(50):  # the app starts beside the agent: until it listens, 502
+        with page.context.expect_page() as popup_info:
+            link.click()
+        tab = popup_info.value
+        tab.wait_for_load_state()
+        text = tab.locator("body").inner_text()
+        if "served by pod" in text:
+            break
+        assert text.startswith("502 Bad Gateway"), text
+        tab.close()
+        page.wait_for_timeout(200)
+    assert tab.url.endswith(path)
+    assert tab.locator("#where").inner_text().startswith(f"served by pod {rank0} rank 0 from ")
+    assert tab.title() == "kremote web service"
+    screenshot(tab, "service-page.png")
+    tab.close()
+
+    # shut down from the panel: the link goes with the cluster
+    card.locator(".jp-kremote-shutdown").click()
+    page.locator(".jp-Dialog .jp-Dialog-button", has_text="Shut down").click()
+    card.wait_for(state="detached", timeout=30_000)
+    assert wait_for(lambda: not left(admin), 30)
