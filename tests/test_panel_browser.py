@@ -216,6 +216,18 @@ def running_lab(base: Path, more_env: dict[str, str] | None = None,
             f"agents left behind: {[p for p in pids if alive(p)]}"
 
 
+@pytest.fixture
+def jp_asyncio_loop() -> None:
+    """Stands in for pytest-jupyter's autouse fixtures (this one and `jp_server_cleanup`),
+    which other test modules register for the whole session: Playwright's sync API runs a
+    loop of its own here, which they would try to close or run."""
+
+
+@pytest.fixture
+def jp_server_cleanup() -> None:
+    """See `jp_asyncio_loop`: no in-process Jupyter server here to clean up."""
+
+
 @pytest.fixture(scope="module")
 def browser(chromium_path):
     from playwright.sync_api import sync_playwright

@@ -14,10 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from conftest import wait_for
 from test_kubernetes import managed, start_sim
-from test_panel_browser import (  # noqa: F401 - browser, chromium_path, page are fixtures
+from test_panel_browser import (  # noqa: F401 - browser, chromium_path, page... are fixtures
     Lab,
     browser,
     chromium_path,
+    jp_asyncio_loop,
+    jp_server_cleanup,
     open_lab,
     open_panel_from_palette,
     page,
