@@ -128,7 +128,7 @@ class KRemoteApp(ClusterSettings, ExtensionApp):
     def initialize_handlers(self) -> None:
         service = self.hub_service
         if service is not None:
-            self.handlers.extend(forward_handlers)
+            self.handlers.extend(forward_handlers + proxy_handlers)
             self.log.info("kremote: hub mode, clusters held by the service at %s", service.url)
         else:
             self.handlers.extend(default_handlers + admin_handlers + proxy_handlers)

@@ -22,7 +22,7 @@ from tornado import httpclient, httputil, iostream, web, websocket
 
 from .handlers import _ManagerMixin
 from .models import ApiError
-from .services import PROXY_PATH, ServiceTarget
+from .services import PROXY_PATH, ServiceTarget, target_from_service
 
 _ID = r"(?P<cluster_id>[A-Za-z0-9][A-Za-z0-9._-]*)"
 _NAME = r"(?P<name>[a-z0-9][-a-z0-9]*)"
@@ -63,7 +63,10 @@ class ServiceProxyHandler(_ManagerMixin, ExtensionHandlerMixin, JupyterHandler,
                 raise
 
     async def _target(self, cluster_id: str, name: str) -> ServiceTarget:
+        hub = self.settings.get("kremote_hub_service")
         try:
+            if hub is not None:  # hub mode: the service holds the cluster
+                return await target_from_service(hub, cluster_id, name)
             return await self.manager.service(cluster_id, name)
         except ApiError as exc:  # 404 unknown cluster or service, 409 ended
             raise web.HTTPError(exc.status, str(exc)) from None

@@ -8,11 +8,12 @@ local port-forward listener where the server reaches its agents through port-for
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from .models import NotFound
+from .models import ApiError, NotFound
 
 PROXY_PATH = "kremote/proxy"
 
@@ -62,6 +63,42 @@ def listing(cluster_id: str, cluster: Any) -> list[dict[str, Any]]:
             for name, port in sorted(found.items())]
 
 
+def missing(cluster_id: str, name: str, found: Any) -> NotFound:
+    """The 404 for a service the cluster lacks, naming those it has."""
+    have = ", ".join(sorted(found)) or "none (no port named kremote-<name>)"
+    return NotFound(f"cluster {cluster_id!r} has no service {name!r}; its services: {have}")
+
+
+async def target_from_service(hub: Any, cluster_id: str, name: str) -> ServiceTarget:
+    """Hub mode: the hub's kremote service holds the cluster; this server asks it for the
+    model and rank 0's address, then reaches the pod itself (the cluster's NetworkPolicy
+    admits its owner's notebook pod). The service's refusals keep their status."""
+    from tornado import httpclient
+
+    async def get(path: str) -> dict[str, Any]:
+        try:
+            resp = await httpclient.AsyncHTTPClient().fetch(
+                hub.api_url(path), headers=hub.headers, request_timeout=30)
+        except httpclient.HTTPClientError as exc:
+            try:
+                message = json.loads(exc.response.body)["message"]  # type: ignore[union-attr]
+            except (AttributeError, ValueError, KeyError, TypeError):
+                message = str(exc)
+            error = ApiError(message)
+            error.status = exc.code
+            raise error from None
+        return json.loads(resp.body)  # type: ignore[no-any-return]
+
+    model = await get(f"clusters/{cluster_id}")
+    ports = {s["name"]: s["port"] for s in model.get("services") or []}
+    if name not in ports:
+        raise missing(cluster_id, name, ports)
+    endpoints = (await get(f"clusters/{cluster_id}/connection")).get("endpoints") or []
+    if not endpoints:
+        raise NotFound(f"cluster {cluster_id!r} has no rank 0")
+    return ServiceTarget(cluster_id, name, endpoints[0]["host"], ports[name])
+
+
 def target(cluster_id: str, name: str, cluster: Any) -> ServiceTarget:
     """The service `name` of the running `cluster`; NotFound names the services it has.
 
@@ -70,8 +107,7 @@ def target(cluster_id: str, name: str, cluster: Any) -> ServiceTarget:
     handle = cluster.handle
     found = getattr(handle, "services", None) or {}
     if name not in found:
-        have = ", ".join(sorted(found)) or "none (no port named kremote-<name>)"
-        raise NotFound(f"cluster {cluster_id!r} has no service {name!r}; its services: {have}")
+        raise missing(cluster_id, name, found)
     if not handle.endpoints:
         raise NotFound(f"cluster {cluster_id!r} has no rank 0")
     address = getattr(cluster.backend, "service_address", None)
