@@ -193,9 +193,16 @@ async def test_orphan_sweep_removes_what_no_owner_reference_covers(kernel, sim, 
 
     async def users() -> set[str]:
         return {USER}  # bob is gone from the hub
-    found = await Sweep(backend, grace=0, held=lambda: set(), users=users).once()
+    # the service after a restart: what it adopted is held, so it stays
+    service = ClusterManager(Limits(backend="kubernetes", user=USER), root=str(tmp_path))
+    assert len(await service.adopt()) == 1
+    assert service.held_jobs() == {job["metadata"]["name"]}
+    found = await Sweep(backend, grace=0, held=service.held_jobs, users=users).once()
+    assert (found.jobs, found.secrets) == ([], ["jupyter-kremote-bobs-key"])
+    # ... and once it no longer holds the cluster, the Job goes, with all it owns
+    await service.close(keep=("kubernetes",))
+    found = await Sweep(backend, grace=0, held=service.held_jobs, users=users).once()
     assert found.jobs == [job["metadata"]["name"]]
-    assert "jupyter-kremote-bobs-key" in found.secrets
     assert await asyncio.to_thread(wait_for, lambda: not managed(sim.admin), 30)
     assert await asyncio.to_thread(wait_for, lambda: not sim.ks.call("processes"), 30)
     res = await asyncio.to_thread(kernel.run, "%%remote\nprint(x)")

@@ -103,6 +103,7 @@ class KubernetesBackend:
     def __init__(self, settings: KubeSettings | None = None) -> None:
         self.settings = settings or KubeSettings()
         self._clusters: dict[int, _Kube] = {}
+        self._starting: set[str] = set()  # Jobs of starts in progress (queued ones too)
         self._service_lock = threading.Lock()  # one forward per service, whoever asks first
 
     @property
@@ -215,11 +216,13 @@ class KubernetesBackend:
             kube.on_preempt = request.spec.on_preempt
             kube.rejoin = (request, key, curve_public, client_secret)
         started = time.time()
+        self._starting.add(kube.job)
         try:
             kl.run(self._create(kl, ns, secret_doc, job_doc, *policy), timeout=60)
             self._watch(kl, kube, label)
             endpoints = self._wait_ready(request, kube, key, curve_public, client_secret)
         except BaseException:
+            self._starting.discard(kube.job)
             self._teardown(kube)
             raise
         # the TTL is the Job's activeDeadlineSeconds, which counts from its startTime (set
@@ -232,7 +235,13 @@ class KubernetesBackend:
                                deadline=started + request.spec.ttl,
                                services=services_of(job_doc))
         self._clusters[id(handle)] = kube
+        self._starting.discard(kube.job)
         return handle
+
+    def held_jobs(self) -> set[str]:
+        """The Jobs of the clusters this backend holds or is starting (the orphan sweep
+        leaves them alone)."""
+        return {k.job for k in list(self._clusters.values())} | set(self._starting)
 
     @staticmethod
     def _watch(kl: KubeLoop, kube: _Kube, label: str) -> None:

@@ -99,6 +99,12 @@ class ClusterManager:
                                user=self.limits.user)
         self.sweep.start(interval)
 
+    def held_jobs(self) -> set[str]:
+        """The Kubernetes Jobs of the clusters this manager holds or is starting."""
+        backend = self._backends.get("kubernetes")
+        held = getattr(backend, "held_jobs", None)
+        return held() if held is not None else set()
+
     # -- the live view: one monitor for every client ------------------------------------------
     def start_monitor(self) -> None:
         self.monitor.start()

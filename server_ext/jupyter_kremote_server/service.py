@@ -40,6 +40,7 @@ from .manager import ClusterManager, Limits
 from .owners import OwnerWatch
 from .service_handlers import HubAdmins, hub_auth, service_handlers
 from .settings import ClusterSettings
+from .sweep import Sweep
 
 log = logging.getLogger("jupyter_kremote_server")
 
@@ -108,6 +109,7 @@ class KRemoteService(ClusterSettings, HubLimits, Application):
         self.hub_auth = hub_auth()
         self.owners = OwnerWatch(self)
         self._tasks: list[asyncio.Task] = []
+        self.sweep: Sweep | None = None
         self.ready = asyncio.Event()  # set once adoption is done: requests wait for it
 
     # -- each user's manager -------------------------------------------------------------------
@@ -161,6 +163,7 @@ class KRemoteService(ClusterSettings, HubLimits, Application):
         self.ready.set()
         self._tasks = [loop.create_task(self._cull_forever()),
                        loop.create_task(self.owners.run())]
+        self.start_sweep()
         await stop.wait()
         server.stop()
         await self.close()
@@ -189,6 +192,17 @@ class KRemoteService(ClusterSettings, HubLimits, Application):
             log.info("kremote: adopted %s", ", ".join(adopted))
         return adopted
 
+    def start_sweep(self) -> None:
+        """Once adoption is done: every ``sweep_interval`` s, delete kremote's Jobs that no
+        user's manager holds and Secrets without their Job (`sweep.py`). Not with one
+        namespace per user (each user's manager would have to sweep its own)."""
+        if self.backend != "kubernetes" or "{username}" in self.namespace:
+            return
+        self.sweep = Sweep(get_backend("kubernetes"), self.namespace or None,
+                           held=lambda: set().union(*(m.held_jobs()
+                                                      for m in list(self.managers.values()))))
+        self.sweep.start(self.sweep_interval)
+
     async def _cull_forever(self) -> None:
         while True:
             await asyncio.sleep(self.cull_interval)
@@ -204,6 +218,8 @@ class KRemoteService(ClusterSettings, HubLimits, Application):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.sweep is not None:
+            await self.sweep.close()
         await asyncio.gather(*(m.close(keep=("kubernetes",)) for m in self.managers.values()),
                              return_exceptions=True)
 

@@ -51,7 +51,7 @@ def find_orphans(jobs: list[dict[str, Any]], secrets: list[dict[str, Any]], *, n
                  users: set[str] | None = None) -> Orphans:
     """The orphans among kremote's ``jobs`` and ``secrets`` (API objects as dicts).
 
-    ``held``: the cluster labels the caller holds (None: unknown, no Job is judged by it);
+    ``held``: the names of the Jobs the caller holds (None: unknown, no Job is judged by it);
     ``users``: the user labels that still exist (None: unknown).
     """
     def labels(obj: dict[str, Any]) -> dict[str, str]:
@@ -67,7 +67,7 @@ def find_orphans(jobs: list[dict[str, Any]], secrets: list[dict[str, Any]], *, n
     for job in jobs:
         lab = labels(job)
         gone_user = user_labels is not None and lab.get(LABEL_USER) not in user_labels
-        not_held = held is not None and lab.get(LABEL_CLUSTER) not in held
+        not_held = held is not None and job["metadata"]["name"] not in held
         if settled(job) and (gone_user or not_held):
             found.jobs.append(job["metadata"]["name"])
         elif not job["metadata"].get("deletionTimestamp"):
