@@ -275,7 +275,10 @@ def test_remote_open_prints_the_link_through_the_users_server(sim, tmp_path):  #
     session, k = srv.open_notebook("work/web.ipynb", root / "work")
     try:
         assert k.run("%load_ext jupyter_kremote").status == "ok"
-        res = k.run(f"%%remote --backend kubernetes -t {template} --cpu 100m --mem 100Mi\n"
+        # with -t tensorboard too: TensorBoard is not installed here, so its command fails on
+        # rank 0 and the agent carries on
+        res = k.run(f"%%remote --backend kubernetes -t {template} -t tensorboard --cpu 100m "
+                    "--mem 100Mi\n"
                     "print('up')", timeout=120)
         assert res.status == "ok", res.traceback_text
         res = k.run("%remote open web")
@@ -297,12 +300,26 @@ def test_remote_open_prints_the_link_through_the_users_server(sim, tmp_path):  #
 
         assert wait_for(lambda: "served by pod" in page(), 30)
         assert " rank 0 from " in page()
-        # without a name: every service; a name it lacks: a one-line error naming them
-        assert k.run("%remote open").text.endswith(f"web: {url}\n")
-        res = k.run("%remote open tensorboard")
+        # without a name: every service; a template's name: the services it declares
+        tb = f"{srv.url}kremote/proxy/web-default/tb/"
+        assert k.run("%remote open").text == (
+            f"cluster 'default': services\ntb: {tb}\nweb: {url}\n")
+        assert k.run("%remote open tensorboard").text == f"cluster 'default': service\ntb: {tb}\n"
+        # a name it lacks: a one-line error naming them
+        res = k.run("%remote open board")
         assert res.status == "error"
-        assert res.stderr == ("UsageError: cluster 'default' has no service 'tensorboard'; its "
-                              "services: web\n")
+        assert res.stderr == ("UsageError: cluster 'default' has no service 'board'; its "
+                              "services: tb, web\n")
+        # a service that is not listening: the proxy says so in one line
+        req = urllib.request.Request(tb, headers={"Authorization": f"token {TOKEN}"})
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(req, timeout=30)
+        assert info.value.code == 502
+        message = info.value.read().decode()
+        assert message.startswith("502 Bad Gateway: service 'tb' of cluster 'web-default' does "
+                                  "not answer at "), message
+        assert message.count("\n") == 1
+        assert k.run("%%remote\nprint('agent still fine')").stdout == "agent still fine\n"
         assert k.run("%remote shutdown").status == "ok"
     finally:
         k.kc.stop_channels()
