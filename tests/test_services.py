@@ -197,6 +197,18 @@ async def test_proxy_serves_rank_0s_service_over_http_and_websocket(
                           raise_error=False)
     assert resp.code == 302 and resp.headers["Location"] == f"{prefix}/"
 
+    # the answer is streamed: the first chunk arrives while the app still holds the rest
+    chunks: list[bytes] = []
+    streamed = asyncio.ensure_future(page("stream", streaming_callback=chunks.append))
+    for _ in range(300):
+        if b"".join(chunks).endswith(b"\n") or streamed.done():
+            break
+        await asyncio.sleep(0.05)
+    assert b"".join(chunks) == b"first chunk\n" and not streamed.done()
+    await page("release", method="POST", body="")
+    await streamed
+    assert b"".join(chunks) == b"first chunk\nlast chunk\n"
+
     # WebSocket, both ways
     ws = await jp_ws_fetch("kremote", "proxy", cid, "web", "ws")
     await ws.write_message("ping")

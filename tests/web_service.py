@@ -2,7 +2,8 @@
 
 ``python web_service.py PORT`` serves on the pod IP ($KREMOTE_HOST): ``/`` a page naming its
 pod, rank and working folder and the request headers it got; ``/echo`` (POST) the body back;
-``/ws`` a WebSocket echo; ``/go`` a redirect to ``/``.
+``/ws`` a WebSocket echo; ``/go`` a redirect to ``/``; ``/stream`` a first chunk at once and
+the last after a POST to ``/release``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,24 @@ class Echo(web.RequestHandler):
         self.finish(b"echo: " + self.request.body)
 
 
+class Stream(web.RequestHandler):
+    """``/stream``: one chunk at once, the rest only after ``/release`` (a streamed answer)."""
+
+    released = asyncio.Event()
+
+    async def get(self) -> None:
+        self.write("first chunk\n")
+        await self.flush()
+        await Stream.released.wait()
+        self.finish("last chunk\n")
+
+
+class Release(web.RequestHandler):
+    def post(self) -> None:
+        Stream.released.set()
+        self.finish("released")
+
+
 class Go(web.RequestHandler):
     def get(self) -> None:
         self.redirect("/")
@@ -42,7 +61,8 @@ class Ws(websocket.WebSocketHandler):
 
 
 async def main(port: int) -> None:
-    app = web.Application([(r"/", Page), (r"/echo", Echo), (r"/go", Go), (r"/ws", Ws)])
+    app = web.Application([(r"/", Page), (r"/echo", Echo), (r"/go", Go), (r"/ws", Ws),
+                           (r"/stream", Stream), (r"/release", Release)])
     app.listen(port, address=os.environ.get("KREMOTE_HOST", "127.0.0.1"))
     await asyncio.Event().wait()
 
