@@ -155,7 +155,9 @@ class StartProgress:
         self.live.show(Table(self.title, ["AFTER", "STAGE"], self.rows, frozenset({0})).bundle())
 
     def ready(self, line: str) -> None:
-        self.live.show(Table(line).bundle())
+        # how long Kueue kept it queued stays in sight once the table gives way to the line
+        kept = [row[1] for row in self.rows if row[1].startswith("admitted after ")]
+        self.live.show(Table(line + (f"; {kept[-1]}" if kept else "")).bundle())
 
     @property
     def elapsed(self) -> float:

@@ -185,3 +185,41 @@ def test_visibility_api_needs_its_rbac_rule(kueue: Any, tmp_path: Any) -> None:
     assert json.loads(reader.ok("get", "--raw", path))["items"] == []
     assert "not found" in reader.fails("get", "--raw", path.replace("/team/", "/nope/"))
     admin.ok("delete", "namespace", "vis", "--wait=false")
+
+
+def test_the_deploy_docs_kueue_examples_apply_and_admit(kueue: Any) -> None:
+    """docs/deploy-jupyterhub.md's Kueue section: its manager configuration parses with
+    waitForPodsReady on, and its queues apply (kubectl) and admit a team's queued Job."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    _ks, admin = kueue
+    text = (Path(__file__).resolve().parents[1] / "docs" / "deploy-jupyterhub.md").read_text()
+    section = text.split("\n## Kueue\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
+    docs = [d for b in blocks for d in yaml.safe_load_all(b) if d]
+    config = next(d for d in docs if d["kind"] == "Configuration")
+    assert config["waitForPodsReady"]["enable"] is True
+    objects = [d for d in docs if d["kind"] != "Configuration"]
+    assert {d["kind"] for d in objects} >= {"ClusterQueue", "LocalQueue", "ResourceFlavor",
+                                           "WorkloadPriorityClass"}
+    admin.ok("apply", "--validate=false", "-f", "-",
+             stdin="\n---\n".join(yaml.safe_dump(d) for d in objects))
+    assert admin.ok("get", "clusterqueues", "-o", "name").split() == [
+        "clusterqueue.kueue.x-k8s.io/team-a-gpus", "clusterqueue.kueue.x-k8s.io/team-b-gpus"]
+    assert admin.json("get", "localqueue", "gpus", "-n", "team-a")["spec"] == {
+        "clusterQueue": "team-a-gpus"}
+    train = job("team-a", "train", priority="urgent")
+    train["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] = "gpus"
+    train["spec"]["template"]["spec"]["containers"][0]["resources"] = {
+        "limits": {"nvidia.com/gpu": 2}, "requests": {"cpu": "4", "memory": "32Gi"}}
+    apply(admin, train)
+    wl = until(lambda: (w := workload(admin, "team-a", "train")) and
+               cond(w, "Admitted").get("status") == "True" and w, what="admitted")
+    assert wl["spec"]["priority"] == 1000 and wl["spec"]["priorityClassName"] == "urgent"
+    assert wl["status"]["admission"]["podSetAssignments"][0]["flavors"] == {
+        "cpu": "a100", "memory": "a100", "nvidia.com/gpu": "a100"}
+    for ns in ("team-a", "team-b"):
+        admin.ok("delete", "namespace", ns, "--wait=false")

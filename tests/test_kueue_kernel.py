@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -217,3 +218,48 @@ def test_all_or_nothing_a_partial_start_is_evicted_and_requeued(qkernel, ksim):
     assert "evicted by Kueue (Exceeded the PodsReady timeout default/job-" in text_of(res)
     assert "[rank 0] 0\n" in res.stdout and "[rank 1] 1\n" in res.stdout, res.stdout
     assert qkernel.run("%remote shutdown --name pair", timeout=60).status == "ok"
+
+
+def test_the_server_shows_where_a_queued_cluster_waits(ksim, tmp_path, monkeypatch):
+    """The panel's model: `stage` says where the cluster waits, updated live, and the first
+    `queued in` and the admission are events; running, the stage is cleared."""
+    import asyncio
+
+    from jupyter_kremote.backends.kube_api import KubeLoop
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "server_ext"))
+    from jupyter_kremote_server.manager import ClusterManager, Limits
+
+    monkeypatch.setenv("KREMOTE_KUBECONFIG", ksim.kubeconfig)
+    monkeypatch.setattr(KubeLoop, "_instance", None)  # this module's emulator
+    ksim.ks.call("create", blocker("server-holder"))
+
+    async def go() -> None:
+        manager = ClusterManager(Limits(backend="kubernetes", user="ann", default_ttl=600,
+                                        max_ttl=3600), root=str(tmp_path))
+        start = asyncio.ensure_future(manager.ensure("q", "nb.ipynb", {
+            "cpu": "500m", "queue": "team", "connect_timeout": 60.0}))
+        try:
+            for _ in range(300):
+                listing = [m for m in await manager.list_clusters() if m.name == "q"]
+                if listing and (listing[0].stage or "").startswith("queued in team"):
+                    break
+                await asyncio.sleep(0.1)
+            model = listing[0]
+            assert model.state == "starting"
+            assert model.stage == (
+                f"queued in team (ClusterQueue {CQ}), position 1: couldn't assign flavors to "
+                "pod set main: insufficient unused quota for cpu in flavor default-flavor, "
+                "500m more needed")
+            assert [e["reason"] for e in model.events] == ["Queued"]
+            await asyncio.to_thread(delete_job, ksim, "server-holder")
+            model = await asyncio.wait_for(start, 60)
+            assert model.state == "running" and model.stage is None
+            assert [e["reason"] for e in model.events][:3] == ["Ready", "Admitted", "Queued"]
+        finally:
+            await manager.shutdown_all()
+
+    try:
+        asyncio.run(go())
+    finally:
+        delete_job(ksim, "server-holder")

@@ -491,7 +491,7 @@ export class ClustersPanel extends Widget {
     const pods = [...(c.pods ?? [])].sort((a, b) => a.rank - b.rank);
     if (!pods.length) {
       return h('p', { className: 'jp-kremote-nopods' },
-        c.state === 'starting' ? 'Starting pods…' : 'No pods.');
+        c.state === 'starting' ? (c.stage || 'Starting pods…') : 'No pods.');
     }
     const head = h(
       'tr',

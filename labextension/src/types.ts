@@ -61,6 +61,7 @@ export interface ICluster {
   count: number;
   gpu: number;
   state: string; // "starting" | "running" | "ended"
+  stage?: string | null; // while starting: the latest stage ("queued in team (ClusterQueue q), position 2: ...")
   created: number;
   deadline: number | null;
   ttl: number;

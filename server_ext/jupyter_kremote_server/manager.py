@@ -293,12 +293,18 @@ class ClusterManager:
     async def _start(self, entry: Entry) -> None:
         m = entry.model
         backend = self.backend(entry.options.backend)
+        loop = asyncio.get_running_loop()
+
+        def progress(line: str) -> None:  # on the starting thread: hand over to the loop
+            loop.call_soon_threadsafe(self._stage, entry, line)
+
         try:
             # compared with the asking kernel's Python (not this server's); without it, the
             # kernel compares when it connects
             cluster = await asyncio.to_thread(functools.partial(
-                Cluster, m.name, entry.options, self.root, notebook=m.notebook,
-                backend=backend, runtime=entry.runtime, check_drift=entry.runtime is not None))
+                Cluster, m.name, entry.options, self.root, progress=progress,
+                notebook=m.notebook, backend=backend, runtime=entry.runtime,
+                check_drift=entry.runtime is not None))
         except BaseException as exc:  # noqa: BLE001 - reported to whoever waits
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             m.state, m.ended = ENDED, f"could not start: {reason}"
@@ -308,7 +314,7 @@ class ClusterManager:
             log.warning("kremote cluster %s %s", m.id, m.ended)
         else:
             entry.cluster = cluster
-            m.state, m.deadline = RUNNING, cluster.deadline
+            m.state, m.deadline, m.stage = RUNNING, cluster.deadline, None
             m.last_activity, m.warnings = cluster.last_activity, list(cluster.warnings)
             rows = await asyncio.to_thread(cluster.status, 1.0)
             m.pods = [self.monitor.row(entry, r) for r in rows]
@@ -319,6 +325,17 @@ class ClusterManager:
             log.info("kremote cluster %s started (%d %s agents)", m.id, m.count, m.backend)
         finally:
             entry.started.set()
+
+    def _stage(self, entry: Entry, line: str) -> None:
+        """A start-up stage for the panel; Kueue's (queued, admitted, evicted) are events."""
+        if entry.model.state != STARTING:
+            return
+        before, entry.model.stage = entry.model.stage or "", line
+        for prefix, reason in (("queued in ", "Queued"), ("admitted after ", "Admitted"),
+                               ("evicted by Kueue", "Evicted")):
+            if line.startswith(prefix) and not before.startswith(prefix):  # not each move
+                self.monitor.add_event(entry, {"reason": reason, "message": line})
+        self.monitor.publish(entry)
 
     async def extend(self, cluster_id: str, seconds: Any = None, deadline: Any = None, *,
                      limits: UserLimits | None = None) -> ClusterModel:

@@ -37,6 +37,9 @@ class ClusterModel:
     templates: list[str] = field(default_factory=list)
     namespace: str | None = None  # Kubernetes only
     state: str = STARTING
+    #: while starting, the latest start-up stage (pod stages; on Kueue "queued in <LocalQueue>
+    #: (ClusterQueue <cq>), position N: <reason>", then "admitted after ...")
+    stage: str | None = None
     created: float = 0.0  # Unix time
     deadline: float | None = None  # Unix time at which the TTL ends; None while starting
     ttl: float = 0.0  # asked for at creation, in seconds
