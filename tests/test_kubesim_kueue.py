@@ -155,7 +155,8 @@ def test_pods_ready_timeout_evicts_and_requeues(kueue: Any) -> None:
         until(lambda: cond(workload(admin, "ready", "stuck"), "Evicted").get("reason")
               == "PodsReadyTimeout", what="the PodsReady timeout")
         wl = workload(admin, "ready", "stuck")
-        assert cond(wl, "Evicted")["message"] == \
+        # (once admitted again, Kueue keeps it as "Previously: <message>")
+        assert cond(wl, "Evicted")["message"].removeprefix("Previously: ") == \
             f"Exceeded the PodsReady timeout ready/{wl['metadata']['name']}"  # type: ignore
         ks.call("configure", kueue_pods_ready_timeout=60.0)  # stays admitted once back
 
@@ -207,8 +208,8 @@ def test_the_deploy_docs_kueue_examples_apply_and_admit(kueue: Any) -> None:
                                            "WorkloadPriorityClass"}
     admin.ok("apply", "--validate=false", "-f", "-",
              stdin="\n---\n".join(yaml.safe_dump(d) for d in objects))
-    assert admin.ok("get", "clusterqueues", "-o", "name").split() == [
-        "clusterqueue.kueue.x-k8s.io/team-a-gpus", "clusterqueue.kueue.x-k8s.io/team-b-gpus"]
+    assert {"clusterqueue.kueue.x-k8s.io/team-a-gpus", "clusterqueue.kueue.x-k8s.io/team-b-gpus"
+            } <= set(admin.ok("get", "clusterqueues", "-o", "name").split())
     assert admin.json("get", "localqueue", "gpus", "-n", "team-a")["spec"] == {
         "clusterQueue": "team-a-gpus"}
     train = job("team-a", "train", priority="urgent")

@@ -181,7 +181,7 @@ def test_preemption_fails_the_running_cell(qkernel, ksim, on_preempt):
                 "%%remote --name low\nprint('x' in globals())", timeout=90)))
             waiting.start()
             waiting.join(3)
-            assert waiting.is_alive()  # the urgent Job holds the quota
+            assert waiting.is_alive(), cell["res"].error  # the urgent Job holds the quota
             delete_job(ksim, "urgent-job")
             waiting.join(90)
             res = cell["res"]
