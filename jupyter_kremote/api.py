@@ -88,7 +88,9 @@ class LocalCluster:
             secret_env=dict(spec.secret_env), ttl=self.ttl,
             connect_timeout=self.options.connect_timeout, templates=list(spec.templates),
             image=spec.image, cpu=spec.cpu, mem=spec.mem, gpu=spec.gpu,
-            gpu_type=spec.gpu_type, namespace=spec.namespace)
+            gpu_type=spec.gpu_type, namespace=spec.namespace, queue=spec.queue,
+            priority=spec.priority, queue_timeout=spec.queue_timeout,
+            on_preempt=spec.on_preempt)
 
     # -- lifecycle ------------------------------------------------------------------------
     @property

@@ -263,3 +263,25 @@ def test_the_server_shows_where_a_queued_cluster_waits(ksim, tmp_path, monkeypat
         asyncio.run(go())
     finally:
         delete_job(ksim, "server-holder")
+
+
+def test_the_python_api_waits_in_the_queue_too(ksim, tmp_path, monkeypatch):
+    """KubeCluster(spec=PodSpec(queue=..., priority=...)): the Job is Kueue's, with the
+    priority of the WorkloadPriorityClass, and the cluster runs once admitted."""
+    import asyncio
+
+    from jupyter_kremote import KubeCluster, PodSpec
+    from jupyter_kremote.backends.kube_api import KubeLoop
+
+    monkeypatch.setenv("KREMOTE_KUBECONFIG", ksim.kubeconfig)
+    monkeypatch.setattr(KubeLoop, "_instance", None)  # this module's emulator
+
+    async def go() -> None:
+        spec = PodSpec(cpu="500m", queue="team", priority="urgent")
+        async with KubeCluster(name="api", spec=spec, root=tmp_path) as c:
+            assert await c.call(pow, 2, 3) == [8]
+            (wl,) = await asyncio.to_thread(workloads, ksim)
+            assert wl["spec"]["priority"] == 1000 and wl["spec"]["queueName"] == "team"
+
+    asyncio.run(go())
+    assert wait_for(lambda: not managed(ksim.admin), 20)
