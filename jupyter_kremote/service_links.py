@@ -4,8 +4,9 @@ A cluster the kernel's Jupyter server holds lists its services in its model (por
 ``kremote-<name>``); each opens at ``<base_url>kremote/proxy/<id>/<name>/`` on that server,
 behind its login. The HTML link is the URL's path, so it works however the browser reached the
 server (a JupyterHub's public address included); the text form is the server's own URL. A
-cluster started without a server has no proxy: the link goes to rank 0's pod IP, which only
-answers inside the Kubernetes cluster.
+cluster started without a server has no proxy: the link goes to rank 0's pod IP (which only
+answers inside the Kubernetes cluster), or, where this kernel reaches its agents through
+port-forward, to a local port-forward listener of the service.
 """
 
 from __future__ import annotations
@@ -37,11 +38,15 @@ def links(cluster: Any) -> list[ServiceLink]:
         path = urllib.parse.urlsplit(base).path
         return [ServiceLink(s["name"], path + s["path"], base + s["path"])
                 for s in model.get("services") or []]
-    endpoints = cluster.handle.endpoints
-    host = endpoints[0].host if endpoints else ""
-    host = f"[{host}]" if ":" in host else host
-    return [ServiceLink(name, f"http://{host}:{port}/", f"http://{host}:{port}/", direct=True)
-            for name, port in sorted(cluster.handle.services.items())]
+    found = []
+    address = getattr(backend, "service_address", None)
+    for name, port in sorted(cluster.handle.services.items()):
+        host = cluster.handle.endpoints[0].host
+        if address is not None:  # a port-forward of this kernel where pod IPs are out of reach
+            host, port = address(cluster.handle, name)
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        found.append(ServiceLink(name, f"http://{where}/", f"http://{where}/", direct=True))
+    return found
 
 
 def find(cluster: Any, name: str) -> list[ServiceLink]:
@@ -62,8 +67,11 @@ def find(cluster: Any, name: str) -> list[ServiceLink]:
 
 def bundle(cluster_name: str, found: list[ServiceLink]) -> dict[str, str]:
     """An HTML list of links (opened in a new tab) and its plain-text form."""
-    note = (" (straight to the pod: no Jupyter server holds this cluster, so this answers "
-            "only inside the Kubernetes cluster)") if any(s.direct for s in found) else ""
+    note = ""
+    if any(s.direct for s in found):  # no Jupyter server holds the cluster: no proxy
+        note = (" (through this kernel's port-forward, while the cluster runs)"
+                if found[0].url.startswith("http://127.0.0.1:") else
+                " (straight to the pod: this answers only inside the Kubernetes cluster)")
     text = "\n".join(f"{s.name}: {s.url}" for s in found)
     items = "".join(f'<li><a href="{html.escape(s.href)}" target="_blank" '
                     f'rel="noopener">{html.escape(s.name)}</a> '

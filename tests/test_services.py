@@ -24,7 +24,7 @@ except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server_ext"))
 
 from conftest import wait_for
-from test_kubernetes import managed, sim  # noqa: F401 - sim is a fixture
+from test_kubernetes import kkernel, managed, sim  # noqa: F401 - fixtures
 from test_server_ext import _call, _refused
 
 from jupyter_kremote.agent import services
@@ -338,3 +338,28 @@ def test_remote_open_prints_the_link_through_the_users_server(sim, tmp_path):  #
         srv.call("DELETE", f"api/sessions/{session['id']}")
         srv.stop()
     assert wait_for(lambda: not managed(sim[2]), 30)
+
+
+def test_remote_open_without_a_server_forwards_the_port_itself(kkernel):  # noqa: F811
+    """A kernel on its own (no Jupyter server) reaching its agents through port-forward: the
+    link is a local listener of the kernel's, forwarding to rank 0's service."""
+    template = web_template(kkernel.cwd)
+    res = kkernel.run(f"%%remote -t {template} --connect port-forward --cpu 100m --mem 100Mi\n"
+                      "print('up')", timeout=120)
+    assert res.status == "ok", res.traceback_text
+    [shown] = kkernel.run("%remote open web").of_type("display_data")
+    title, line = shown["data"]["text/plain"].split("\n")
+    assert title == ("cluster 'default': service (through this kernel's port-forward, while "
+                     "the cluster runs)")
+    assert line.startswith("web: http://127.0.0.1:")
+    url = line.split(" ", 1)[1]
+
+    def page() -> str:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                return resp.read().decode()
+        except OSError:
+            return ""  # the app may not listen yet
+
+    assert wait_for(lambda: "served by pod" in page(), 30)
+    assert " rank 0 from " in page()
