@@ -25,6 +25,11 @@ from .base import ClusterHandle, StartRequest
 FRESH_FOR = 1.0
 
 
+#: how long a kernel waits for the server to start a cluster that may sit in a Kueue queue
+#: without --queue-timeout (the stop button ends the wait sooner)
+QUEUE_WAIT = 7 * 86400.0
+
+
 class ServerBackend:
     """A backend whose clusters the Jupyter server holds; this kernel only connects.
 
@@ -55,8 +60,11 @@ class ServerBackend:
                            "imports": [n for n in TRACKED_PACKAGES if n in sys.modules]}
         if request.progress:
             request.progress(f"asking the Jupyter server for cluster {request.name!r}")
-        model = self.link.request("POST", "clusters", body,
-                                  timeout=spec.connect_timeout + 60)
+        timeout = spec.connect_timeout + 60
+        if self.inner == "kubernetes":  # it may wait in Kueue (the server's default queue
+            # too): no connect timeout runs there, only --queue-timeout when given
+            timeout += spec.queue_timeout if spec.queue_timeout is not None else QUEUE_WAIT
+        model = self.link.request("POST", "clusters", body, timeout=timeout)
         return self.attach(model)
 
     def attach(self, model: dict[str, Any]) -> ClusterHandle:
