@@ -95,6 +95,9 @@ def delete_job(ksim, name: str) -> None:
     ksim.ks.call(delete)
     assert wait_for(lambda: not any(w["metadata"]["ownerReferences"][0]["name"] == name
                                     for w in workloads(ksim)), 10)
+    # and its pod's process is gone before the emulator may stop
+    assert wait_for(lambda: not any(p["pod"].startswith(f"{name}-")
+                                    for p in ksim.ks.call("processes")), 15)
 
 
 def text_of(res) -> str:
