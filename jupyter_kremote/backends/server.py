@@ -115,7 +115,8 @@ class ServerBackend:
 
     def describe(self, handle: ClusterHandle, rank: int) -> dict[str, Any]:
         model = self.model(handle) or {}
-        row = next((p for p in model.get("pods", []) if p.get("rank") == rank), {})
+        row: dict[str, Any] = next(
+            (p for p in model.get("pods", []) if p.get("rank") == rank), {})
         keep = ("name", "where", "node", "phase", "pid", "workdir", "restarts")
         return {"where": "server", **{k: row[k] for k in keep if row.get(k) is not None}}
 

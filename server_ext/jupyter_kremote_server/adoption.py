@@ -12,6 +12,7 @@ import asyncio
 import functools
 import logging
 import time
+from typing import Any
 
 from jupyter_kremote.manifests import LABEL_GROUP
 from jupyter_kremote.session import Cluster, ClusterOptions
@@ -25,7 +26,7 @@ from .registry import Entry, Registry
 log = logging.getLogger("jupyter_kremote_server")
 
 
-async def adopt(registry: Registry, monitor: Monitor, backend: object, limits: Limits,
+async def adopt(registry: Registry, monitor: Monitor, backend: Any, limits: Limits,
                 root: str) -> list[str]:
     """Adopt ``limits.user``'s running Jobs; returns the new entries' ids."""
     jobs = await asyncio.to_thread(backend.find_running, limits.user,  # type: ignore[attr-defined]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized, ws_authenticated
@@ -40,7 +40,13 @@ class _ManagerMixin:
         return self.settings["kremote_manager"]
 
 
-class Routes:
+if TYPE_CHECKING:  # what the routes use of the handler they are mixed into
+    _Handler = web.RequestHandler
+else:
+    _Handler = object
+
+
+class Routes(_Handler):
     """Helpers the routes use; the base class brings ``manager`` and ``get_json_body``."""
 
     manager: ClusterManager
@@ -191,7 +197,7 @@ async def _now(fn: Any, *args: Any) -> Any:
     return fn(*args)
 
 
-class StreamRoutes:
+class StreamRoutes(_Handler):
     """Every change of every cluster, as JSON messages (docs/api.md, "WebSocket")."""
 
     manager: ClusterManager

@@ -25,7 +25,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from jupyter_kremote.backends import Backend, get_backend
@@ -199,7 +199,7 @@ class ClusterManager:
         return {"id": cluster_id, "interval": self.limits.telemetry_interval,
                 "pods": {str(r): list(h) for r, h in sorted(entry.telemetry.items())}}
 
-    async def follow_logs(self, cluster_id: str, rank: Any = 0) -> AsyncIterator[str]:
+    async def follow_logs(self, cluster_id: str, rank: Any = 0) -> AsyncGenerator[str, None]:
         """The agent's log so far, then each new chunk until the agent ends."""
         entry = self.registry.get(cluster_id)
         rank_i = _whole(rank, "rank", 0)

@@ -87,7 +87,7 @@ class Monitor:
                               "sample": sample})
         for ev in kube_events:
             self.add_event(entry, ev)
-        last = [r.get("last_request") for r in rows if r.get("last_request")]
+        last = [float(r["last_request"]) for r in rows if r.get("last_request")]
         if last and cluster.last_activity < max(last):
             cluster.last_activity = max(last)  # the kernel talks to the agents directly
         if ended is not None:

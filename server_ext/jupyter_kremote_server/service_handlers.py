@@ -14,7 +14,11 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from jupyterhub.services.auth import HubAuth, HubAuthenticated, UserNotAllowed
+from jupyterhub.services.auth import (  # type: ignore[import-untyped]
+    HubAuth,
+    HubAuthenticated,
+    UserNotAllowed,
+)
 from tornado import web, websocket
 
 from .admin import ADMIN_ROUTES
