@@ -357,30 +357,31 @@ def test_another_users_cluster_is_404(hub, kernels):
 
 def test_a_service_opens_through_the_owners_server_only(hub, kernels, tmp_path):
     """Hub mode: the user's server proxies rank 0's service of a cluster the hub's service
-    holds, straight to the pod; another user gets 403 at the hub or 404 through their own."""
+    holds, straight to the pod; another user gets 403 at the hub or 404 through their own.
+    bob's (gpu-team: 2 pods) beside his first cluster: alice may hold only one pod."""
     from test_services import web_template
 
     template = web_template(tmp_path)
-    status, text = kernels["alice"].run(f"%%remote --name web -t {template} --cpu 100m "
-                                        "--mem 100Mi\nprint('web up')")
+    status, text = kernels["bob"].run(f"%%remote --name web -t {template} --cpu 100m "
+                                      "--mem 100Mi\nprint('web up')")
     assert status == "ok", text
-    [web] = [c for c in _clusters(hub, "alice") if c["name"] == "web"]
-    path = f"user/alice/{web['services'][0]['path']}"
-    assert path == f"user/alice/kremote/proxy/{web['id']}/web/"
+    [web] = [c for c in _clusters(hub, "bob") if c["name"] == "web"]
+    path = f"user/bob/{web['services'][0]['path']}"
+    assert path == f"user/bob/kremote/proxy/{web['id']}/web/"
 
     def page() -> str:
-        r = hub.call("alice", "GET", path)
+        r = hub.call("bob", "GET", path)
         assert r.status_code in (200, 502), r.text  # 502 until the app listens
         return r.text
 
     assert wait_for(lambda: "served by pod" in page(), 30)
     assert f"served by pod {web['pods'][0]['name']} rank 0" in page()
-    r = hub.call("bob", "GET", path, allow_redirects=False)  # alice's server: not bob's
+    r = hub.call("alice", "GET", path, allow_redirects=False)  # bob's server: not alice's
     assert r.status_code in (302, 403) and "served by pod" not in r.text
-    r = hub.call("bob", "GET", f"user/bob/kremote/proxy/{web['id']}/web/")
+    r = hub.call("alice", "GET", f"user/alice/kremote/proxy/{web['id']}/web/")
     assert r.status_code == 404 and f"no cluster {web['id']!r}" in r.text
-    assert kernels["alice"].run("%remote shutdown --name web")[0] == "ok"
-    assert not [c for c in _clusters(hub, "alice") if c["name"] == "web"]
+    assert kernels["bob"].run("%remote shutdown --name web")[0] == "ok"
+    assert not [c for c in _clusters(hub, "bob") if c["name"] == "web"]
 
 
 def test_admin_lists_every_users_clusters(hub, kernels):
