@@ -33,8 +33,10 @@ def _blocks(lang: str) -> list[str]:
 
 
 def _manifests() -> list[dict]:
+    """Kubernetes' own kinds (Kueue's, under kueue.x-k8s.io, are applied by
+    tests/test_kubesim_kueue.py against kubesim's Kueue)."""
     docs = [d for block in _blocks("yaml") for d in yaml.safe_load_all(block) if d]
-    return [d for d in docs if "kind" in d]
+    return [d for d in docs if "kind" in d and "x-k8s.io" not in d.get("apiVersion", "")]
 
 
 def _values() -> dict:
