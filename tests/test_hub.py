@@ -129,7 +129,11 @@ c.JupyterHub.load_roles = [
             [str(VENV_BIN / "jupyterhub"), "-f", str(self.tmp / "jupyterhub_config.py")],
             cwd=self.tmp, env=env, stdout=open(self.tmp / "hub.log", "wb"),  # noqa: SIM115
             stderr=subprocess.STDOUT, start_new_session=True)
-        assert wait_for(self._up, 60, 0.2), self.log()
+        up = wait_for(self._up, 180, 0.2)  # a loaded machine: the proxy's route comes late
+        if not up:  # never leave the hub and its proxy running behind a failed start
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        assert up, self.log()
 
     def _up(self) -> bool:
         try:
