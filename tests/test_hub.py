@@ -551,6 +551,8 @@ def test_stopping_a_users_server_ends_their_clusters(hub, kernels):
     assert _owned(hub.kube, "alice")
     r = hub.api("DELETE", "users/alice/server")
     assert r.status_code in (202, 204), r.text
+    # 202: the hub is still stopping it (a loaded machine); the 10 s count from its stop
+    assert wait_for(lambda: not hub.api("GET", "users/alice").json()["servers"], 60, 0.2)
     assert wait_for(lambda: not _owned(hub.kube, "alice"), 10), managed(hub.kube.admin)
     (ended,) = _clusters(hub, "alice")
     assert (ended["id"], ended["state"], ended["ended"]) == (
