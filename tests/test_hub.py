@@ -170,7 +170,10 @@ c.JupyterHub.load_roles = [
                "JUPYTERHUB_SERVICE_NAME": SERVICE,
                "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{self.service_port}",
                "JUPYTERHUB_SERVICE_PREFIX": f"/services/{SERVICE}/",
-               "KREMOTE_KUBECONFIG": self.kube[0]}
+               "KREMOTE_KUBECONFIG": self.kube[0],
+               # the admin's template folder: users name its templates (-t web); the
+               # service reads no file a user names
+               "KREMOTE_TEMPLATE_PATH": str(self.admin_templates())}
         self.service = subprocess.Popen(
             [sys.executable, "-m", "jupyter_kremote_server.service",
              "--KRemoteService.owner_poll_interval=0.5",
@@ -181,6 +184,14 @@ c.JupyterHub.load_roles = [
             stderr=subprocess.STDOUT)
         assert wait_for(lambda: self._get_service().status_code == 403, 30, 0.2), \
             self.log("service.log")
+
+    def admin_templates(self) -> Path:
+        from test_services import web_template
+
+        folder = self.tmp / "admin-templates"
+        folder.mkdir(exist_ok=True)
+        web_template(folder)  # web.yaml: rank 0 serves a page on its kremote-web port
+        return folder
 
     def service_config(self) -> Path:
         """The admin's limits, JupyterHub style: every user 1 pod, gpu-team (bob) 2."""
@@ -352,6 +363,17 @@ def test_another_users_cluster_is_404(hub, kernels):
     assert r.status_code == 403, r.text
     assert r.json()["message"].startswith("backend 'local' is not offered here; use --backend "
                                           "kubernetes")
+    # nor may a request make the service read its own files, use another namespace or
+    # forward ports to itself: one line each, nothing started
+    for fields, says in (
+            ({"templates": ["/var/run/secrets/kubernetes.io/serviceaccount/token"]},
+             "is a file: the hub's kremote service reads no files of yours"),
+            ({"templates": ["mine.yaml"]}, "is a file"),
+            ({"namespace": "kube-system"}, "namespace 'kube-system': clusters of alice run in"),
+            ({"connect": "port-forward"}, "--connect port-forward: the hub's service")):
+        r = hub.call("alice", "POST", f"{API}/clusters",
+                     json={"name": "x", "backend": "kubernetes", **fields})
+        assert r.status_code == 400 and says in r.json()["message"], r.text
     assert [c["name"] for c in _clusters(hub, "alice")] == ["default"]
     # a token without the service's access scope is refused
     r = requests.get(f"{hub.url}{API}/clusters", timeout=30,
@@ -359,15 +381,12 @@ def test_another_users_cluster_is_404(hub, kernels):
     assert r.status_code == 403
 
 
-def test_a_service_opens_through_the_owners_server_only(hub, kernels, tmp_path):
+def test_a_service_opens_through_the_owners_server_only(hub, kernels):
     """Hub mode: the user's server proxies rank 0's service of a cluster the hub's service
     holds, straight to the pod; another user gets 403 at the hub or 404 through their own.
     bob's (gpu-team: 2 pods) beside his first cluster: alice may hold only one pod."""
-    from test_services import web_template
-
-    template = web_template(tmp_path)
-    status, text = kernels["bob"].run(f"%%remote --name web -t {template} --cpu 100m "
-                                      "--mem 100Mi\nprint('web up')")
+    status, text = kernels["bob"].run("%%remote --name web -t web --cpu 100m "
+                                      "--mem 100Mi\nprint('web up')")  # the admin's template
     assert status == "ok", text
     [web] = [c for c in _clusters(hub, "bob") if c["name"] == "web"]
     path = f"user/bob/{web['services'][0]['path']}"

@@ -20,6 +20,7 @@ from .policy import UserLimits, check_allowed, check_start
 
 #: request fields that map onto ClusterOptions
 OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(ClusterOptions))
+_FILE_SUFFIXES = (".yaml", ".yml")  # a -t name with one is looked for as a file first
 
 
 @dataclass
@@ -43,6 +44,9 @@ class Limits:
     monitor_interval: float = 0.5  # seconds between looks at pods, events and agents
     telemetry_interval: float = 2.0
     telemetry_history: int = 150
+    #: the hub's service: requests come from users' own servers, so their files, their
+    #: namespace and a port-forward to this process are not theirs to choose
+    shared: bool = False
 
     def user_limits(self) -> UserLimits:
         """This server's limits for its one user, as the policy checks them."""
@@ -68,6 +72,8 @@ def parse_options(fields: dict[str, Any], limits: Limits,
     values.setdefault("ttl", limits.default_ttl)
     if limits.namespace and values["backend"] == "kubernetes":
         values.setdefault("namespace", limits.namespace)
+    if limits.shared:
+        _check_shared(values, limits)
     if values["backend"] not in ("local", "kubernetes"):
         raise BadRequest(f"backend {values['backend']!r}: expected local or kubernetes")
     if values["backend"] not in limits.backends:
@@ -80,6 +86,25 @@ def parse_options(fields: dict[str, Any], limits: Limits,
         raise BadRequest(str(exc).splitlines()[0]) from None
     check_allowed(limits.user, allowed or limits.user_limits(), opts)
     return opts
+
+
+def _check_shared(values: dict[str, Any], limits: Limits) -> None:
+    """What the hub's service refuses whatever the limits: a template read from its own
+    disk (a user's ``-t ./file.yaml`` is on their server, not here), another namespace
+    than the user's, and agents reached through this process's port-forward listeners."""
+    for name in values.get("templates") or []:
+        if isinstance(name, str) and (name.endswith(_FILE_SUFFIXES) or "/" in name
+                                      or "\\" in name) and not name.startswith("configmap:"):
+            raise BadRequest(f"template {name!r} is a file: the hub's kremote service reads "
+                             "no files of yours; use a template your admin offers (by name) "
+                             "or configmap:NAME/KEY")
+    ns = values.get("namespace")
+    if values.get("backend") == "kubernetes" and ns and ns != limits.namespace:
+        raise BadRequest(f"namespace {ns!r}: clusters of {limits.user} run in "
+                         f"{limits.namespace or 'the service namespace'}; leave --namespace out")
+    if values.get("connect") == "port-forward":
+        raise BadRequest("--connect port-forward: the hub's service reaches agents directly "
+                         "and cannot forward ports to your server; leave --connect out")
 
 
 def check_limits(user: str, allowed: UserLimits, held: Iterable[ClusterModel],

@@ -127,7 +127,7 @@ class KRemoteService(ClusterSettings, HubLimits, Application):
                 idle_cull_seconds=self.idle_cull_seconds, default_ttl=self.default_ttl,
                 monitor_interval=self.monitor_interval,
                 telemetry_interval=self.telemetry_interval,
-                telemetry_history=self.telemetry_history), root=self.root)
+                telemetry_history=self.telemetry_history, shared=True), root=self.root)
             self.managers[user] = manager
         if "groups" in identity or "admin" in identity:  # a request: the hub's view now
             self._apply_limits(manager.limits, identity)
