@@ -34,7 +34,8 @@ class Cluster:
     def __init__(self, name: str, options: ClusterOptions, root: str | Path = ".",
                  progress: Callable[[str], None] | None = None, notebook: str = "", *,
                  backend: Backend | None = None, handle: ClusterHandle | None = None,
-                 runtime: dict[str, Any] | None = None, check_drift: bool = True) -> None:
+                 runtime: dict[str, Any] | None = None, check_drift: bool = True,
+                 cancelled: threading.Event | None = None) -> None:
         """Start a cluster, or with ``handle`` attach to one that runs already (adoption).
 
         ``runtime`` is what the agents are compared with (a kernel's ``runtime_info()`` plus
@@ -47,7 +48,8 @@ class Cluster:
         self.backend = backend or get_backend(options.backend)
         self.files = FileCollector(root)
         self.handle: ClusterHandle = handle or self.backend.start(StartRequest(
-            name=name, spec=options.to_spec(), notebook=notebook, progress=progress))
+            name=name, spec=options.to_spec(), notebook=notebook, progress=progress,
+            cancelled=cancelled))
         self.client = ClusterClient(self.handle.key, self.handle.endpoints, self._liveness)
         self.ended: str | None = None  # why the cluster can no longer run work
         self.last_activity = time.time()

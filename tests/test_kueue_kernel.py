@@ -288,3 +288,38 @@ def test_the_python_api_waits_in_the_queue_too(ksim, tmp_path, monkeypatch):
 
     asyncio.run(go())
     assert wait_for(lambda: not managed(ksim.admin), 20)
+
+
+def test_through_its_jupyter_server_a_queued_cell_shows_where_it_waits(ksim, tmp_path):
+    """The usual JupyterLab path: the kernel asks its server, which starts the Job. The cell
+    shows the queue line the server reports, and the stop button deletes the queued Job."""
+    import json
+
+    from test_server_kernel import Server
+
+    root = tmp_path / "root"
+    (root / "work").mkdir(parents=True)
+    srv = Server(root, tmp_path / "runtime", args=("--KRemoteApp.backend=kubernetes",
+                                                   "--KRemoteApp.user=alice"),
+                 env={"KREMOTE_KUBECONFIG": ksim.kubeconfig})
+    session, k = srv.open_notebook("work/q.ipynb", root / "work")
+    ksim.ks.call("create", blocker("server-path-holder"))
+    try:
+        assert k.run("%load_ext jupyter_kremote").status == "ok"
+        k.kc.execute("%%remote --backend kubernetes --name viaserver --queue team --cpu 500m"
+                     "\nx = 1",
+                     stop_on_error=False)
+        seen = ""
+        while f"queued in team (ClusterQueue {CQ}), position 1: " not in seen:
+            seen += json.dumps(k.kc.get_iopub_msg(timeout=60)["content"])
+        assert wait_for(lambda: pending_kremote(ksim), 10)
+        srv.call("POST", f"api/kernels/{session['kernel']['id']}/interrupt")
+        reply = k.kc.get_shell_msg(timeout=30)["content"]
+        assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt", reply
+        assert wait_for(lambda: not pending_kremote(ksim), 20)
+    finally:
+        k.kc.stop_channels()
+        srv.call("DELETE", f"api/sessions/{session['id']}")
+        srv.stop()
+        delete_job(ksim, "server-path-holder")
+    assert wait_for(lambda: not managed(ksim.admin), 30), managed(ksim.admin)

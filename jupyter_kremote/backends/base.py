@@ -20,6 +20,9 @@ class StartRequest:
     notebook: str = ""
     workdir: str | None = None  # local backend: parent of the agents' working folders
     progress: Callable[[str], None] | None = None  # start-up stages, for a live status line
+    #: set by whoever asked (a server whose client pressed stop): the start gives up and
+    #: deletes what it made; backends that start at once need not look
+    cancelled: threading.Event | None = None
 
 
 @dataclass

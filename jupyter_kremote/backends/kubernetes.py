@@ -373,6 +373,9 @@ class KubernetesBackend:
         try:
             while True:
                 kube.state.changed.wait(0.2)
+                if request.cancelled is not None and request.cancelled.is_set():
+                    raise ClusterStartError(f"cluster {request.name!r}: the start was "
+                                            "cancelled (shut down while it started)")
                 kube.state.changed.clear()
                 if kube.queue is not None and kube.queue.admitted and self._suspended(kube):
                     # evicted before every agent was up (waitForPodsReady): all or nothing,

@@ -29,6 +29,9 @@ FRESH_FOR = 1.0
 #: without --queue-timeout (the stop button ends the wait sooner)
 QUEUE_WAIT = 7 * 86400.0
 
+#: how often a kernel asks the server where a starting Kubernetes cluster stands (seconds)
+STAGE_POLL = 0.5
+
 
 class ServerBackend:
     """A backend whose clusters the Jupyter server holds; this kernel only connects.
@@ -61,11 +64,64 @@ class ServerBackend:
         if request.progress:
             request.progress(f"asking the Jupyter server for cluster {request.name!r}")
         timeout = spec.connect_timeout + 60
-        if self.inner == "kubernetes":  # it may wait in Kueue (the server's default queue
-            # too): no connect timeout runs there, only --queue-timeout when given
-            timeout += spec.queue_timeout if spec.queue_timeout is not None else QUEUE_WAIT
-        model = self.link.request("POST", "clusters", body, timeout=timeout)
-        return self.attach(model)
+        if self.inner != "kubernetes":
+            return self.attach(self.link.request("POST", "clusters", body, timeout=timeout))
+        # it may wait in Kueue (the server's default queue too): no connect timeout runs
+        # there, only --queue-timeout when given
+        timeout += spec.queue_timeout if spec.queue_timeout is not None else QUEUE_WAIT
+        return self.attach(self._start_watching(body, timeout, request))
+
+    def _start_watching(self, body: dict[str, Any], timeout: float,
+                        request: StartRequest) -> dict[str, Any]:
+        """POST the start in a worker thread and, while the server starts the cluster, show
+        the stage it reports (where the cluster waits in Kueue) as the cell's progress.
+
+        The stop button (KeyboardInterrupt here) deletes the starting cluster, so that a
+        queued Job does not stay in its queue after the cell gave up.
+        """
+        done: dict[str, Any] = {}
+        finished = threading.Event()
+
+        def post() -> None:
+            try:
+                done["model"] = self.link.request("POST", "clusters", body, timeout=timeout)
+            except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+                done["error"] = exc
+            finally:
+                finished.set()
+
+        threading.Thread(target=post, name="kremote-start", daemon=True).start()
+        shown = ""
+        try:
+            while not finished.wait(STAGE_POLL):
+                model = self._starting(request)
+                stage = (model or {}).get("stage") or ""
+                if stage and stage != shown and request.progress:
+                    request.progress(stage)
+                    shown = stage
+        except KeyboardInterrupt:
+            model = self._starting(request)
+            if model is not None:
+                try:
+                    self.link.request("DELETE", f"clusters/{model['id']}", timeout=30)
+                except (ServerError, OSError):
+                    pass  # the interrupt is what the user sees; the server's TTL ends it
+            raise
+        if "error" in done:
+            raise done["error"]
+        return done["model"]
+
+    def _starting(self, request: StartRequest) -> dict[str, Any] | None:
+        """The server's model of the cluster this kernel is starting, once it lists it."""
+        try:
+            listing = self.link.request("GET", "clusters", timeout=5)
+        except (ServerError, OSError):
+            return None
+        for model in (listing or {}).get("clusters", []):
+            if (model.get("name") == request.name and model.get("state") == "starting"
+                    and model.get("notebook") == request.notebook):
+                return model
+        return None
 
     def attach(self, model: dict[str, Any]) -> ClusterHandle:
         """A handle on the server's running cluster ``model`` (key and endpoints fetched)."""

@@ -304,7 +304,7 @@ class ClusterManager:
             cluster = await asyncio.to_thread(functools.partial(
                 Cluster, m.name, entry.options, self.root, progress=progress,
                 notebook=m.notebook, backend=backend, runtime=entry.runtime,
-                check_drift=entry.runtime is not None))
+                check_drift=entry.runtime is not None, cancelled=entry.cancelled))
         except BaseException as exc:  # noqa: BLE001 - reported to whoever waits
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             m.state, m.ended = ENDED, f"could not start: {reason}"
@@ -371,7 +371,10 @@ class ClusterManager:
         """Stop the cluster's agents (if still running) and forget it."""
         entry = self.registry.get(cluster_id)
         if entry.model.state == STARTING:
+            entry.cancelled.set()  # a start waiting in Kueue gives up and deletes its Job
             await entry.started.wait()
+            if entry.cluster is None:  # it gave up: nothing runs, and it is forgotten
+                return
         await stop_entry(self.monitor, entry, "it was shut down")
         async with self.registry.lock:
             self.registry.remove(entry)

@@ -7,6 +7,7 @@ limit checks that precede them, so two requests cannot both pass a limit.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -30,6 +31,8 @@ class Entry:
     cluster: Cluster | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one call on its agents at once
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    #: set to give up a start still in progress (shut down while queued in Kueue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
     task: asyncio.Task | None = None  # the start, kept so that it is not garbage-collected
     runtime: dict[str, Any] | None = None  # the asking kernel's Python, for the drift check
     events: deque = field(default_factory=lambda: deque(maxlen=MAX_EVENTS))  # newest first
