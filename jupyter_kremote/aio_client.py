@@ -172,7 +172,7 @@ class AsyncClusterClient:
                 sock = self.channels[ranks[0]].data
                 sock.poll(SPIN_MS)
                 self._readable(sock, ranks[0])
-            await self._wait(loop, call)
+            await self._wait(loop, call, msg_id)
         finally:
             del self._calls[msg_id]
         if call.interrupted_at is not None:
@@ -181,7 +181,7 @@ class AsyncClusterClient:
                 "the agents kept their variables")
         return call.replies
 
-    async def _wait(self, loop: asyncio.AbstractEventLoop, call: _Call) -> None:
+    async def _wait(self, loop: asyncio.AbstractEventLoop, call: _Call, msg_id: str) -> None:
         if call.future.done():
             call.future.result()
             return
@@ -192,19 +192,19 @@ class AsyncClusterClient:
             await call.future
         except asyncio.CancelledError:
             if call.pending:
-                self.interrupt_nowait(sorted(call.pending))
+                self.interrupt_nowait(sorted(call.pending), request=msg_id)
             raise
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         """Every TICK while requests wait: liveness (once per rank), then timeouts."""
         self._ticker = None
-        waiting = [c for c in self._calls.values() if c.watched and not c.future.done()]
+        waiting = [(i, c) for i, c in self._calls.items() if c.watched and not c.future.done()]
         if not waiting or self.closed:
             return
-        gone = {r: why for r in set().union(*(c.pending for c in waiting))
+        gone = {r: why for r in set().union(*(c.pending for _, c in waiting))
                 if (why := self.liveness(r)) is not None}
         now = loop.time()
-        for call in waiting:
+        for msg_id, call in waiting:
             dead = sorted(r for r in call.pending if r in gone)
             try:
                 check_access(self.channels, call.pending)
@@ -214,13 +214,13 @@ class AsyncClusterClient:
             if dead:
                 others = sorted(call.pending - set(dead))
                 if others:
-                    self.interrupt_nowait(others)
+                    self.interrupt_nowait(others, request=msg_id)
                 call.future.set_exception(
                     AgentDied(f"rank {dead[0]} {gone[dead[0]]} while running the request"))
             elif call.deadline is not None and now > call.deadline:
                 if call.interrupted_at is None:
                     call.interrupted_at = now
-                    self.interrupt_nowait(sorted(call.pending))
+                    self.interrupt_nowait(sorted(call.pending), request=msg_id)
                 elif now - call.interrupted_at > INTERRUPT_GRACE:
                     call.future.set_result(None)  # reported as ClusterTimeout by request()
         self._ticker = loop.call_later(TICK, self._tick, loop)
@@ -242,11 +242,12 @@ class AsyncClusterClient:
             del self._calls[msg_id]
         return {r: m.content for r, m in call.replies.items()}
 
-    def interrupt_nowait(self, ranks: list[int]) -> None:
-        """Ask ``ranks`` to interrupt what they run; answers are not awaited."""
+    def interrupt_nowait(self, ranks: list[int], request: str = "") -> None:
+        """Ask ``ranks`` to interrupt what they run (only ``request``, when named: an
+        interrupt that arrives late must not stop the next one); answers are not awaited."""
         if self.closed or self._loop is None:
             return
-        _, frames = self.signer.request("interrupt")
+        _, frames = self.signer.request("interrupt", {"request": request} if request else None)
         for r in ranks:
             self._send(self.channels[r].control, r, frames)
 

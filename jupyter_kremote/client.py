@@ -221,12 +221,12 @@ class ClusterClient:
                     next_check = now + TICK
                     self._check_alive(pending)
                     if deadline and now > deadline and interrupted_at is None:
-                        self.interrupt(sorted(pending))
+                        self.interrupt(sorted(pending), request=msg_id)
                         interrupted_at = now
                     if interrupted_at is not None and now - interrupted_at > INTERRUPT_GRACE:
                         break
             except KeyboardInterrupt:
-                self.interrupt(sorted(pending))
+                self.interrupt(sorted(pending), request=msg_id)
                 streams = None if on_output is None else (
                     lambda r, m: on_output(r, m) if m.kind == "stream" else None)
                 end = time.monotonic() + INTERRUPT_GRACE  # show what they print until they stop
@@ -322,8 +322,11 @@ class ClusterClient:
                     out[socks[sock]] = msg.content
         return out
 
-    def interrupt(self, ranks: list[int] | None = None) -> dict[int, dict]:
-        return self.control("interrupt", ranks=ranks)
+    def interrupt(self, ranks: list[int] | None = None, request: str = "") -> dict[int, dict]:
+        """Interrupt what ``ranks`` run; only request ``request`` when named, so that an
+        interrupt delivered late (its control connection was slow) spares the next cell."""
+        return self.control("interrupt", {"request": request} if request else None,
+                            ranks=ranks)
 
 
 def check_access(channels: dict[int, AgentChannel], ranks: set[int] | list[int]) -> None:

@@ -9,6 +9,8 @@ import psutil
 import pytest
 import zmq
 
+from conftest import wait_for
+
 from jupyter_kremote.protocol import Signer, new_key
 from jupyter_kremote.session import Cluster, ClusterOptions
 
@@ -79,3 +81,23 @@ def test_agents_listen_on_loopback_and_key_is_not_in_argv_or_env(cluster):
     assert key not in " ".join(proc.cmdline())
     assert key not in json.dumps(proc.environ())
     assert key not in cluster.logs(0)
+
+
+def test_an_interrupt_for_another_request_spares_the_running_one(cluster):
+    """The kernel names the request it interrupts: one that reaches the agent late (its
+    control connection was slow) must not stop the cell that runs by then."""
+    import threading
+
+    results: list = []
+    cell = threading.Thread(target=lambda: results.append(cluster.run(
+        "import time\nfor _ in range(600): time.sleep(0.1)\nprint('done')")), daemon=True)
+    cell.start()
+    try:
+        assert wait_for(lambda: cluster.client.control("ping").get(0, {}).get("busy"), 10)
+        late = cluster.client.interrupt(request="an-earlier-request")
+        assert late == {0: {"status": "ok", "interrupted": False}}
+        assert cluster.client.control("ping")[0]["busy"] and cell.is_alive()
+    finally:
+        cluster.client.interrupt()  # no request named: whatever runs
+        cell.join(15)
+    assert results and results[0][0]["ename"] == "KeyboardInterrupt", results

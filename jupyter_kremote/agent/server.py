@@ -385,7 +385,9 @@ class Agent:
 
     def _control(self, msg: Message) -> dict[str, Any]:
         if msg.kind == "interrupt":
-            busy = self.busy_since is not None
+            target, current = msg.content.get("request"), self._current
+            busy = self.busy_since is not None and (
+                not target or (current is not None and current[1] == target))
             if busy:
                 signal.pthread_kill(self._main_ident, signal.SIGINT)
             return {"status": "ok", "interrupted": busy}
