@@ -101,3 +101,27 @@ def test_an_interrupt_for_another_request_spares_the_running_one(cluster):
         cluster.client.interrupt()  # no request named: whatever runs
         cell.join(15)
     assert results and results[0][0]["ename"] == "KeyboardInterrupt", results
+
+
+def test_agents_started_with_sigint_ignored_still_stop_on_interrupt(tmp_path):
+    """A server or script started in the background by a non-interactive shell passes
+    SIGINT on ignored; its agents must still turn the stop button into KeyboardInterrupt."""
+    import signal
+    import threading
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        c = Cluster("ignored", ClusterOptions(count=1), root=tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    try:
+        results: list = []
+        cell = threading.Thread(target=lambda: results.append(c.run(
+            "import time\nfor _ in range(600): time.sleep(0.1)")), daemon=True)
+        cell.start()
+        assert wait_for(lambda: c.client.control("ping").get(0, {}).get("busy"), 10)
+        c.client.interrupt()
+        cell.join(15)
+        assert results and results[0][0]["ename"] == "KeyboardInterrupt", results
+    finally:
+        c.shutdown()

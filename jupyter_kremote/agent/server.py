@@ -554,3 +554,7 @@ def install_signal_handlers(agent: Agent) -> None:
         agent._stop("terminated")
 
     signal.signal(signal.SIGTERM, on_term)
+    # the stop button is SIGINT -> KeyboardInterrupt: also where SIGINT came in ignored (a
+    # server or a script started in the background by a non-interactive shell passes
+    # SIG_IGN on, and Python then installs no handler of its own)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
