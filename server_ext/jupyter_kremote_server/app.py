@@ -172,10 +172,13 @@ def _stop_on_sigint(serverapp) -> None:
     jupyter_server installs its own SIGINT handler only when stdin is a tty. Without one (a
     server spawned by JupyterHub, which stops it with SIGINT), SIGINT raises
     KeyboardInterrupt out of the event loop, ``stop_extension`` never runs, and the clusters
-    this extension holds outlive their server.
+    this extension holds outlive their server. A server that inherited SIGINT ignored (a
+    hub started in the background by a non-interactive shell) gets the handler too, or the
+    hub's stop would wait for its SIGTERM.
     """
     if (threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            and signal.getsignal(signal.SIGINT) in (signal.default_int_handler,
+                                                    signal.SIG_IGN)):
         signal.signal(signal.SIGINT, serverapp._signal_stop)
 
 
