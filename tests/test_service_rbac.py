@@ -170,8 +170,9 @@ def test_the_deploy_docs_show_the_role_and_a_policy_as_rendered():
     text = (Path(__file__).resolve().parents[1] / "docs" / "deploy-jupyterhub.md").read_text()
     docs = [d for block in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)
             for d in yaml.safe_load_all(block) if d and "kind" in d]
-    rbac = [d for d in docs if d["metadata"]["name"] == "jupyter-kremote-service"
-            or (d["kind"] == "ServiceAccount" and d["metadata"]["name"] == "jupyter-kremote")]
+    names = [(d, d.get("metadata", {}).get("name")) for d in docs]  # Kueue's Configuration
+    rbac = [d for d, name in names if name == "jupyter-kremote-service"  # has no metadata
+            or (d["kind"] == "ServiceAccount" and name == "jupyter-kremote")]
     assert rbac == render_service_rbac(namespace="jhub", service_account="jupyter-kremote")
     (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
     _, job = render_cluster(PodSpec(count=2), cluster_id="train-3f2a1c", user="alice",
