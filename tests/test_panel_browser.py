@@ -256,11 +256,47 @@ def page(browser, request):
             context.close()
 
 
-def open_lab(page, lab: Lab, path: str = "lab") -> None:
-    page.goto(f"{lab.url}{path}?token={lab.token}")
+def open_lab(page, lab: Lab, path: str = "lab", *, reset: bool = False) -> None:
+    """Open JupyterLab at ``path``; ``reset`` starts from an empty workspace (no tabs restored)."""
+    page.goto(f"{lab.url}{path}?token={lab.token}" + ("&reset" if reset else ""))
     page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
     page.wait_for_function("() => !!window.jupyterapp")
     page.evaluate("() => window.jupyterapp.restored.then(() => true)")
+
+
+def run_notebook(page, lab: Lab, name: str, started: str = r"\[(\*|\d+)\]"):
+    """Open notebook ``name`` alone, wait for its idle kernel, run all its cells; return its
+    ``.jp-Notebook`` locator.
+
+    Why each step: a restored workspace can bring back another notebook and activate it after
+    this one, so that run-all ran that one instead (a CI run waited 120 s for output that never
+    came); and a run-all sent while the notebook still settles can be dropped, so it is sent
+    again while no prompt shows a cell as started (``started``, a regex on the prompts).
+    """
+    open_lab(page, lab, f"lab/tree/{name}", reset=True)
+    page.wait_for_function(  # this notebook current, with its kernel idle
+        "name => { const app = window.jupyterapp, w = app.shell.currentWidget;"
+        " if (!w || !w.context || w.context.path !== name) {"
+        "   void app.commands.execute('docmanager:open', {path: name}); return false; }"
+        " return !!(w.sessionContext && w.sessionContext.session"
+        "   && w.sessionContext.kernelDisplayStatus === 'idle'); }",
+        arg=name, polling=500, timeout=90_000)
+    panel_id = page.evaluate("() => window.jupyterapp.shell.currentWidget.id")
+    notebook = page.locator(f"[id='{panel_id}'] .jp-Notebook")
+    notebook.locator(".jp-Cell").first.wait_for()
+    prompts = notebook.locator(".jp-InputPrompt", has_text=re.compile(started))
+    for _ in range(3):
+        page.evaluate(
+            "name => { const app = window.jupyterapp;"
+            " void app.commands.execute('docmanager:open', {path: name}).then("
+            "   () => app.commands.execute('notebook:run-all-cells')); }", name)
+        try:
+            prompts.first.wait_for(timeout=15_000)
+            return notebook
+        except Exception:  # noqa: BLE001, S112 - Playwright's TimeoutError: send it again
+            continue
+    prompts.first.wait_for(timeout=1000)
+    return notebook
 
 
 def open_panel_from_palette(page) -> None:
@@ -505,27 +541,10 @@ def test_panel_shows_pod_groups_and_map_counts(lab: Lab, page) -> None:
                                       "language": "python"}},
           "nbformat": 4, "nbformat_minor": 5}
     (lab.root / "groups.ipynb").write_text(json.dumps(nb))
-    open_lab(page, lab, "lab/tree/groups.ipynb")
+    notebook = run_notebook(page, lab, "groups.ipynb")
     open_panel_from_palette(page)
     widen_sidebar(page)
     panel = page.locator("#jupyter-kremote-panel")
-    notebook = page.locator(".jp-Notebook:visible")  # the workspace may restore demo.ipynb
-    notebook.locator(".jp-Cell").first.wait_for()
-    page.wait_for_function(
-        "() => { const w = window.jupyterapp.shell.currentWidget;"
-        " return w && w.sessionContext && w.sessionContext.session"
-        " && w.sessionContext.kernelDisplayStatus === 'idle'; }", timeout=60_000)
-    # a run-all sent while the notebook panel still settles can be dropped: send it again if
-    # no cell has started (the first prompt still reads "[ ]") after a while
-    started = notebook.locator(".jp-InputPrompt", has_text=re.compile(r"\[(\*|\d+)\]"))
-    for _ in range(3):
-        page.evaluate(
-            "() => { void window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
-        try:
-            started.first.wait_for(timeout=15_000)
-            break
-        except Exception:  # noqa: BLE001 - Playwright's TimeoutError: try again
-            continue
     notebook.locator(".jp-OutputArea-output", has_text="sum of squares 20540").wait_for(
         timeout=120_000)
     assert "map failed: " in notebook.inner_text()
@@ -564,7 +583,7 @@ def test_panel_shows_pod_groups_and_map_counts(lab: Lab, page) -> None:
         try:
             panel.locator(".jp-kremote-body").screenshot(path=str(ARTIFACTS / "panel-groups.png"))
             break
-        except Exception as exc:  # noqa: BLE001 - "not attached to the DOM": take it again
+        except Exception as exc:  # "not attached to the DOM": take it again
             if "not attached" not in str(exc):
                 raise
 

@@ -10,7 +10,7 @@ import json
 
 import pytest
 import test_panel_browser as panel
-from test_panel_browser import open_lab, pump_until, screenshot
+from test_panel_browser import pump_until, run_notebook, screenshot
 
 # the JupyterLab, browser and page fixtures of the panel's tests (a lab per module)
 chromium_path, lab, browser, page = panel.chromium_path, panel.lab, panel.browser, panel.page
@@ -27,17 +27,6 @@ def notebook(lab, name: str, *cells: str) -> str:
           "nbformat": 4, "nbformat_minor": 5}
     (lab.root / name).write_text(json.dumps(nb))
     return name
-
-
-def run_all(page, lab, name: str) -> None:
-    open_lab(page, lab, f"lab/tree/{name}")
-    page.locator(".jp-NotebookPanel:visible .jp-Cell").first.wait_for()
-    page.wait_for_function(  # this notebook, not one the workspace restored, with its kernel
-        "name => { const w = window.jupyterapp.shell.currentWidget;"
-        " return w && w.context && w.context.path === name && w.sessionContext"
-        " && w.sessionContext.session"
-        " && w.sessionContext.kernelDisplayStatus === 'idle'; }", arg=name, timeout=60_000)
-    page.evaluate("() => { void window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
 
 
 def answer(page, expect_prompt: str, text: str) -> None:
@@ -65,7 +54,7 @@ def test_input_and_pdb_at_the_notebook_prompt(lab, page) -> None:
                                         "breakpoint()\n"
                                         "y = x + 1\n"
                                         "print('hello', who, 'y is', y, 'pid', os.getpid())\n")
-    run_all(page, lab, name)
+    run_notebook(page, lab, name)
     answer(page, "your name?", "Ada")
     answer(page, "(Pdb)", "p x")
     out = page.locator(".jp-NotebookPanel:visible .jp-Cell").nth(1).locator(".jp-OutputArea")
@@ -92,7 +81,7 @@ def test_widgets_slider_calls_remote_f_and_tqdm_bar_shows(lab, page) -> None:
                                           "@interact(x=(0, 10))\n"
                                           "def f(x=5):\n"
                                           "    print('f got', x, 'in pid', os.getpid())\n")
-    run_all(page, lab, name)
+    run_notebook(page, lab, name)
     cell = page.locator(".jp-NotebookPanel:visible .jp-Cell").nth(1)
     bar = cell.locator(".widget-hprogress .progress-bar")
     bar.wait_for(timeout=90_000)

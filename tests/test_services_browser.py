@@ -20,9 +20,9 @@ from test_panel_browser import (  # noqa: F401 - browser, chromium_path, page...
     chromium_path,
     jp_asyncio_loop,
     jp_server_cleanup,
-    open_lab,
     open_panel_from_palette,
     page,
+    run_notebook,
     running_lab,
     screenshot,
     widen_sidebar,
@@ -68,22 +68,7 @@ def test_panel_link_opens_the_page_rank_0_serves(kube_lab, page) -> None:  # noq
                                       "language": "python"}},
           "nbformat": 4, "nbformat_minor": 5}
     (lab.root / "web.ipynb").write_text(json.dumps(nb))
-    open_lab(page, lab, "lab/tree/web.ipynb")
-    notebook = page.locator(".jp-Notebook:visible")
-    notebook.locator(".jp-Cell").first.wait_for()
-    page.wait_for_function(
-        "() => { const w = window.jupyterapp.shell.currentWidget;"
-        " return w && w.sessionContext && w.sessionContext.session"
-        " && w.sessionContext.kernelDisplayStatus === 'idle'; }", timeout=60_000)
-    started = notebook.locator(".jp-InputPrompt", has_text="[1]")
-    for _ in range(3):  # a run-all sent while the notebook still settles can be dropped
-        page.evaluate(
-            "() => { void window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
-        try:
-            started.first.wait_for(timeout=15_000)
-            break
-        except Exception:  # noqa: BLE001, S112 - Playwright's TimeoutError: try again
-            continue
+    notebook = run_notebook(page, lab, "web.ipynb", started=r"\[1\]")
     notebook.locator(".jp-OutputArea-output", has_text="cluster up").wait_for(timeout=120_000)
 
     # %remote open: a link in the cell's output, to this server's proxy route
