@@ -148,7 +148,7 @@ class ClusterClient:
 
     def __init__(self, key: bytes, endpoints: list[Endpoint], liveness: Liveness) -> None:
         self.signer = Signer(key, sender="kernel")
-        self.ctx = zmq.Context.instance()
+        self.ctx: zmq.Context = zmq.Context.instance()
         self.channels = {ep.rank: AgentChannel(self.ctx, ep) for ep in endpoints}
         self.liveness = liveness
         self.ranks = sorted(self.channels)

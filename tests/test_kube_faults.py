@@ -58,6 +58,19 @@ def test_refused_pods_fail_the_start_with_the_api_message(kkernel, sim, setup, t
     assert wait_for(lambda: not managed(sim.admin), 20), managed(sim.admin)
 
 
+def test_a_refused_job_fails_the_start_in_one_line_and_leaves_no_secret(kkernel, sim):  # noqa: F811
+    sim.ks.call("inject_error", code=403, verb="create", resource="jobs",
+                message="jobs.batch is forbidden: admission webhook said no")
+    res = kkernel.run("%%remote --connect-timeout 60\nran = 1", timeout=90)
+    assert res.status == "error" and res.error["ename"] == "ClusterStartError", res.outputs
+    assert "the API refused the Job: jobs.batch is forbidden: admission webhook said no" in \
+        res.error["evalue"], res.error["evalue"]
+    assert wait_for(lambda: not kubectl(sim.admin, "get", "secrets", "-l",
+                                        "app.kubernetes.io/managed-by=jupyter-kremote",
+                                        "-o", "name").strip(), 20)
+    assert kkernel.run("%%remote\nprint('ran')").stdout.strip() == "ran"
+
+
 def test_the_base_pod_runs_in_a_restricted_namespace(kkernel, sim):  # noqa: F811
     kubectl(sim.admin, "label", "ns", "default", "pod-security.kubernetes.io/enforce=restricted")
     res = kkernel.run("%%remote\nprint('ran')")

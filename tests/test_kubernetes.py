@@ -222,12 +222,29 @@ def test_missing_secret_is_create_container_config_error(kkernel, sim):
                  15)
 
 
-def test_agent_crash_before_registering_shows_log_tail(kkernel, sim):
+def _crash_template(kkernel) -> None:
     (kkernel.cwd / "crash.yaml").write_text(
         "spec:\n  template:\n    spec:\n      containers:\n        - name: agent\n"
         "          command: [python, -c, \"print('cannot start: bad config'); exit(3)\"]\n")
+
+
+def test_agent_crash_before_registering_shows_log_tail(kkernel, sim):
+    _crash_template(kkernel)
     _start_fails(kkernel, "%%remote -t crash.yaml --connect-timeout 30",
                  ["exited with code 3", "cannot start: bad config"], 15)
+
+
+@needs_sim
+def test_agent_crash_reported_while_the_pod_watch_lags(kkernel, sim):
+    """The Job's BackoffLimitExceeded arrives before the pod's terminated state (the pod watch
+    is stalled): the message still names the exit code and the log tail, read from the API."""
+    _crash_template(kkernel)
+    sim.ks.call("stall_watches", resource="pods", future=True)
+    try:
+        _start_fails(kkernel, "%%remote -t crash.yaml --connect-timeout 30",
+                     ["exited with code 3", "cannot start: bad config"], 15)
+    finally:
+        sim.ks.call("resume_watches")
 
 
 @needs_sim

@@ -166,6 +166,15 @@ def api_status(exc: BaseException) -> int | None:
     return getattr(exc, "status", None)
 
 
+def api_errors() -> tuple[type[BaseException], ...]:
+    """What a failed API call raises: the API's refusal, or no answer (connection, timeout).
+    Other exceptions are bugs and propagate as they are."""
+    import aiohttp
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    return (ApiException, aiohttp.ClientError, OSError, asyncio.TimeoutError)
+
+
 def api_message(exc: BaseException) -> str:
     """The ``message`` of a Kubernetes Status body, else the exception text."""
     import json

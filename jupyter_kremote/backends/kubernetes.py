@@ -45,7 +45,15 @@ from ..protocol import new_key
 from ..spec import check_dns_label, dns_safe_name, format_duration, label_value
 from ..templates import TemplateResolver
 from .base import ClusterHandle, StartRequest
-from .kube_api import SA_TOKEN, KubeLoop, KubeSettings, api_message, api_status, retry
+from .kube_api import (
+    SA_TOKEN,
+    KubeLoop,
+    KubeSettings,
+    api_errors,
+    api_message,
+    api_status,
+    retry,
+)
 from .kube_queue import QueueState, eviction, poll, stop_message
 from .kube_state import (
     ClusterState,
@@ -56,6 +64,7 @@ from .kube_state import (
     pod_ip,
     pod_stage,
     pull_failure,
+    rank_of,
     unschedulable,
 )
 from .kube_watch import NamespaceWatch
@@ -78,6 +87,7 @@ class _Kube:
     job: str
     secret: str
     state: ClusterState
+    label: str = ""  # the pods' kremote/cluster label
     watched: bool = False  # registered with the namespace's shared watch
     pods: dict[int, str] = field(default_factory=dict)  # rank -> the pod its agent runs in
     via: str = "direct"  # how the kernel reaches the agents: direct | port-forward
@@ -207,9 +217,9 @@ class KubernetesBackend:
             request, key=key.decode(), redact=False, curve_secret=curve_secret.decode(),
             namespace=kl.namespace, cluster_id=cluster_id, owner_reference=owner,
             curve_client=(client_public.decode(), client_secret.decode()))
-        kube = _Kube(ns, job_doc["metadata"]["name"], secret_doc["metadata"]["name"],
-                     ClusterState(job_doc["metadata"]["name"]))
         label = job_doc["metadata"]["labels"][LABEL_CLUSTER]
+        kube = _Kube(ns, job_doc["metadata"]["name"], secret_doc["metadata"]["name"],
+                     ClusterState(job_doc["metadata"]["name"]), label)
         queue = job_doc["metadata"]["labels"].get(QUEUE_LABEL)
         if queue:
             kube.queue = QueueState(queue)
@@ -289,7 +299,7 @@ class KubernetesBackend:
         # clusters made before the client allowlist have no owner key: any client key works
         client_secret = (base64.b64decode(data[CLIENT_SECRET_KEY])
                          if CLIENT_SECRET_KEY in data else None)
-        kube = _Kube(ns, meta["name"], secret.metadata.name, ClusterState(meta["name"]))
+        kube = _Kube(ns, meta["name"], secret.metadata.name, ClusterState(meta["name"]), label)
         self._watch(kl, kube, label)
         count = job.get("spec", {}).get("completions") or 1
         end = time.monotonic() + wait
@@ -344,7 +354,7 @@ class KubernetesBackend:
             await retry(lambda: kl.core.patch_namespaced_secret(
                 name, ns, {"metadata": {"ownerReferences": [by_job]}},
                 _content_type="application/merge-patch+json"), "own Secret")
-        except Exception as exc:
+        except api_errors() as exc:  # anything else propagates: start's teardown cleans up
             await retry(lambda: kl.core.delete_namespaced_secret(name, ns),
                         "delete Secret", ok_status=(404,))
             raise ClusterStartError(f"the API refused the Job: {api_message(exc)}") from None
@@ -424,7 +434,8 @@ class KubernetesBackend:
                         failure = (f"rank {rank}: {pull}; still failing after "
                                    f"KREMOTE_IMAGE_PULL_GRACE={grace:g}s")
                         break
-                failure = failure or job_failure(kube.state.job)
+                if failure is None and job_failure(kube.state.job):
+                    failure = self._failed_pod(kube) or job_failure(kube.state.job)
                 if failure:
                     raise ClusterStartError(self._failure(request, kube, failure))
                 line = ", ".join(f"rank {r}: {pod_stage(p)}" for r, p in sorted(pods.items()))
@@ -524,6 +535,41 @@ class KubernetesBackend:
         events = kube.state.recent_events(4)
         tail = ("; last events: " + " | ".join(events)) if events else ""
         return f"cluster {request.name!r} could not start: {why}{tail}"
+
+    def _failed_pod(self, kube: _Kube) -> str | None:
+        """Why a pod of a Job that failed on its pods ended, with its log tail, read from the
+        API: the Job's Failed/FailureTarget can reach us before the watch brings the failed
+        pod's terminated state (two streams, no order between them), and the Job controller
+        leaves a failed pod in place. Pods it deleted (the ranks it stopped, or a deadline's
+        victims) exit on its SIGTERM and are not the cause."""
+        conditions = kube.state.job.get("status", {}).get("conditions") or []
+        cond: dict[str, Any] = next(
+            (c for c in conditions if c.get("type") in ("Failed", "FailureTarget")), {})
+        if cond.get("reason") not in ("BackoffLimitExceeded", "PodFailurePolicy") or \
+                not kube.label:
+            return None
+        kl = self.kube
+
+        async def go() -> list[dict[str, Any]]:
+            res = await kl.core.list_namespaced_pod(
+                kube.namespace, label_selector=f"{LABEL_CLUSTER}={kube.label}",
+                _preload_content=False)
+            import json
+
+            return json.loads(await res.read()).get("items", [])
+
+        try:
+            pods = kl.run(go(), timeout=15)
+        except api_errors() as exc:  # the Job's own reason is still true
+            log.debug("could not read the pods of %s: %s", kube.job, api_message(exc))
+            return None
+        failed = [p for p in pods if p.get("status", {}).get("phase") == "Failed"
+                  and not p["metadata"].get("deletionTimestamp")]
+        for pod in sorted(failed, key=lambda p: rank_of(p) or 0):
+            why = pod_failure(pod)
+            if why:
+                return f"rank {rank_of(pod)}: {why}" + self._log_tail(kube, pod)
+        return None
 
     def _log_tail(self, kube: _Kube, pod: dict) -> str:
         state = (pod.get("status", {}).get("containerStatuses") or [{}])[0].get("state") or {}

@@ -82,11 +82,11 @@ class ServiceProxyHandler(_ManagerMixin, ExtensionHandlerMixin, JupyterHandler,
     async def get(self, cluster_id: str, name: str, path: str = "") -> None:
         if self.request.headers.get("Upgrade", "").lower() == "websocket":
             await self._websocket(cluster_id, name, path)
-        else:
-            await self._proxy(cluster_id, name, path)
+        else:  # ensure_async: tornado types its decorated methods "an awaitable or None"
+            await ensure_async(self._proxy(cluster_id, name, path))
 
     async def head(self, cluster_id: str, name: str, path: str = "") -> None:
-        await self._proxy(cluster_id, name, path)
+        await ensure_async(self._proxy(cluster_id, name, path))
 
     post = put = patch = delete = options = head
 

@@ -27,6 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from jupyter_kremote.manifests import LABEL_CLUSTER, LABEL_USER, MANAGED_BY
@@ -151,6 +152,7 @@ async def _list(kl: Any, ns: str, selector: str) -> tuple[list[dict], list[dict]
 
     async def items(call: Callable[[], Awaitable[Any]], what: str) -> list[dict]:
         res = await retry(call, what)
+        assert res is not None  # without ok_status, retry raises rather than return None
         return json.loads(await res.read()).get("items", [])
 
     jobs = await items(lambda: kl.batch.list_namespaced_job(
@@ -167,8 +169,8 @@ async def _delete(kl: Any, ns: str, found: Orphans) -> None:
 
     opts = client.V1DeleteOptions(propagation_policy="Background")
     for name in found.jobs:
-        await retry(lambda name=name: kl.batch.delete_namespaced_job(name, ns, body=opts),
+        await retry(partial(kl.batch.delete_namespaced_job, name, ns, body=opts),
                     "delete Job", ok_status=(404,))
     for name in found.secrets:
-        await retry(lambda name=name: kl.core.delete_namespaced_secret(name, ns),
+        await retry(partial(kl.core.delete_namespaced_secret, name, ns),
                     "delete Secret", ok_status=(404,))
