@@ -54,7 +54,7 @@ class Server:
              f"--ServerApp.jpserver_extensions={{'jupyter_kremote_server': {extension}}}",
              *args],
             env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        ok = wait_for(self._up, 30, 0.2)
+        ok = wait_for(self._up, 120, 0.2)
         if not ok:  # not up in time (a busy machine): never leave it running behind the test
             self.stop()
         assert ok, (runtime.parent / "server.log").read_text()[-3000:]
