@@ -155,11 +155,11 @@ def leaves_nothing_behind():
                 continue
         return out
 
-    assert wait_for(lambda: not ours(), 15), f"agent processes left behind: {ours()}"
+    assert wait_for(lambda: not ours(), 60), f"agent processes left behind: {ours()}"
     def left() -> list[str]:
         return sorted(map(str, set(tmp.glob("kremote-*")) - before))
 
-    assert wait_for(lambda: not left(), 10), f"folders left in {tmp}: {left()}"
+    assert wait_for(lambda: not left(), 60), f"folders left in {tmp}: {left()}"
 
 
 @pytest.fixture
@@ -190,7 +190,7 @@ def kernel_in(notebook_dir: Path):
         kc.stop_channels()
         km.shutdown_kernel(now=False)
         # shutting the kernel down must leave no agent behind
-        assert wait_for(lambda: not any(psutil.pid_exists(p) and alive(p) for p in pids), 10), \
+        assert wait_for(lambda: not any(psutil.pid_exists(p) and alive(p) for p in pids), 60), \
             f"agents left after kernel shutdown: {pids}"
 
 

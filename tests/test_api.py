@@ -29,7 +29,7 @@ async def test_local_cluster_run_call_push_pull(tmp_path, capsys):
             await c.run("1/0")
         assert type(info.value).__name__ == "ZeroDivisionError"
         assert str(info.value) == "division by zero"
-    assert wait_for(lambda: not (all_agent_pids() & mine), 5)
+    assert wait_for(lambda: not (all_agent_pids() & mine), 60)
 
 
 @pytest.mark.asyncio

@@ -167,7 +167,7 @@ def test_unreachable_pod_ips_fail(cluster):
         return out.stdout == "Running"
 
     try:
-        assert wait_for(running, 30)
+        assert wait_for(running, 60)
         _, lines = doctor(cluster.kubeconfig)
     finally:
         kubectl(cluster.admin, "delete", "pod", "mute", "--grace-period=0", "--force")

@@ -148,7 +148,7 @@ c.JupyterHub.load_roles = [
         """Stop the servers (the service ends their clusters), the service, the hub."""
         for user in ("alice", "bob", "admin"):
             self.api("DELETE", f"users/{user}/server")
-        wait_for(lambda: not managed(self.kube.admin), 30)
+        wait_for(lambda: not managed(self.kube.admin), 60)
         self.stop_service()
         if self.proc is not None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -182,7 +182,7 @@ c.JupyterHub.load_roles = [
              f"--KRemoteService.config_file={self.service_config()}"],
             cwd=self.tmp, env=env, stdout=open(self.tmp / "service.log", "ab"),  # noqa: SIM115
             stderr=subprocess.STDOUT)
-        assert wait_for(lambda: self._get_service().status_code == 403, 30, 0.2), \
+        assert wait_for(lambda: self._get_service().status_code == 403, 60, 0.2), \
             self.log("service.log")
 
     def admin_templates(self) -> Path:
@@ -306,7 +306,7 @@ def hub(tmp_path_factory, kube):
         yield h
     finally:
         h.stop()
-        assert wait_for(lambda: not managed(kube.admin), 30), managed(kube.admin)
+        assert wait_for(lambda: not managed(kube.admin), 60), managed(kube.admin)
 
 
 @pytest.fixture(scope="module")
@@ -397,7 +397,7 @@ def test_a_service_opens_through_the_owners_server_only(hub, kernels):
         assert r.status_code in (200, 502), r.text  # 502 until the app listens
         return r.text
 
-    assert wait_for(lambda: "served by pod" in page(), 30)
+    assert wait_for(lambda: "served by pod" in page(), 60)
     assert f"served by pod {web['pods'][0]['name']} rank 0" in page()
     r = hub.call("alice", "GET", path, allow_redirects=False)  # bob's server: not alice's
     assert r.status_code in (302, 403) and "served by pod" not in r.text
@@ -507,7 +507,7 @@ def test_an_admin_sees_all_users_in_the_panel_and_shuts_a_cluster_down(hub, kern
         finally:
             browser.close()
     assert wait_for(lambda: not any(extra["id"] in o or "extra" in o
-                                    for o in _owned(hub.kube, "bob")), 20)
+                                    for o in _owned(hub.kube, "bob")), 60)
     assert [c["notebook"] for c in _clusters(hub, "bob")] == ["bob-work.ipynb"]
 
 
@@ -572,7 +572,7 @@ def test_stopping_a_users_server_ends_their_clusters(hub, kernels):
     assert r.status_code in (202, 204), r.text
     # 202: the hub is still stopping it (a loaded machine); the 10 s count from its stop
     assert wait_for(lambda: not hub.api("GET", "users/alice").json()["servers"], 60, 0.2)
-    assert wait_for(lambda: not _owned(hub.kube, "alice"), 10), managed(hub.kube.admin)
+    assert wait_for(lambda: not _owned(hub.kube, "alice"), 60), managed(hub.kube.admin)
     (ended,) = _clusters(hub, "alice")
     assert (ended["id"], ended["state"], ended["ended"]) == (
         cluster["id"], "ended", "its owner's server stopped")

@@ -29,12 +29,12 @@ def test_agent_on_ipv6_loopback_answers_requests(tmp_path):
     proc.stdin.close()
     client = None
     try:
-        if not wait_for(ready.exists, 20):
+        if not wait_for(ready.exists, 60):
             pytest.fail(f"agent not ready: {proc.stderr.read().decode()}")
         info = json.loads(ready.read_text())
         client = ClusterClient(key, [Endpoint(0, "::1", info["port"], info["control_port"])],
                                lambda r: None)
-        assert client.control("ping", timeout=5)[0]["status"] == "ok"
+        assert client.control("ping", timeout=60)[0]["status"] == "ok"
         client.request("push", payload={"v": 41}, timeout=30)
         assert client.request("pull", {"names": ["v"]}, timeout=30)[0].payload == {"v": 41}
         client.control("shutdown")

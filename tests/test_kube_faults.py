@@ -55,7 +55,7 @@ def test_refused_pods_fail_the_start_with_the_api_message(kkernel, sim, setup, t
     assert "Kubernetes refused to create the pods" in res.error["evalue"], res.error["evalue"]
     for text in expected:
         assert text in res.error["evalue"], res.error["evalue"]
-    assert wait_for(lambda: not managed(sim.admin), 20), managed(sim.admin)
+    assert wait_for(lambda: not managed(sim.admin), 60), managed(sim.admin)
 
 
 def test_a_refused_job_fails_the_start_in_one_line_and_leaves_no_secret(kkernel, sim):  # noqa: F811
@@ -67,7 +67,7 @@ def test_a_refused_job_fails_the_start_in_one_line_and_leaves_no_secret(kkernel,
         res.error["evalue"], res.error["evalue"]
     assert wait_for(lambda: not kubectl(sim.admin, "get", "secrets", "-l",
                                         "app.kubernetes.io/managed-by=jupyter-kremote",
-                                        "-o", "name").strip(), 20)
+                                        "-o", "name").strip(), 60)
     assert kkernel.run("%%remote\nprint('ran')").stdout.strip() == "ran"
 
 
@@ -93,7 +93,7 @@ def test_disruptions_say_what_disrupted_the_pod(kkernel, sim, how, expected):  #
     else:
         kubectl(sim.admin, "drain", "kubesim-node-0", "--ignore-daemonsets",
                 "--delete-emptydir-data", "--force", "--timeout=60s")
-    assert wait_for(lambda: expected in kkernel.run("%remote status").text, 20), \
+    assert wait_for(lambda: expected in kkernel.run("%remote status").text, 60), \
         kkernel.run("%remote status").text
     res = kkernel.run("%%remote\nprint(x)")
     assert res.error["ename"] == "ClusterEnded" and expected in res.error["evalue"], res.error
@@ -113,7 +113,7 @@ def test_pod_deleted_while_the_watch_stalled_fails_the_cell(kkernel, sim):  # no
         return subprocess.run(["kubectl", "--kubeconfig", sim.admin, "get", "pod", pod],
                               capture_output=True, timeout=30, check=False).returncode != 0
 
-    assert wait_for(gone, 30)  # its agent ended with it
+    assert wait_for(gone, 60)  # its agent ended with it
     sim.ks.call("compact")
     res = kkernel.run("%%remote\nprint(x)", timeout=90)
     assert res.status == "error", res.outputs
@@ -130,7 +130,7 @@ def test_a_transient_image_pull_error_within_the_grace_is_no_failure(kkernel, si
                       "jupyter-kremote", "-o", "jsonpath={..waiting.reason}")
         return "ErrImagePull" in out or "ImagePullBackOff" in out
 
-    assert wait_for(pulling_failed, 30)
+    assert wait_for(pulling_failed, 60)
     sim.ks.call("set_unknown_images", prefixes=["unknown/"])  # the registry is back
     reply = kkernel.kc.get_shell_msg(timeout=90)["content"]
     assert reply["status"] == "ok", reply
@@ -142,7 +142,7 @@ def test_a_persisting_image_pull_error_fails_after_its_grace(kkernel, sim):  # n
     assert res.error["ename"] == "ClusterStartError", res.outputs
     assert "ErrImagePull" in res.error["evalue"] or "ImagePullBackOff" in res.error["evalue"]
     assert "KREMOTE_IMAGE_PULL_GRACE=10s" in res.error["evalue"], res.error["evalue"]
-    assert wait_for(lambda: not managed(sim.admin), 20), managed(sim.admin)
+    assert wait_for(lambda: not managed(sim.admin), 60), managed(sim.admin)
 
 
 def test_watch_state_is_read_safely_while_the_loop_thread_writes():

@@ -93,7 +93,7 @@ def test_network_policy_admits_owner_and_peers_and_goes_with_the_job(kernel, sim
     assert all(selects(peers_from, p["metadata"]["labels"]) for p in pods)  # and the ranks
     assert not selects(peers_from, nb["metadata"]["labels"])
     kubectl(sim, "delete", "job", job["metadata"]["name"], "--cascade=background")
-    assert wait_for(lambda: not managed(sim.admin), 20), managed(sim.admin)
+    assert wait_for(lambda: not managed(sim.admin), 60), managed(sim.admin)
     kubectl(sim, "delete", "pod", "jupyter-alice", "--grace-period=0", "--force")
 
 
@@ -111,8 +111,8 @@ def test_deleting_the_notebook_pod_ends_the_cluster(kernel, sim):
     assert sorted(m.split("/")[0] for m in managed(sim.admin)) == [
         "job", "networkpolicy", "pod", "secret"]
     kubectl(sim, "delete", "pod", "jupyter-alice-2", "--wait=false")
-    assert wait_for(lambda: not managed(sim.admin), 30), managed(sim.admin)
-    assert wait_for(lambda: not sim.ks.call("processes"), 15), sim.ks.call("processes")
+    assert wait_for(lambda: not managed(sim.admin), 60), managed(sim.admin)
+    assert wait_for(lambda: not sim.ks.call("processes"), 60), sim.ks.call("processes")
     res = kernel.run("%%remote\nprint(x)")
     assert res.status == "error" and "ended" in res.stderr + res.traceback_text, res.outputs
 

@@ -11,7 +11,6 @@ import asyncio
 import os
 import shutil
 import subprocess
-import time
 from typing import Any, NamedTuple
 
 import pytest
@@ -203,14 +202,14 @@ def _start_fails(kkernel, line: str, expected: list[str], within: float):
 def test_bad_image_fails_fast_and_leaves_nothing(kkernel, sim, image, reason):
     _start_fails(kkernel, f"%%remote --image {image} --connect-timeout 60",
                  [reason, "last events:"], 40)
-    assert wait_for(lambda: not managed(sim.admin), 10), managed(sim.admin)
+    assert wait_for(lambda: not managed(sim.admin), 60), managed(sim.admin)
 
 
 def test_unschedulable_gpu_request_names_the_scheduler_message(kkernel, sim):
     _start_fails(kkernel, f"%%remote --gpu 4 --connect-timeout 3{IMAGE_FLAG}",
                  ["no node can run it", "Insufficient nvidia.com/gpu",
                   "--connect-timeout 3s"], 3 + 5)
-    assert wait_for(lambda: not managed(sim.admin), 10), managed(sim.admin)
+    assert wait_for(lambda: not managed(sim.admin), 60), managed(sim.admin)
 
 
 def test_missing_secret_is_create_container_config_error(kkernel, sim):
@@ -253,7 +252,7 @@ def test_oom_killed_agent_fails_the_cell_and_next_cell_says_so(kkernel, sim):
     kkernel.start_long_cell()
     pod = [p for p in managed(sim.admin) if p.startswith("pod/")][0].split("/")[1]
     sim[1].call("oom_kill", "default", pod)
-    reply = kkernel.kc.get_shell_msg(timeout=15)["content"]  # the cell would sleep 60 s
+    reply = kkernel.kc.get_shell_msg(timeout=45)["content"]  # the cell would sleep 60 s
     assert reply["ename"] == "AgentDied"
     assert "OOMKilled" in reply["evalue"] and "--mem" in reply["evalue"]
     res = kkernel.run("%%remote\nprint(x)")
@@ -267,14 +266,14 @@ def test_evicted_pod_ends_the_cluster(kkernel, sim):
     assert kkernel.run("%%remote\nx = 1").status == "ok"
     pod = [p for p in managed(sim.admin) if p.startswith("pod/")][0].split("/")[1]
     sim[1].call("evict", "default", pod, "The node was low on resource: memory.")
-    assert wait_for(lambda: "evicted" in kkernel.run("%remote status").text, 10)
+    assert wait_for(lambda: "evicted" in kkernel.run("%remote status").text, 60)
     res = kkernel.run("%%remote\nprint(x)")
     assert res.error["ename"] == "ClusterEnded" and "was evicted" in res.error["evalue"]
 
 
 def test_ttl_deadline_ends_the_cluster(kkernel, sim):
     assert kkernel.run(f"%%remote --ttl 3s{IMAGE_FLAG}\nx = 1").status == "ok"
-    time.sleep(5)
+    assert wait_for(lambda: "TTL ran out" in kkernel.run("%remote status").text, 60)
     res = kkernel.run("%%remote\nprint(x)")
     assert res.error["ename"] == "ClusterEnded"
     assert "TTL ran out" in res.error["evalue"]
@@ -358,7 +357,7 @@ def test_python_version_drift_is_a_clear_error(sim, monkeypatch):
         start()
     msg = str(info.value)
     assert "this kernel runs Python 3.9.18" in msg and f"runs Python {real['python']}" in msg
-    assert wait_for(lambda: not managed(sim.admin), 20), managed(sim.admin)
+    assert wait_for(lambda: not managed(sim.admin), 60), managed(sim.admin)
 
 
 def test_package_version_drift_is_a_warning_naming_both(sim, monkeypatch):
@@ -387,7 +386,7 @@ def test_api_errors_are_retried_and_watches_resume(kkernel, sim):
     ks.call("compact")  # the watches must re-list (410 Gone) to see what follows
     pod = [p for p in managed(sim.admin) if p.startswith("pod/")][0].split("/")[1]
     ks.call("evict", "default", pod, "The node was low on resource: memory.")
-    assert wait_for(lambda: "evicted" in kkernel.run("%remote status").text, 15)
+    assert wait_for(lambda: "evicted" in kkernel.run("%remote status").text, 60)
 
 
 def test_configmap_template_is_read_from_the_cluster(kkernel, sim):
@@ -426,7 +425,7 @@ def test_attaching_to_a_busy_cluster_never_shuts_it_down(sim, monkeypatch):
         cell = threading.Thread(target=lambda: results.append(first.run(
             "import time\nfor _ in range(1200): time.sleep(0.1)")), daemon=True)
         cell.start()
-        assert wait_for(lambda: first.client.control("ping").get(0, {}).get("busy"), 10)
+        assert wait_for(lambda: first.client.control("ping").get(0, {}).get("busy"), 60)
         second = Cluster("drift", first.options, backend=first.backend, handle=first.handle)
         assert any("busy" in w for w in second.warnings), second.warnings
         second.detach()

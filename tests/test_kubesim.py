@@ -194,7 +194,7 @@ async def test_indexed_job_secret_env_watch_logs_selectors_and_background_delete
     seen = b""
     async with resp:
         while b"bye" not in seen:
-            seen += await asyncio.wait_for(resp.content.readline(), 10)
+            seen += await asyncio.wait_for(resp.content.readline(), 60)
     assert seen.decode().splitlines() == ["key s3cr3t index 1 home True", "tick 0", "tick 1",
                                           "tick 2", "bye"]
     await eventually(lambda: _log_has(core, by_index["0"], "bye"))
@@ -258,7 +258,7 @@ async def test_follow_ends_with_the_process_and_pod_succeeds(sim: KubeSim, api: 
     await wait_running(core, "short")
     resp = await core.read_namespaced_pod_log("short", NS, follow=True, _preload_content=False)
     async with resp:
-        body = await asyncio.wait_for(resp.read(), 10)  # returns only when the stream ends
+        body = await asyncio.wait_for(resp.read(), 60)  # returns only when the stream ends
     assert body.decode().splitlines() == ["line 0", "line 1", "line 2"]
 
     async def done() -> Any:
@@ -479,9 +479,9 @@ async def test_watch_resume_timeout_bookmarks_drop_and_410(sim: KubeSim, api: An
     async with resp:
         kinds = []
         while "BOOKMARK" not in kinds:
-            kinds.append(json.loads(await asyncio.wait_for(resp.content.readline(), 5))["type"])
+            kinds.append(json.loads(await asyncio.wait_for(resp.content.readline(), 60))["type"])
         assert sim.drop_watches() >= 1
-        rest = await asyncio.wait_for(resp.content.read(), 5)
+        rest = await asyncio.wait_for(resp.content.read(), 60)
     assert all(json.loads(line)["type"] in ("BOOKMARK", "ADDED", "MODIFIED", "DELETED")
                for line in rest.splitlines())
 

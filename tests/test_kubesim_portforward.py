@@ -151,11 +151,11 @@ def test_wire_format_two_ports_and_prefixes(ks):
     async def go() -> tuple[list[bytes], bytes, bytes]:
         session, ws = await _open(ks, f"ports={PORT}&ports=7001")
         try:
-            first = [(await ws.receive_bytes(timeout=5)) for _ in range(4)]
+            first = [(await ws.receive_bytes(timeout=60)) for _ in range(4)]
             await ws.send_bytes(b"\x00hello\n")
             reply, error = b"", b""
             while not (reply.endswith(b"\n") and error):
-                msg = await ws.receive_bytes(timeout=5)
+                msg = await ws.receive_bytes(timeout=60)
                 if msg[0] == 0:
                     reply += msg[1:]
                 else:
@@ -179,10 +179,10 @@ def test_base64_subprotocol(ks):
     async def go() -> tuple[str, str, bytes]:
         session, ws = await _open(ks, f"ports={PORT}", ("v4.base64.channel.k8s.io",))
         try:
-            prefix = await ws.receive_str(timeout=5)
-            await ws.receive_str(timeout=5)
+            prefix = await ws.receive_str(timeout=60)
+            await ws.receive_str(timeout=60)
             await ws.send_str("0" + base64.b64encode(b"b64\n").decode())
-            reply = await ws.receive_str(timeout=5)
+            reply = await ws.receive_str(timeout=60)
             return ws.protocol, prefix, base64.b64decode(reply[1:]) if reply[0] == "0" else b""
         finally:
             await ws.close()
@@ -258,9 +258,9 @@ def test_drop_closes_the_websocket_and_the_pod_connection(ks):
         session, ws = await _open(ks, f"ports={PORT}")
         try:
             for _ in range(2):
-                await ws.receive_bytes(timeout=5)
+                await ws.receive_bytes(timeout=60)
             dropped = await asyncio.to_thread(ks.call, "drop_portforwards")
-            msg = await ws.receive(timeout=5)
+            msg = await ws.receive(timeout=60)
             return dropped, msg.type
         finally:
             await ws.close()

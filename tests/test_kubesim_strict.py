@@ -505,7 +505,7 @@ async def test_stalled_watch_stays_open_and_silent_until_resumed(tmp_path: Path)
                 await asyncio.wait_for(resp.content.readline(), 2)
             assert not resp.content.at_eof()
             sim.resume_watches()
-            line = await asyncio.wait_for(resp.content.readline(), 10)
+            line = await asyncio.wait_for(resp.content.readline(), 60)
             event = json.loads(line)
             assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "late")
 

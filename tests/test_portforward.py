@@ -41,9 +41,9 @@ def stop_kernel(k: Kernel, sim: Any, others: list[str] | None = None) -> None:
     k.run("%remote shutdown --all", timeout=60)
     k.kc.stop_channels()
     k.km.shutdown_kernel()
-    assert wait_for(lambda: managed(sim.admin) == (others or []), 20), managed(sim.admin)
+    assert wait_for(lambda: managed(sim.admin) == (others or []), 60), managed(sim.admin)
     if not others:
-        assert wait_for(lambda: not sim.ks.call("processes"), 10), sim.ks.call("processes")
+        assert wait_for(lambda: not sim.ks.call("processes"), 60), sim.ks.call("processes")
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_next_cell_works_after_the_forward_drops(pfkernel, pfsim):
     # ZeroMQ reconnects by itself, each new TCP connection through a new WebSocket (a request
     # written in the very instant of the drop would be lost with the TCP connection that
     # carried it, as through any relay: a user's next cell comes later than that)
-    assert wait_for(lambda: pfsim.ks.call("portforwards_served") - before >= dropped, 20)
+    assert wait_for(lambda: pfsim.ks.call("portforwards_served") - before >= dropped, 60)
     res = pfkernel.run("%%remote --rank 1\nprint(x + 1)", timeout=60)
     assert res.status == "ok" and res.stdout == "42\n", res.outputs
 

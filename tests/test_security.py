@@ -93,7 +93,7 @@ def test_an_interrupt_for_another_request_spares_the_running_one(cluster):
         "import time\nfor _ in range(600): time.sleep(0.1)\nprint('done')")), daemon=True)
     cell.start()
     try:
-        assert wait_for(lambda: cluster.client.control("ping").get(0, {}).get("busy"), 10)
+        assert wait_for(lambda: cluster.client.control("ping").get(0, {}).get("busy"), 60)
         late = cluster.client.interrupt(request="an-earlier-request")
         assert late == {0: {"status": "ok", "interrupted": False}}
         assert cluster.client.control("ping")[0]["busy"] and cell.is_alive()
@@ -119,7 +119,7 @@ def test_agents_started_with_sigint_ignored_still_stop_on_interrupt(tmp_path):
         cell = threading.Thread(target=lambda: results.append(c.run(
             "import time\nfor _ in range(600): time.sleep(0.1)")), daemon=True)
         cell.start()
-        assert wait_for(lambda: c.client.control("ping").get(0, {}).get("busy"), 10)
+        assert wait_for(lambda: c.client.control("ping").get(0, {}).get("busy"), 60)
         c.client.interrupt()
         cell.join(15)
         assert results and results[0][0]["ename"] == "KeyboardInterrupt", results

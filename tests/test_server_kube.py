@@ -148,7 +148,7 @@ async def test_kubernetes_clusters_through_the_server(jp_serverapp, jp_fetch, jp
     if ks is not None:  # a pod's phase change reaches the stream within a second
         pod = rows[1]["name"]
         ks.call("evict", "default", pod, "The node was low on resource: memory.")
-        ended = await _next(ws, lambda m: m["type"] == "ended", timeout=5)
+        ended = await _next(ws, lambda m: m["type"] == "ended")
         assert "rank 1" in ended["reason"] and "evicted" in ended["reason"], ended
     await _call(jp_fetch, "clusters", "train-default", method="DELETE")
     ws.close()
@@ -248,7 +248,7 @@ async def test_adoption_carries_on_past_a_cluster_it_cannot_take_back(kube_env, 
         kubectl("delete", "job", broken, "--wait=false")
     assert done.wait(30)
     assert wait_for(lambda: not kubectl("get", "jobs,pods,secrets", "-l", "kremote/user=carol",
-                                        "-o", "name").split(), 30)
+                                        "-o", "name").split(), 60)
 
 
 @pytest.mark.asyncio

@@ -112,7 +112,7 @@ def test_rank_0_starts_the_service_commands_and_stops_them_with_their_children(t
     assert services.start(1, env) == []  # other ranks run none
     procs = services.start(0, env)
     assert len(procs) == 1
-    assert wait_for(lambda: (tmp_path / "a").exists(), 10)
+    assert wait_for(lambda: (tmp_path / "a").exists(), 60)
     tree = [procs[0].pid, *(c.pid for c in psutil.Process(procs[0].pid).children(True))]
     assert len(tree) >= 2
     services.stop(procs)
@@ -310,7 +310,7 @@ def test_remote_open_prints_the_link_through_the_users_server(sim, tmp_path):  #
                 assert exc.code == 502, exc  # polled: the app may not listen yet
                 return ""
 
-        assert wait_for(lambda: "served by pod" in page(), 30)
+        assert wait_for(lambda: "served by pod" in page(), 60)
         assert " rank 0 from " in page()
         # without a name: every service; a template's name: the services it declares
         tb = f"{srv.url}kremote/proxy/web-default/tb/"
@@ -337,7 +337,7 @@ def test_remote_open_prints_the_link_through_the_users_server(sim, tmp_path):  #
         k.kc.stop_channels()
         srv.call("DELETE", f"api/sessions/{session['id']}")
         srv.stop()
-    assert wait_for(lambda: not managed(sim[2]), 30)
+    assert wait_for(lambda: not managed(sim[2]), 60)
 
 
 def test_remote_open_without_a_server_forwards_the_port_itself(kkernel):  # noqa: F811
@@ -361,5 +361,5 @@ def test_remote_open_without_a_server_forwards_the_port_itself(kkernel):  # noqa
         except OSError:
             return ""  # the app may not listen yet
 
-    assert wait_for(lambda: "served by pod" in page(), 30)
+    assert wait_for(lambda: "served by pod" in page(), 60)
     assert " rank 0 from " in page()

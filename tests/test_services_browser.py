@@ -49,7 +49,7 @@ def kube_lab(tmp_path_factory, chromium_path) -> Iterator[tuple[Lab, str]]:  # n
             finally:  # Kubernetes clusters outlive their server (keep_on_exit): end them
                 for c in lab.api("GET", "clusters")["clusters"]:
                     lab.api("DELETE", f"clusters/{c['id']}")
-        assert wait_for(lambda: not left(sim.admin), 30), left(sim.admin)
+        assert wait_for(lambda: not left(sim.admin), 60), left(sim.admin)
     finally:
         sim.ks.stop()
 
@@ -111,4 +111,4 @@ def test_panel_link_opens_the_page_rank_0_serves(kube_lab, page) -> None:  # noq
     card.locator(".jp-kremote-shutdown").click()
     page.locator(".jp-Dialog .jp-Dialog-button", has_text="Shut down").click()
     card.wait_for(state="detached", timeout=30_000)
-    assert wait_for(lambda: not left(admin), 30)
+    assert wait_for(lambda: not left(admin), 60)

@@ -95,7 +95,7 @@ def test_eof_at_the_prompt_is_eoferror(kernel):
     assert res.status == "ok" and res.stdout == "eof\n"
 
 
-def _wait_for_prompt(kernel, timeout: float = 30):
+def _wait_for_prompt(kernel, timeout: float = 60):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:
