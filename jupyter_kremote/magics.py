@@ -9,108 +9,34 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from collections import defaultdict
-from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import (
-    MagicArgumentParser,
     argument,
     magic_arguments,
     parse_argstring,
 )
 
 from .client import Message
-from .display import Live, StartProgress, status_table, top_table
+from .display import StartProgress
 from .errors import ClusterEnded, KRemoteError, RemoteError
-from .files import DEFAULT_MAX_FILE_SIZE, human_size, parse_size
+from .files import DEFAULT_MAX_FILE_SIZE, human_size
+from .magic_args import (
+    DEFAULT_NAME,
+    _count,
+    _env_pairs,
+    _ranks,
+    _seconds,
+    _size,
+    cluster_options,
+)
 from .relay import CommRelay, StdinRelay, kernel_parent_id
+from .remote_commands import SUBPARSERS, RemoteCommands
 from .session import Cluster, ClusterOptions, Session
-from .spec import SpecError, format_duration, parse_duration
-
-DEFAULT_NAME = "default"
-
-
-# -- argument types with messages that say what to fix ------------------------------------
-def _count(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of agents, got {text!r}")
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"needs at least 1 agent, got {n}")
-    return n
-
-
-def _seconds(text: str) -> float:
-    try:
-        seconds = parse_duration(text)
-    except SpecError:
-        seconds = 0.0
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(
-            f"expected a duration such as 90s, 30m, 2h or 1h30m, got {text!r}")
-    return seconds
-
-
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _ranks(text: str) -> list[int]:
-    try:
-        ranks = [int(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a rank such as 0 or 0,2, got {text!r}")
-    if not ranks or min(ranks) < 0:
-        raise argparse.ArgumentTypeError(f"expected a rank such as 0 or 0,2, got {text!r}")
-    return ranks
-
-
-def _env_pairs(items: list[str] | None) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not key.isidentifier():
-            raise UsageError(f"-e {item}: expected KEY or KEY=VALUE")
-        if not sep:
-            if key not in os.environ:
-                raise UsageError(f"-e {key}: {key} is not set in the kernel's environment; "
-                                 f"use -e {key}=VALUE")
-            value = os.environ[key]
-        env[key] = value
-    return env
-
-
-def cluster_options(args: argparse.Namespace | None, env: dict[str, str]) -> ClusterOptions:
-    """Cluster options from %%remote flags, checked before anything is created."""
-    backend = getattr(args, "backend", None) or os.environ.get("KREMOTE_BACKEND", "local")
-    options = ClusterOptions(backend=backend)
-    if args is None:
-        return options
-    copied = {k for k in (args.env or []) if "=" not in k}  # -e KEY: a Secret on pods
-    options.env = {k: v for k, v in env.items() if k not in copied}
-    options.secret_env = {k: v for k, v in env.items() if k in copied}
-    for attr in ("count", "ttl", "connect_timeout", "image", "cpu", "mem", "gpu",
-                 "gpu_type", "namespace", "connect", "queue", "priority", "queue_timeout",
-                 "on_preempt"):
-        value = getattr(args, attr, None)
-        if value is not None:
-            setattr(options, attr, value)
-    if args.connect_timeout is None and backend == "kubernetes":
-        options.connect_timeout = 120.0
-    options.templates = list(args.template or [])
-    try:
-        options.to_spec()
-    except SpecError as exc:
-        raise UsageError(str(exc)) from None
-    return options
+from .spec import format_duration
 
 
 class _Result:
@@ -192,7 +118,7 @@ class _Output:
 
 
 @magics_class
-class RemoteMagics(Magics):
+class RemoteMagics(RemoteCommands, Magics):
     """Magics bound to one kernel's :class:`Session`."""
 
     def __init__(self, shell, session: Session | None = None) -> None:
@@ -429,261 +355,8 @@ class RemoteMagics(Magics):
             return handler(argparse.Namespace(rest=rest))
         if sub in ("render", "doctor"):  # take %%remote's own options
             return handler(argparse.Namespace(rest=rest))
-        parser = _SUBPARSERS[sub]
+        parser = SUBPARSERS[sub]
         return handler(parser.parse_argstring(rest))
-
-    def _cmd_status(self, args: argparse.Namespace) -> None:
-        """Each cluster and its ranks; ``--watch S`` refreshes in place until stopped."""
-        if not self.session.clusters:
-            print("no clusters; a %%remote cell starts one")
-            return
-        cluster = self._get(args.name)
-
-        def view() -> dict[str, str]:
-            return status_table(cluster).bundle()
-
-        _watch(view, args.watch)
-
-    def _cmd_top(self, args: argparse.Namespace) -> None:
-        """CPU, memory and GPUs per agent, like ``arena top node``; ``--watch S`` refreshes
-        in place until stopped."""
-        if not self.session.clusters:
-            print("no clusters; a %%remote cell starts one")
-            return
-        cluster = self._get(args.name)
-        if cluster.telemetry():  # CPU use is over the time since the last sample: measure
-            time.sleep(0.5)      # over the next half second, not since whenever that was
-
-        def view() -> dict[str, str]:
-            rows = cluster.status()
-            return top_table(cluster, rows, cluster.telemetry()).bundle()
-
-        _watch(view, args.watch)
-
-    def _cmd_push(self, args: argparse.Namespace) -> None:
-        ns = self.shell.user_ns
-        missing = [n for n in args.names if n not in ns]
-        if missing:
-            raise UsageError(f"%remote push: name {missing[0]!r} is not defined in the kernel")
-        cluster = self._cluster(None, {}, args.name)  # starts it if needed
-        cluster.push({n: ns[n] for n in args.names}, ranks=args.rank)
-
-    def _cmd_pull(self, args: argparse.Namespace) -> None:
-        cluster = self._get(args.name)
-        values = cluster.pull(args.names, ranks=args.rank)
-        single = args.rank is not None and len(args.rank) == 1
-        for n in args.names:
-            per_rank = [values[r][n] for r in sorted(values)]
-            self.shell.user_ns[n] = per_rank[0] if single else per_rank
-
-    def _cmd_logs(self, args: argparse.Namespace) -> None:
-        cluster = self._get(args.name)
-        if args.follow:
-            ranks = args.rank or [0]
-            if len(ranks) != 1:
-                raise UsageError("%remote logs --follow: pick one rank with --rank R")
-            try:
-                cluster.follow_logs(ranks[0], lambda text: (sys.stdout.write(text),
-                                                            sys.stdout.flush()))
-            except KeyboardInterrupt:
-                print("\n(stopped following)")
-            return
-        for r in args.rank or cluster.ranks:
-            text = cluster.logs(r, args.tail)
-            print(f"--- rank {r} ---")
-            print(text if text else "(no output)")
-
-    def _cmd_events(self, args: argparse.Namespace) -> None:
-        cluster = self._get(args.name)
-        events = cluster.events(args.tail)
-        if not events:
-            print(f"no events for cluster {cluster.name!r}"
-                  + (" (local agents have none)" if cluster.options.backend == "local" else ""))
-        for line in events:
-            print(line)
-
-    def _cmd_render(self, args: argparse.Namespace) -> None:
-        """Print the manifests a %%remote with these options would create; create nothing."""
-        opts = parse_argstring(self.remote, args.rest)
-        options = cluster_options(opts, _env_pairs(opts.env))
-        from .render import render_yaml
-
-        try:
-            print(render_yaml(opts.name, options, notebook=self.session.notebook), end="")
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-
-    def _cmd_doctor(self, args: argparse.Namespace) -> None:
-        """Check, with this kernel's credentials, that such a cluster can start; one line
-        per check with its fix."""
-        opts = parse_argstring(self.remote, args.rest)
-        options = cluster_options(opts, _env_pairs(opts.env))
-        from .doctor import report, run_doctor
-
-        try:
-            print(report(run_doctor(opts.name, options)), end="")
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-
-    def _cmd_extend(self, args: argparse.Namespace) -> None:
-        cluster = self._get(args.name)
-        deadline = cluster.extend(args.duration)
-        print(f"cluster {cluster.name!r}: TTL now ends in "
-              f"{format_duration(deadline - time.time())} ({time.strftime('%H:%M:%S', time.localtime(deadline))})")
-
-    def _cmd_restart(self, args: argparse.Namespace) -> None:
-        old = self.session.clusters.get(args.name)
-        options = ClusterOptions() if old is None else old.options
-        if args.count is not None:
-            options = ClusterOptions(**{**options.__dict__, "count": args.count})
-        if old is not None:
-            self.session.shutdown(args.name)
-        self._start(args.name, options)
-
-    def _cmd_shutdown(self, args: argparse.Namespace) -> None:
-        names = list(self.session.clusters) if args.all else [args.name]
-        for name in names:
-            self._get(name)
-            self.session.shutdown(name)
-            print(f"cluster {name!r} shut down")
-
-    def _group(self, name: str, group: str) -> Cluster:
-        family = self.groups.get(name)
-        cluster = self.session.clusters.get(family.cluster_name(group)) if family else None
-        if cluster is None or family is None or group not in family.members:
-            hint = "" if name == DEFAULT_NAME else f" --name {name}"
-            raise UsageError(f"no group {group!r} in cluster {name!r}; start it with "
-                             f"`%remote group add {group}{hint} -n 2` (and --gpu, --cpu...)")
-        cluster.check_usable()
-        return cluster
-
-    def _cmd_group(self, args: argparse.Namespace) -> None:
-        """``%remote group add NAME [%%remote's options]`` and ``%remote group list``."""
-        from .podgroups import DEFAULT_GROUP, GroupFamily, channel_addrs, check_group_name
-
-        words = _split(args.rest)
-        if words[:1] == ["list"]:
-            for name, family in self.groups.items():
-                for g, (c, addrs) in family.members.items():
-                    print(f"cluster {name!r} group {g!r}: {len(c.ranks)} agent(s) "
-                          f"[{c.options.backend}] channels {', '.join(addrs)}")
-            if not self.groups:
-                print("no groups; `%remote group add train -n 2` starts one")
-            return
-        if len(words) < 2 or words[0] != "add":
-            raise UsageError("usage: %remote group add NAME [-n COUNT] [--gpu N] [--cpu C] "
-                             "[--mem M] [-t TEMPLATE] [--name CLUSTER] | %remote group list")
-        try:
-            group = check_group_name(words[1])
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        opts = parse_argstring(self.remote, " ".join(words[2:]))
-        family = self.groups.setdefault(opts.name, GroupFamily(opts.name))
-        if group == DEFAULT_GROUP or family.cluster_name(group) in self.session.clusters:
-            raise UsageError(f"cluster {opts.name!r} already has a group {group!r}")
-        main = self.session.clusters.get(opts.name)
-        if main is not None and DEFAULT_GROUP not in family.members and main.ended is None:
-            family.members[DEFAULT_GROUP] = (main, channel_addrs(main.handle.endpoints))
-        options = cluster_options(opts, _env_pairs(opts.env))
-        options.group = group  # labels its pods, and the panel lists them under it
-        if main is not None:  # one TTL for the cluster's groups
-            options.ttl = max(main.deadline - time.time(), 1.0)
-        cluster = self._start(family.cluster_name(group), options)
-        family.add(group, cluster)
-        print(f"group {group!r} of cluster {opts.name!r}: {len(cluster.ranks)} agent(s); "
-              f"run cells there with `%%remote --group {group}`")
-
-    def _cmd_tasks(self, args: argparse.Namespace) -> None:
-        """Done, running and failed counts of this kernel's recent maps."""
-        from .mapper import RECENT
-
-        maps = [m for m in RECENT if args.name in (DEFAULT_NAME, m.cluster)]
-        if not maps:
-            print("no maps yet; `await cluster.map(fn, inputs)` runs one")
-        for m in maps:
-            print(f"cluster {m.cluster!r} {m.line()}")
-
-    def _cmd_open(self, args: argparse.Namespace) -> None:
-        """Links to the cluster's services (ports named kremote-<name>), through the server."""
-        from IPython.display import display
-
-        from . import service_links
-
-        cluster = self._get(args.name)
-        cluster.check_usable()
-        found = service_links.find(cluster, args.service or "")
-        if not found:
-            have = ", ".join(s.name for s in service_links.links(cluster))
-            what = f"no service {args.service!r}" if args.service else "no services"
-            raise UsageError(
-                f"cluster {args.name!r} has {what}; "
-                + (f"its services: {have}" if have else "a template with a container port "
-                   "named kremote-<name> declares one (-t tensorboard)"))
-        display(service_links.bundle(args.name, found), raw=True)
-
-    def _get(self, name: str) -> Cluster:
-        try:
-            return self.session.get(name)
-        except KeyError as exc:
-            raise UsageError(exc.args[0]) from None
-
-
-def _parser(prog: str, *specs: tuple[tuple[str, ...], dict[str, Any]]) -> MagicArgumentParser:
-    p = MagicArgumentParser(prog=f"%remote {prog}", add_help=False)
-    p.add_argument("--name", default=DEFAULT_NAME)
-    for flags, kw in specs:
-        p.add_argument(*flags, **kw)
-    return p
-
-
-_RANK = (("--rank",), {"type": _ranks, "default": None})
-_WATCH = (("--watch",), {"type": _seconds, "default": None, "nargs": "?", "const": 1.0})
-_SUBPARSERS: dict[str, MagicArgumentParser] = {
-    "status": _parser("status", _WATCH),
-    "top": _parser("top", _WATCH),
-    "push": _parser("push", (("names",), {"nargs": "+"}), _RANK),
-    "pull": _parser("pull", (("names",), {"nargs": "+"}), _RANK),
-    "logs": _parser("logs", _RANK, (("--tail",), {"type": int, "default": 200}),
-                    (("--follow", "-f"), {"action": "store_true"})),
-    "events": _parser("events", (("--tail",), {"type": int, "default": 50})),
-    "render": _parser("render", (("rest",), {"nargs": argparse.REMAINDER})),
-    "doctor": _parser("doctor", (("rest",), {"nargs": argparse.REMAINDER})),
-    "extend": _parser("extend", (("duration",), {"type": _seconds})),
-    "restart": _parser("restart", (("-n", "--count"), {"type": _count, "default": None})),
-    "shutdown": _parser("shutdown", (("--all",), {"action": "store_true"})),
-    "tasks": _parser("tasks"),
-    "group": _parser("group"),
-    "open": _parser("open", (("service",), {"nargs": "?", "default": None})),
-}
-for _p in _SUBPARSERS.values():
-    _p.parse_argstring = lambda s, _p=_p: _p.parse_args(_split(s))  # type: ignore[attr-defined]
-
-
-def _top_table(rows: list[dict[str, Any]], samples: dict[int, dict[str, Any]],
-               options: ClusterOptions) -> str:
-    """``%remote top``'s rows as text (the table without its title)."""
-    cluster = argparse.Namespace(options=options, deadline=0.0, ended="", name="", ranks=[])
-    return top_table(cluster, rows, samples).text().split("\n", 1)[1]
-
-
-def _watch(view: Callable[[], dict[str, str]], every: float | None) -> None:
-    """Show ``view()``; with ``every``, refresh it in place until the stop button."""
-    live = Live()
-    live.show(view())
-    if not every:
-        return
-    try:
-        while True:
-            time.sleep(every)
-            live.show(view())
-    except KeyboardInterrupt:
-        pass  # the stop button ends the watch; the last table stays
-
-
-def _split(text: str) -> list[str]:
-    from IPython.utils.process import arg_split
-
-    return arg_split(text, posix=True)
 
 
 def _show_remote_error(content: dict[str, Any]) -> None:

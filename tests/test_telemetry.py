@@ -270,7 +270,7 @@ def test_no_gpu_or_no_pynvml_leaves_gpus_out(gpu_env):
 
 
 def test_top_table_with_gpus():
-    from jupyter_kremote.magics import _top_table
+    from jupyter_kremote.remote_commands import _top_table
 
     rows = [{"rank": 0, "state": "busy", "where": "train-default-0-x7k2p"},
             {"rank": 1, "state": "not answering", "where": "train-default-1-q9z8c"}]
