@@ -249,13 +249,22 @@ class HubKernel:
         assert r.status_code == 201, r.text
         self.kernel_id = r.json()["kernel"]["id"]
         self.session = uuid.uuid4().hex
-        self.ws = websocket.create_connection(
-            f"ws://127.0.0.1:{hub.port}/user/{user}/api/kernels/{self.kernel_id}/channels"
-            f"?session_id={self.session}",
-            header=[f"Authorization: token {hub.token(user)}"], timeout=120)
+        self.ws = self._connect()
+
+    def _connect(self) -> websocket.WebSocket:
+        return websocket.create_connection(
+            f"ws://127.0.0.1:{self.hub.port}/user/{self.user}/api/kernels/{self.kernel_id}/"
+            f"channels?session_id={self.session}",
+            header=[f"Authorization: token {self.hub.token(self.user)}"], timeout=120)
 
     def run(self, code: str, timeout: float = 120) -> tuple[str, str]:
-        """(status, text of stream and error outputs) of one cell."""
+        """(status, text of stream and error outputs) of one cell.
+
+        On a WebSocket of its own: jupyter_server closes one whose pings went unanswered for
+        90 s, and nothing reads (so answers) this one between cells (a long test in between
+        closed it, under load)."""
+        self.ws.close()
+        self.ws = self._connect()
         msg_id = uuid.uuid4().hex
         self.ws.send(json.dumps({
             "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": self.user,
