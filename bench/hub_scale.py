@@ -183,6 +183,8 @@ def main() -> None:
     parser.add_argument("--monitor-interval", type=float, default=0.5,
                         help="the live view's look at every cluster (the product's default "
                              "0.5 s; silent pods make each look wait out a ping timeout)")
+    parser.add_argument("--monitor-idle-interval", type=float, default=30.0,
+                        help="pings of agents no panel watches (the product's default 30 s)")
     args = parser.parse_args()
     random.seed(1)
     users = users_of(args.users)
@@ -206,7 +208,8 @@ def main() -> None:
     print_table(rows, args)
 
 
-def start_service(hub: Any, tmp: Path, monitor_interval: float) -> Any:
+def start_service(hub: Any, tmp: Path, monitor_interval: float,
+                  monitor_idle_interval: float) -> Any:
     """The kremote service as the hub's external service (as tests/test_hub.py starts it), but
     never ending clusters for want of a running server: the benchmark's users have none."""
     import subprocess
@@ -222,7 +225,8 @@ def start_service(hub: Any, tmp: Path, monitor_interval: float) -> Any:
     return subprocess.Popen(
         [sys.executable, "-m", "jupyter_kremote_server.service",
          "--KRemoteService.owner_stopped_grace=-1", "--KRemoteService.cull_interval=5",
-         f"--KRemoteService.monitor_interval={monitor_interval}"],
+         f"--KRemoteService.monitor_interval={monitor_interval}",
+         f"--KRemoteService.monitor_idle_interval={monitor_idle_interval}"],
         cwd=tmp, env=env, stdout=open(tmp / "service.log", "ab"),
         stderr=subprocess.STDOUT)
 
@@ -256,8 +260,10 @@ def run_service(sim: Any, tmp: Path, users: list[str], args: Any,
         assert r.status_code in (201, 409), r.text
         tokens = {u: hub.token(u) for u in users}
         admin = hub.token("admin")
+        print(f"hub: {len(users)} users and their tokens", flush=True)
         t0 = time.monotonic()
-        service = start_service(hub, tmp, args.monitor_interval)
+        service = start_service(hub, tmp, args.monitor_interval,
+                                args.monitor_idle_interval)
         base = f"http://127.0.0.1:{hub.service_port}/{API}"
         total = len(users) * CLUSTERS_PER_USER
 
@@ -320,12 +326,14 @@ def run_single(sim: Any, tmp: Path, users: list[str], args: Any,
                     servers.append(Server(root, tmp / f"single-{i}" / f"runtime-{attempt}", args=(
                         "--KRemoteApp.backend=kubernetes", f"--KRemoteApp.user={user}",
                         "--KRemoteApp.cull_interval=5",
-                        f"--KRemoteApp.monitor_interval={args.monitor_interval}"),
+                        f"--KRemoteApp.monitor_interval={args.monitor_interval}",
+                        f"--KRemoteApp.monitor_idle_interval={args.monitor_idle_interval}"),
                         env={"KREMOTE_KUBECONFIG": sim.kubeconfig}))
                     break
                 except AssertionError:
                     if attempt == 2:
                         raise
+        print(f"{k} single-user servers started", flush=True)
         wait(lambda: all(len(s.call("GET", "kremote/api/v1/clusters")["clusters"])
                          >= CLUSTERS_PER_USER for s in servers), 600,
              "the single-user servers to adopt their clusters", interval=2)
@@ -355,7 +363,8 @@ def print_table(rows: list[tuple[str, str, str]], args: Any) -> None:
     print()
     print(f"Hub scale on kubesim: {args.users} users x {CLUSTERS_PER_USER} one-pod clusters "
           f"(pods run a silent listener, no agent: see the module's docstring); monitor every "
-          f"{args.monitor_interval:g} s; load average {os.getloadavg()[0]:.1f}")
+          f"{args.monitor_interval:g} s, agents pinged every {args.monitor_idle_interval:g} s "
+          f"(no panel open); load average {os.getloadavg()[0]:.1f}")
     width = max(len(r[0]) for r in rows)
     vwidth = max(len(r[1]) for r in rows)
     for name, value, note in rows:

@@ -117,6 +117,28 @@ def test_deleting_the_notebook_pod_ends_the_cluster(kernel, sim):
     assert res.status == "error" and "ended" in res.stderr + res.traceback_text, res.outputs
 
 
+def test_in_a_pod_the_owner_is_the_pod_named_by_hostname(kernel, sim):
+    """A server in a pod (KUBERNETES_SERVICE_HOST set) with no KREMOTE_OWNER_POD names its
+    own pod, HOSTNAME (z2jh's jupyter-<user>), as the owner: found even where the owner
+    selector matches two of the user's pods (and so names none)."""
+    nb = notebook_pod(sim, "jupyter-alice-3")
+    notebook_pod(sim, "jupyter-alice-old")  # alice's labels too: the selector is ambiguous
+    try:
+        kernel.run("import os; os.environ.pop('KREMOTE_OWNER_POD', None)\n"
+                   "os.environ.update(KUBERNETES_SERVICE_HOST='10.96.0.1', "
+                   "HOSTNAME='jupyter-alice-3')")
+        res = kernel.run(f"%%remote{IMAGE_FLAG}\nx = 1")
+        assert res.status == "ok", res.outputs
+        (job,) = get_json(sim, "jobs", "-l",
+                          "app.kubernetes.io/managed-by=jupyter-kremote")["items"]
+        assert [(o["kind"], o["name"], o["uid"]) for o in job["metadata"]["ownerReferences"]] \
+            == [("Pod", "jupyter-alice-3", nb["metadata"]["uid"])]
+    finally:
+        kernel.run("%remote shutdown --all", timeout=60)
+        for name in ("jupyter-alice-3", "jupyter-alice-old"):
+            kubectl(sim, "delete", "pod", name, "--grace-period=0", "--force")
+
+
 def test_agents_admit_only_the_owners_client_key(kernel, sim):
     """Another client with the endpoint, the server key and even the HMAC key, but a client
     key of its own, completes no handshake: nothing runs, and it gets a one-line error."""

@@ -261,6 +261,118 @@ async def test_idle_culling_without_a_server(tmp_path):
         await manager.shutdown_all()
 
 
+def _kernel_client(conn: dict):
+    """A client of the cluster's agents of its own, as a kernel holds (not the manager's)."""
+    import base64
+
+    from jupyter_kremote.client import ClusterClient, Endpoint
+
+    return ClusterClient(base64.b64decode(conn["key"]),
+                         [Endpoint.from_json(e) for e in conn["endpoints"]], lambda r: None)
+
+
+async def _until(check, what: str, timeout: float = 30.0):
+    """Await ``check()`` until it is true (polled, with a deadline)."""
+    end = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < end, f"gave up waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.asyncio
+async def test_without_a_panel_the_monitor_pings_agents_seldom(tmp_path):
+    """The hub's service holds hundreds of clusters nobody looks at: while no WebSocket
+    listens, the agents are pinged once per monitor_idle_interval, not on every pass; an open
+    panel gets every pass; that an agent died is seen on every pass either way."""
+    import os
+    import signal
+
+    manager = ClusterManager(Limits(monitor_idle_interval=3600), root=str(tmp_path))
+    client = None
+    try:
+        await manager.ensure("quiet", "", {"count": 1})
+        client = _kernel_client(await manager.connection("quiet"))
+        flag = tmp_path / "go"
+        cell = asyncio.ensure_future(asyncio.to_thread(
+            client.request, "execute", {"code": "import os, time\nwhile not os.path."
+                                        f"exists({str(flag)!r}): time.sleep(0.02)",
+                                        "env": {}}, timeout=120))
+
+        async def row() -> dict:
+            await manager.monitor_once()
+            return (await manager.get("quiet")).pods[0]
+
+        panel = manager.hub.subscribe()  # a panel opens: each pass pings
+        await _until(lambda: _is(row(), "busy"), "the panel to show the kernel's cell")
+        manager.hub.unsubscribe(panel)
+        flag.touch()
+        assert (await cell)[0].content["status"] == "ok"
+        for _ in range(3):  # the agent is idle now, but no pass asked it again
+            assert (await row())["state"] == "busy"
+        manager.limits.monitor_idle_interval = 0.0  # its idle interval passed: asked again
+        assert (await row())["state"] == "idle"
+
+        manager.limits.monitor_idle_interval = 3600
+        os.kill((await row())["pid"], signal.SIGKILL)  # no panel, and yet seen
+        await _until(lambda: _is(_model_state(manager, "quiet"), "ended"), "the end")
+        got = await manager.get("quiet")
+        assert got.ended == "agent rank 0 was killed by SIGKILL" and got.pods == []
+    finally:
+        if client is not None:
+            client.close()
+        await manager.shutdown_all()
+
+
+async def _is(awaitable, state: str) -> bool:
+    got = await awaitable
+    return (got["state"] if isinstance(got, dict) else got) == state
+
+
+async def _model_state(manager: ClusterManager, cluster_id: str) -> str:
+    await manager.monitor_once()
+    return (await manager.get(cluster_id)).state
+
+
+@pytest.mark.asyncio
+async def test_idle_culling_asks_the_agents_when_the_kernel_last_ran(tmp_path):
+    """The kernel runs cells on the agents directly and the monitor pings seldom, so the
+    culler reads the agents' last request before it calls a cluster idle."""
+    manager = ClusterManager(Limits(idle_cull_seconds=30, monitor_idle_interval=3600),
+                             root=str(tmp_path))
+    client = None
+    try:
+        await manager.ensure("recent", "", {"count": 1})
+        client = _kernel_client(await manager.connection("recent"))
+        cluster = manager.registry.get("recent").cluster
+        cluster.last_activity -= 100  # what the server last saw: long ago
+        replies = await asyncio.to_thread(client.request, "execute",
+                                          {"code": "x = 1", "env": {}}, timeout=60)
+        assert replies[0].content["status"] == "ok"
+        assert await manager.cull_once() == {}  # a cell ran just now
+        assert (await manager.get("recent")).state == "running"
+        culled = await manager.cull_once(now=time.time() + 31)
+        assert culled == {"recent": "it was idle for more than 30s"}
+    finally:
+        if client is not None:
+            client.close()
+        await manager.shutdown_all()
+
+
+def test_cluster_model_to_dict_is_asdict():
+    """to_dict copies one level (cheap for the admin's list of every cluster), same content."""
+    from dataclasses import asdict
+
+    from jupyter_kremote_server.models import ClusterModel
+
+    model = ClusterModel(id="a", name="a", notebook="", backend="local", count=1,
+                         pods=[{"rank": 0, "telemetry": {"cpu": 1.0}}],
+                         events=[{"reason": "Ready"}], templates=["gpu"])
+    data = model.to_dict()
+    assert data == asdict(model) and json.loads(json.dumps(data)) == data
+    data["pods"].append({})
+    assert len(model.pods) == 1  # the lists are the caller's own
+
+
 @pytest.mark.asyncio
 async def test_pod_groups_are_records_of_one_cluster(tmp_path):
     """`%remote group add train` starts `swimmy-train`: the panel shows it in swimmy's card."""

@@ -27,6 +27,17 @@ RETRY_STATUS = {409, 429, 500, 502, 503, 504}
 SA_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 
+def own_pod_name() -> str | None:
+    """``KREMOTE_OWNER_POD``; unset, in a pod (``KUBERNETES_SERVICE_HOST`` set), the pod's
+    name, which Kubernetes puts in ``HOSTNAME`` (z2jh's notebook pods: ``jupyter-<user>``)."""
+    named = os.environ.get("KREMOTE_OWNER_POD")
+    if named is not None:
+        return named or None
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return os.environ.get("HOSTNAME") or None
+    return None
+
+
 @dataclass
 class KubeSettings:
     """Where the API is and which defaults apply (env vars, else traitlets config)."""
@@ -62,9 +73,9 @@ class KubeSettings:
     #: pod: the hub's kremote service, which pings, watches and stops the agents itself
     holder_selector: str = field(default_factory=lambda: os.environ.get(
         "KREMOTE_HOLDER_SELECTOR", ""))
-    #: the owner's notebook pod by name (the server in a pod knows itself: HOSTNAME)
-    owner_pod: str | None = field(default_factory=lambda: os.environ.get("KREMOTE_OWNER_POD")
-                                  or None)
+    #: the owner's notebook pod by name: KREMOTE_OWNER_POD, else in a pod the pod's own name
+    #: (the server in a pod knows itself); "" for none (then the owner selector)
+    owner_pod: str | None = field(default_factory=own_pod_name)
     #: how the kernel reaches the agents: "direct" (pod IPs), "port-forward" (through the
     #: API server), or "auto" (direct inside the cluster or when a pod IP answers, else
     #: port-forward); `%%remote --connect` overrides it per cluster

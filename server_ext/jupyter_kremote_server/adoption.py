@@ -27,10 +27,12 @@ log = logging.getLogger("jupyter_kremote_server")
 
 
 async def adopt(registry: Registry, monitor: Monitor, backend: Any, limits: Limits,
-                root: str) -> list[str]:
-    """Adopt ``limits.user``'s running Jobs; returns the new entries' ids."""
-    jobs = await asyncio.to_thread(backend.find_running, limits.user,  # type: ignore[attr-defined]
-                                   limits.namespace)
+                root: str, jobs: list[dict[str, Any]] | None = None) -> list[str]:
+    """Adopt ``limits.user``'s running Jobs (``jobs`` if the caller listed them already);
+    returns the new entries' ids."""
+    if jobs is None:
+        jobs = await asyncio.to_thread(backend.find_running, limits.user,
+                                       limits.namespace)
     adopted = []
     for job in jobs:
         meta = job["metadata"]

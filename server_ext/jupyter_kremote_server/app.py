@@ -116,6 +116,7 @@ class KRemoteApp(ClusterSettings, ExtensionApp):
                         backend=self.backend,
                         namespace=user_namespace(self.namespace, self.user) or None,
                         user=self.user, monitor_interval=self.monitor_interval,
+                        monitor_idle_interval=self.monitor_idle_interval,
                         telemetry_interval=self.telemetry_interval,
                         telemetry_history=self.telemetry_history)
         self.export_template_settings()

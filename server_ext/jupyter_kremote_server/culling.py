@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from jupyter_kremote.spec import format_duration
 
@@ -88,5 +88,14 @@ class Culler:
             if any(r.get("state") == "busy" for r in rows):
                 cluster.last_activity = now
                 return None
-            return f"it was idle for more than {format_duration(idle)}"
+            note_activity(cluster, rows)  # the monitor pings idle clusters seldom
+            if now - cluster.last_activity > idle:
+                return f"it was idle for more than {format_duration(idle)}"
         return None
+
+def note_activity(cluster: Any, rows: list[dict[str, Any]]) -> None:
+    """Move the cluster's last activity to its agents' last request (the kernel talks to
+    the agents directly, so only their pings tell)."""
+    last = [float(r["last_request"]) for r in rows if r.get("last_request")]
+    if last and cluster.last_activity < max(last):
+        cluster.last_activity = max(last)

@@ -42,6 +42,7 @@ class Limits:
     namespace: str | None = None
     user: str = "user"  # clusters are labelled with it; other users' are invisible
     monitor_interval: float = 0.5  # seconds between looks at pods, events and agents
+    monitor_idle_interval: float = 30.0  # between pings of agents no panel watches
     telemetry_interval: float = 2.0
     telemetry_history: int = 150
     #: the hub's service: requests come from users' own servers, so their files, their

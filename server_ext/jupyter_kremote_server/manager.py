@@ -84,6 +84,8 @@ class ClusterManager:
             settings = getattr(backend, "settings", None)
             if settings is not None:
                 settings.user = self.limits.user
+                if self.limits.shared:  # the hub's service: its own pod owns no one's Jobs
+                    settings.owner_pod = None
                 if self.limits.namespace and not settings.namespace:
                     settings.namespace = self.limits.namespace
             self._backends[name] = backend
@@ -143,10 +145,11 @@ class ClusterManager:
         await self.shutdown_all()
         self.hub.close()
 
-    async def adopt(self) -> list[str]:
-        """Take back this user's running Kubernetes clusters (after a server restart)."""
+    async def adopt(self, jobs: list[dict[str, Any]] | None = None) -> list[str]:
+        """Take back this user's running Kubernetes clusters (after a server restart);
+        ``jobs``: this user's running Jobs, if the caller listed them already."""
         return await adoption.adopt(self.registry, self.monitor, self.backend("kubernetes"),
-                                    self.limits, self.root)
+                                    self.limits, self.root, jobs)
 
     async def end_all(self, reason: str) -> list[str]:
         """End every cluster now with ``reason`` (kept listed as ended, so kernels say why)."""
@@ -317,6 +320,7 @@ class ClusterManager:
             m.state, m.deadline, m.stage = RUNNING, cluster.deadline, None
             m.last_activity, m.warnings = cluster.last_activity, list(cluster.warnings)
             rows = await asyncio.to_thread(cluster.status, 1.0)
+            entry.last_ping = time.time()
             m.pods = [self.monitor.row(entry, r) for r in rows]
             m.services = services.listing(m.id, cluster)
             self.monitor.add_event(entry, {"reason": "Ready", "message": f"{m.count} {m.backend} "

@@ -5,7 +5,7 @@ The REST handlers send ``model.to_dict()`` as is; docs/api.md describes each fie
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 #: states a cluster goes through, in order
@@ -57,7 +57,14 @@ class ClusterModel:
         self.family = self.family or family_of(self.name, self.group)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields, lists copied one level deep: cheaper than ``asdict``'s deep copy (the
+        admin's list of every user's clusters builds hundreds); the rows and events inside
+        are never changed once made."""
+        return {name: list(value) if isinstance(value, list) else value
+                for name, value in ((f, getattr(self, f)) for f in _CLUSTER_FIELDS)}
+
+
+_CLUSTER_FIELDS = tuple(f.name for f in fields(ClusterModel))
 
 
 def family_of(name: str, group: str) -> str:

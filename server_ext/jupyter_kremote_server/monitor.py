@@ -1,8 +1,11 @@
 """The live view: one periodic look at every running cluster, and what changed, published.
 
-Each pass asks every cluster (in parallel) whether it still runs, its pods' rows, a
-telemetry sample now and then, and its Kubernetes events; changes go to every WebSocket
-through the :class:`~.hub.Hub` once, however many clients listen.
+Each pass asks every cluster (in parallel) whether it still runs and its Kubernetes events
+(what the watches already hold: no network); changes go to every WebSocket through the
+:class:`~.hub.Hub` once, however many clients listen. The agents themselves are pinged (pod
+rows, a telemetry sample now and then) on every pass only while a WebSocket listens, else once
+per ``monitor_idle_interval``: the hub's service holds hundreds of clusters that nobody looks
+at, and a ping of each twice a second costs CPU and worker threads for nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 from jupyter_kremote.errors import ClusterEnded
 
-from .culling import stop_entry
+from .culling import note_activity, stop_entry
 from .hub import Hub
 from .limits import Limits
 from .models import ENDED, RUNNING
@@ -60,25 +63,31 @@ class Monitor:
         """Look at every running cluster once and publish what changed."""
         await asyncio.gather(*(self.observe(e) for e in self.registry.running()))
 
+    def watched(self) -> bool:
+        """Whether a WebSocket (a panel) listens: then every pass pings the agents."""
+        return self.hub.subscribers > 0
+
     async def observe(self, entry: Entry) -> None:
         now = time.time()
-        want_sample = now - entry.last_sample >= self.limits.telemetry_interval
+        ping = self.watched() or now - entry.last_ping >= self.limits.monitor_idle_interval
+        # telemetry feeds the panel's sparklines: sampled while a panel shows them
+        want_sample = self.watched() and \
+            now - entry.last_sample >= self.limits.telemetry_interval
         async with entry.lock:
             cluster = entry.cluster
             if cluster is None:
                 return
-            ended = None
-            try:
-                await asyncio.to_thread(cluster.check_usable)
-            except ClusterEnded:
-                ended = cluster.ended
-            rows = await asyncio.to_thread(cluster.status, 0.3) if ended is None else []
+            ended, kube_events = await asyncio.to_thread(_look, cluster)
+            rows: list[dict[str, Any]] | None = None  # None: keep the last rows
+            if ended is not None:
+                rows = []
+            elif ping:
+                entry.last_ping = now
+                rows = await asyncio.to_thread(cluster.status, 0.3)
             samples: dict[int, dict[str, Any]] = {}
             if want_sample and ended is None and hasattr(cluster, "telemetry"):
                 entry.last_sample = now
                 samples = await asyncio.to_thread(cluster.telemetry, 0.5)
-            records = getattr(cluster.backend, "event_records", None)
-            kube_events = await asyncio.to_thread(records, cluster.handle) if records else []
         for rank, sample in sorted(samples.items()):
             history = entry.telemetry.setdefault(
                 rank, deque(maxlen=self.limits.telemetry_history))
@@ -87,14 +96,13 @@ class Monitor:
                               "sample": sample})
         for ev in kube_events:
             self.add_event(entry, ev)
-        last = [float(r["last_request"]) for r in rows if r.get("last_request")]
-        if last and cluster.last_activity < max(last):
-            cluster.last_activity = max(last)  # the kernel talks to the agents directly
+        note_activity(cluster, rows or [])
         if ended is not None:
             self.add_event(entry, {"type": "Warning", "reason": "Ended", "message": ended})
             await stop_entry(self, entry, ended)
             return
-        entry.model.pods = [self.row(entry, r) for r in rows]
+        if rows is not None:
+            entry.model.pods = [self.row(entry, r) for r in rows]
         self.refresh(entry)
         self.publish(entry)
 
@@ -116,7 +124,10 @@ class Monitor:
         self.hub.publish({"type": "event", "id": entry.model.id, "event": ev})
 
     def publish(self, entry: Entry, force: bool = False) -> None:
-        """Send the entry's model to the WebSocket clients if it changed."""
+        """Send the entry's model to the WebSocket clients if it changed (nothing to do
+        while none listens: a client that connects gets a snapshot first)."""
+        if not force and not self.watched():
+            return
         data = entry.model.to_dict()
         text = json.dumps(data, sort_keys=True, default=str)
         if force or text != entry.published:
@@ -139,3 +150,15 @@ class Monitor:
             self.hub.publish({"type": "ended", "id": entry.model.id, "reason": cluster.ended})
             self.publish(entry)
             # the processes or pods are released by the culler's next pass
+
+
+def _look(cluster: Any) -> tuple[str | None, list[dict[str, Any]]]:
+    """(why the cluster ended or None, its Kubernetes events): what the backend already
+    knows, in one worker thread."""
+    ended = None
+    try:
+        cluster.check_usable()
+    except ClusterEnded:
+        ended = cluster.ended
+    records = getattr(cluster.backend, "event_records", None)
+    return ended, (records(cluster.handle) if records else [])

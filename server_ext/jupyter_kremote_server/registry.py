@@ -39,6 +39,7 @@ class Entry:
     seen_events: set = field(default_factory=set)
     telemetry: dict[int, deque] = field(default_factory=dict)
     last_sample: float = 0.0
+    last_ping: float = 0.0  # when the monitor last asked the agents for their rows
     published: str = ""  # the model as last sent to the WebSocket clients
 
 

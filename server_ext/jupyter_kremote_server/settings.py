@@ -58,6 +58,12 @@ class ClusterSettings(Configurable):
         help="Seconds between two looks at the pods, events and agents for the live view. "
              "Example: c.KRemoteApp.monitor_interval = 1.0")
 
+    monitor_idle_interval = Float(
+        30.0, config=True,
+        help="Seconds between two pings of a user's agents while no panel of theirs is open "
+             "(whether a cluster ended is still seen every monitor_interval, from the "
+             "watches). Example: c.KRemoteApp.monitor_idle_interval = 60")
+
     telemetry_interval = Float(
         2.0, config=True,
         help="Seconds between two telemetry samples (CPU, memory, GPU) of each agent. "
