@@ -271,7 +271,7 @@ def _kernel_client(conn: dict):
                          [Endpoint.from_json(e) for e in conn["endpoints"]], lambda r: None)
 
 
-async def _until(check, what: str, timeout: float = 30.0):
+async def _until(check, what: str, timeout: float = 60.0):
     """Await ``check()`` until it is true (polled, with a deadline)."""
     end = time.monotonic() + timeout
     while not await check():
