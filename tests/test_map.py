@@ -113,7 +113,7 @@ async def test_map_goes_on_when_an_agent_is_killed():
             await c.run("1")  # the cluster says which agent is gone
 
 
-async def _until(predicate, timeout: float = 20.0) -> bool:
+async def _until(predicate, timeout: float = 60.0) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if await asyncio.to_thread(predicate):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import psutil
 import pytest
@@ -44,8 +43,8 @@ def test_process_without_the_key_cannot_run_code(cluster, tmp_path):
     sock.send_multipart([b"garbage"])
     # nothing answers a forged request, and nothing ran
     assert sock.poll(1000) == 0
+    assert wait_for(lambda: cluster.status()[0]["dropped"] == 3, 60)  # a loaded agent is slow
     assert not marker.exists()
-    assert cluster.status()[0]["dropped"] == 3
     # the key holder still can
     cluster.run(_marker_code(marker))
     assert marker.read_text() == "x"
@@ -58,17 +57,16 @@ def test_tampered_and_replayed_messages_are_dropped(cluster, tmp_path):
     frames = signer.encode("execute", {"code": _marker_code(marker)})
     sock.send_multipart(frames)
     while True:  # the genuine request runs: its output, then its reply
-        assert sock.poll(5000)
+        assert sock.poll(60_000)
         if json.loads(sock.recv_multipart()[0])["kind"] == "reply":
             break
-    time.sleep(0.2)
     sock.send_multipart(frames)  # replay
     header = json.loads(frames[0])
     header["content"]["code"] = _marker_code(marker) + " * 2"
     sock.send_multipart([json.dumps(header).encode(), *frames[1:]])  # tampered
     assert sock.poll(1000) == 0
+    assert wait_for(lambda: cluster.status()[0]["dropped"] == 2, 60)
     assert marker.read_text() == "x"
-    assert cluster.status()[0]["dropped"] == 2
 
 
 def test_agents_listen_on_loopback_and_key_is_not_in_argv_or_env(cluster):
