@@ -10,6 +10,7 @@ JupyterLab does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -461,60 +463,72 @@ def test_admin_scope_holders_list_every_cluster_others_get_403(hub, kernels):
     assert [c["state"] for c in _clusters(hub, "alice")] == ["running"]
 
 
-def test_an_admin_sees_all_users_in_the_panel_and_shuts_a_cluster_down(hub, kernels):
-    """The hub admin logs in; the panel's "All users" view lists alice's and bob's clusters
-    (from the service, through the admin's own server in hub mode) and shuts bob's extra one
-    down: its Job, pod and Secret go, bob's other cluster stays."""
-    from test_panel_browser import (
-        CHROMIUM,
-        CHROMIUM_ARGS,
-        open_panel_from_palette,
-        screenshot,
-        widen_sidebar,
-    )
+def _chromium_or_skip() -> Any:
+    """Playwright's sync API, or a skip where Chromium or Playwright is absent."""
+    from test_panel_browser import CHROMIUM
 
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is absent (./scripts/test.sh installs Debian's chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    extra = next(c for c in _clusters(hub, "bob") if c["name"] == "extra")
-    hub.start_servers("admin")
+    return pytest.importorskip("playwright.sync_api")
+
+
+@contextlib.contextmanager
+def _panel_after_hub_login(sync_api: Any, hub: Hub, user: str) -> Iterator[Any]:
+    """Chromium logged in to the hub as ``user`` (the password form), on the user's
+    JupyterLab with the kremote panel open; yields the page, closes the browser after."""
+    from test_panel_browser import CHROMIUM, CHROMIUM_ARGS, open_panel_from_palette
+
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.set_default_timeout(60_000)
-            page.goto(f"{hub.url}hub/login?next=/user/admin/lab")
-            page.fill("#username_input", "admin")
+            page.goto(f"{hub.url}hub/login?next=/user/{user}/lab")
+            page.fill("#username_input", user)
             page.fill("#password_input", "hub-pw")
             page.click("#login_submit")
-            page.wait_for_url("**/user/admin/lab**")
+            page.wait_for_url(f"**/user/{user}/lab**")
+            page.wait_for_selector("#jp-main-dock-panel")
             page.wait_for_function("() => !!window.jupyterapp")
             page.evaluate("() => window.jupyterapp.restored.then(() => true)")
             open_panel_from_palette(page)
-            widen_sidebar(page)
-            panel = page.locator("#jupyter-kremote-panel")
-            toggle = panel.locator(".jp-kremote-admin-toggle")
-            toggle.click()
-            assert toggle.get_attribute("aria-pressed") == "true"
-            users = panel.locator(".jp-kremote-admin-user")
-            panel.locator('.jp-kremote-admin-user[data-user="bob"]').wait_for()
-            assert users.evaluate_all("els => els.map(e => e.dataset.user)") == ["alice", "bob"]
-            assert panel.locator(".jp-kremote-admin-summary").inner_text() == (
-                "2 users · 3 clusters · 3 pods · 0 GPUs")
-            row = panel.locator(f'.jp-kremote-admin-user[data-user="bob"] '
-                                f'.jp-kremote-admin-cluster[data-cluster="{extra["id"]}"]')
-            assert row.locator(".jp-kremote-status").inner_text() == "running"
-            screenshot(page, "panel-all-users.png")
-            row.locator(".jp-kremote-shutdown").click()
-            page.locator(".jp-Dialog .jp-Dialog-button", has_text="Shut down").click()
-            row.wait_for(state="detached")
-            assert panel.locator(".jp-kremote-admin-summary").inner_text() == (
-                "2 users · 2 clusters · 2 pods · 0 GPUs")
-            toggle.click()  # back to the admin's own clusters: none
-            panel.locator(".jp-kremote-empty").wait_for()
-            assert panel.locator(".jp-kremote-admin-user").count() == 0
+            yield page
         finally:
             browser.close()
+
+
+def test_an_admin_sees_all_users_in_the_panel_and_shuts_a_cluster_down(hub, kernels):
+    """The hub admin logs in; the panel's "All users" view lists alice's and bob's clusters
+    (from the service, through the admin's own server in hub mode) and shuts bob's extra one
+    down: its Job, pod and Secret go, bob's other cluster stays."""
+    from test_panel_browser import screenshot, widen_sidebar
+
+    sync_api = _chromium_or_skip()
+    extra = next(c for c in _clusters(hub, "bob") if c["name"] == "extra")
+    hub.start_servers("admin")
+    with _panel_after_hub_login(sync_api, hub, "admin") as page:
+        widen_sidebar(page)
+        panel = page.locator("#jupyter-kremote-panel")
+        toggle = panel.locator(".jp-kremote-admin-toggle")
+        toggle.click()
+        assert toggle.get_attribute("aria-pressed") == "true"
+        users = panel.locator(".jp-kremote-admin-user")
+        panel.locator('.jp-kremote-admin-user[data-user="bob"]').wait_for()
+        assert users.evaluate_all("els => els.map(e => e.dataset.user)") == ["alice", "bob"]
+        assert panel.locator(".jp-kremote-admin-summary").inner_text() == (
+            "2 users · 3 clusters · 3 pods · 0 GPUs")
+        row = panel.locator(f'.jp-kremote-admin-user[data-user="bob"] '
+                            f'.jp-kremote-admin-cluster[data-cluster="{extra["id"]}"]')
+        assert row.locator(".jp-kremote-status").inner_text() == "running"
+        screenshot(page, "panel-all-users.png")
+        row.locator(".jp-kremote-shutdown").click()
+        page.locator(".jp-Dialog .jp-Dialog-button", has_text="Shut down").click()
+        row.wait_for(state="detached")
+        assert panel.locator(".jp-kremote-admin-summary").inner_text() == (
+            "2 users · 2 clusters · 2 pods · 0 GPUs")
+        toggle.click()  # back to the admin's own clusters: none
+        panel.locator(".jp-kremote-empty").wait_for()
+        assert panel.locator(".jp-kremote-admin-user").count() == 0
     assert wait_for(lambda: not any(extra["id"] in o or "extra" in o
                                     for o in _owned(hub.kube, "bob")), 60)
     assert [c["notebook"] for c in _clusters(hub, "bob")] == ["bob-work.ipynb"]
@@ -537,41 +551,22 @@ def test_a_restarted_service_adopts_every_users_clusters(hub, kernels):
 
 def test_the_panel_under_the_users_server_after_a_hub_login(hub, kernels):
     """alice logs in to the hub in Chromium; her panel shows her cluster, from the service."""
-    from test_panel_browser import CHROMIUM, CHROMIUM_ARGS, open_panel_from_palette
-
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is absent (./scripts/test.sh installs Debian's chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api = _chromium_or_skip()
     (cluster,) = _clusters(hub, "alice")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.set_default_timeout(60_000)
-            page.goto(f"{hub.url}hub/login?next=/user/alice/lab")
-            page.fill("#username_input", "alice")
-            page.fill("#password_input", "hub-pw")
-            page.click("#login_submit")
-            page.wait_for_url("**/user/alice/lab**")
-            page.wait_for_selector("#jp-main-dock-panel")
-            page.wait_for_function("() => !!window.jupyterapp")
-            page.evaluate("() => window.jupyterapp.restored.then(() => true)")
-            open_panel_from_palette(page)
-            panel = page.locator("#jupyter-kremote-panel")
-            card = panel.locator(".jp-kremote-card")
-            card.wait_for()
-            assert card.count() == 1  # hers only: bob's cluster is not in her view
-            assert card.locator(".jp-kremote-name").inner_text() == cluster["name"]
-            assert card.locator(".jp-kremote-backend").inner_text().startswith("kubernetes")
-            assert card.locator(".jp-kremote-status").inner_text() == "running"
-            assert panel.locator(".jp-kremote-group-title").first.inner_text() == \
-                "alice-work.ipynb"
-            panel.locator(".jp-kremote-connection", has_text="live").wait_for()
-            # not an admin: once the service said so (403), no "All users" toggle
-            page.wait_for_selector('#jupyter-kremote-panel[data-admin="no"]', state="attached")
-            assert panel.locator(".jp-kremote-admin-toggle").count() == 0
-        finally:
-            browser.close()
+    with _panel_after_hub_login(sync_api, hub, "alice") as page:
+        panel = page.locator("#jupyter-kremote-panel")
+        card = panel.locator(".jp-kremote-card")
+        card.wait_for()
+        assert card.count() == 1  # hers only: bob's cluster is not in her view
+        assert card.locator(".jp-kremote-name").inner_text() == cluster["name"]
+        assert card.locator(".jp-kremote-backend").inner_text().startswith("kubernetes")
+        assert card.locator(".jp-kremote-status").inner_text() == "running"
+        assert panel.locator(".jp-kremote-group-title").first.inner_text() == \
+            "alice-work.ipynb"
+        panel.locator(".jp-kremote-connection", has_text="live").wait_for()
+        # not an admin: once the service said so (403), no "All users" toggle
+        page.wait_for_selector('#jupyter-kremote-panel[data-admin="no"]', state="attached")
+        assert panel.locator(".jp-kremote-admin-toggle").count() == 0
 
 
 def test_stopping_a_users_server_ends_their_clusters(hub, kernels):
