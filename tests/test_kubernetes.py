@@ -262,6 +262,23 @@ def test_oom_killed_agent_fails_the_cell_and_next_cell_says_so(kkernel, sim):
 
 
 @needs_sim
+def test_oom_kill_reported_while_the_pod_watch_lags(kkernel, sim):
+    """The Job's BackoffLimitExceeded reaches the kernel before the OOM-killed pod's state
+    (the pod watch is stalled): the cell still says OOMKilled, read from the API."""
+    assert kkernel.run("%%remote\nx = 1").status == "ok"
+    kkernel.start_long_cell()
+    pod = next(p for p in managed(sim.admin) if p.startswith("pod/")).split("/")[1]
+    sim.ks.call("stall_watches", resource="pods", future=True)
+    try:
+        sim.ks.call("oom_kill", "default", pod)
+        reply = kkernel.kc.get_shell_msg(timeout=45)["content"]  # the cell would sleep 60 s
+    finally:
+        sim.ks.call("resume_watches")
+    assert reply["ename"] == "AgentDied"
+    assert "OOMKilled" in reply["evalue"] and "--mem" in reply["evalue"], reply["evalue"]
+
+
+@needs_sim
 def test_evicted_pod_ends_the_cluster(kkernel, sim):
     assert kkernel.run("%%remote\nx = 1").status == "ok"
     pod = [p for p in managed(sim.admin) if p.startswith("pod/")][0].split("/")[1]

@@ -600,7 +600,8 @@ class KubernetesBackend:
         else:
             pod = kube.state.by_rank().get(rank)
         failure = pod_failure(pod) if pod is not None else (job_failed or "its pod is gone")
-        failure = failure or job_failed
+        if failure is None and job_failed:  # the pod watch may not have brought its end yet
+            failure = self._failed_pod(kube) or job_failed
         return f"ended: {failure}" if failure else None
 
     def service_address(self, handle: ClusterHandle, name: str) -> tuple[str, int]:
