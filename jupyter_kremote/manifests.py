@@ -72,6 +72,8 @@ LABEL_GROUP = "kremote/group"
 LABEL_FAMILY = "kremote/family"  # the cluster all groups belong to (the NetworkPolicy's peers)
 #: Kueue: the LocalQueue a Job waits in, and its WorkloadPriorityClass
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+#: a queued Job's --on-preempt (requeue | end), read back when a restarted server adopts it
+ON_PREEMPT_ANNOTATION = "kremote/on-preempt"
 PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
 REDACTED = "<redacted>"
 #: a container port named ``kremote-<name>`` is rank 0's service ``<name>`` (TensorBoard, ...)
@@ -422,6 +424,7 @@ def _flags_overlay(
     job_spec: dict[str, Any] = {}
     if spec.queue:  # Kueue admits the Job: created suspended, as Kueue's webhook would
         metadata["labels"][QUEUE_LABEL] = spec.queue
+        metadata["annotations"][ON_PREEMPT_ANNOTATION] = spec.on_preempt  # for adoption
         job_spec["suspend"] = True
     if spec.priority:
         metadata["labels"][PRIORITY_LABEL] = spec.priority

@@ -150,7 +150,15 @@ class Cluster:
             print(f"[kremote] cluster {self.name!r}: {line}", file=sys.stderr, flush=True)
 
         say(f"{self.ended}")
-        self.backend.rejoin(self.handle, say)  # type: ignore[attr-defined]
+        self.rejoin(say)
+
+    def rejoin(self, progress: Callable[[str], None],
+               cancelled: threading.Event | None = None) -> None:
+        """Wait until Kueue admits the requeued cluster again and its fresh agents answer,
+        then talk to those (the Jupyter server does this for the clusters it holds).
+        ``cancelled`` (set by a shutdown) gives up the wait."""
+        extra = {"cancelled": cancelled} if cancelled is not None else {}
+        self.backend.rejoin(self.handle, progress, **extra)  # type: ignore[attr-defined]
         self.client.close()
         self.client = ClusterClient(self.handle.key, self.handle.endpoints, self._liveness)
         self.ended = None

@@ -4,8 +4,11 @@ timeout and the stop button delete the Job; a preemption fails the running cell.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -290,22 +293,53 @@ def test_the_python_api_waits_in_the_queue_too(ksim, tmp_path, monkeypatch):
     assert wait_for(lambda: not managed(ksim.admin), 20)
 
 
-def test_through_its_jupyter_server_a_queued_cell_shows_where_it_waits(ksim, tmp_path):
-    """The usual JupyterLab path: the kernel asks its server, which starts the Job. The cell
-    shows the queue line the server reports, and the stop button deletes the queued Job."""
-    import json
+API = "kremote/api/v1"
 
+
+@pytest.fixture(scope="module")
+def viaserver(ksim, tmp_path_factory):
+    """The usual JupyterLab path: a Jupyter server holding Kubernetes clusters and a
+    notebook's kernel that asks it (TTLs at most 1h 00m 01s: the TTL test extends up to it)."""
     from test_server_kernel import Server
 
-    root = tmp_path / "root"
+    base = tmp_path_factory.mktemp("viaserver")
+    root = base / "root"
     (root / "work").mkdir(parents=True)
-    srv = Server(root, tmp_path / "runtime", args=("--KRemoteApp.backend=kubernetes",
-                                                   "--KRemoteApp.user=alice"),
-                 env={"KREMOTE_KUBECONFIG": ksim.kubeconfig})
-    session, k = srv.open_notebook("work/q.ipynb", root / "work")
+    srv = Server(root, base / "runtime", args=(
+        "--KRemoteApp.backend=kubernetes", "--KRemoteApp.user=alice",
+        "--KRemoteApp.max_ttl=3601"),
+        env={"KREMOTE_KUBECONFIG": ksim.kubeconfig})
+    try:
+        session, k = srv.open_notebook("work/q.ipynb", root / "work")
+        try:
+            assert k.run("%load_ext jupyter_kremote").status == "ok"
+            yield srv, session, k
+        finally:
+            k.kc.stop_channels()
+            srv.call("DELETE", f"api/sessions/{session['id']}")
+    finally:
+        srv.stop()
+    assert wait_for(lambda: not managed(ksim.admin), 30), managed(ksim.admin)
+
+
+def kremote_job(ksim) -> dict[str, Any]:
+    from kubesim.resources import JOBS
+
+    (job,) = ksim.ks.call(lambda sim: [j for j in sim.store.iter_objects(JOBS)
+                                       if j["metadata"]["name"].startswith("jupyter-kremote")])
+    return job
+
+
+def unix(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def test_through_its_jupyter_server_a_queued_cell_shows_where_it_waits(viaserver, ksim):
+    """The kernel asks its server, which starts the Job. The cell shows the queue line the
+    server reports, and the stop button deletes the queued Job."""
+    srv, session, k = viaserver
     ksim.ks.call("create", blocker("server-path-holder"))
     try:
-        assert k.run("%load_ext jupyter_kremote").status == "ok"
         k.kc.execute("%%remote --backend kubernetes --name viaserver --queue team --cpu 500m"
                      "\nx = 1",
                      stop_on_error=False)
@@ -318,8 +352,148 @@ def test_through_its_jupyter_server_a_queued_cell_shows_where_it_waits(ksim, tmp
         assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt", reply
         assert wait_for(lambda: not pending_kremote(ksim), 20)
     finally:
-        k.kc.stop_channels()
-        srv.call("DELETE", f"api/sessions/{session['id']}")
-        srv.stop()
         delete_job(ksim, "server-path-holder")
+    assert wait_for(lambda: not managed(ksim.admin), 30), managed(ksim.admin)
+
+
+def test_through_its_server_the_ttl_counts_from_the_admission(viaserver, ksim):
+    """The Job's activeDeadlineSeconds runs from its startTime, which Kueue's admission
+    sets: the panel's deadline (REST) and the max_ttl limit leave out the time queued."""
+    srv, _, k = viaserver
+    ksim.ks.call("create", blocker("ttl-holder"))
+    result: dict[str, Any] = {}
+    cell = threading.Thread(target=lambda: result.update(res=k.run(
+        "%%remote --backend kubernetes --name ttl --queue team --cpu 500m --ttl 1h\nx = 1",
+        timeout=120)))
+    cell.start()
+    try:
+        assert wait_for(lambda: pending_kremote(ksim), 30)
+        created = unix(kremote_job(ksim)["metadata"]["creationTimestamp"])
+        assert wait_for(lambda: time.time() >= created + 5, 30)  # queued for 5 s at least
+        assert cell.is_alive()
+    finally:
+        delete_job(ksim, "ttl-holder")
+        cell.join(120)
+    res = result["res"]
+    assert res.status == "ok", res.error
+    job = kremote_job(ksim)
+    began = unix(job["status"]["startTime"])
+    assert began >= created + 4 and job["spec"]["activeDeadlineSeconds"] == 3600
+    (model,) = srv.call("GET", f"{API}/clusters?name=ttl")["clusters"]
+    assert model["deadline"] == began + 3600, (model["deadline"], began)
+    # one more second is within max_ttl 1h 00m 01s from the admission (over it from the creation)
+    model = srv.call("POST", f"{API}/clusters/{model['id']}/extend", {"seconds": 1})
+    assert model["deadline"] == began + 3601
+    assert wait_for(lambda: kremote_job(ksim)["spec"]["activeDeadlineSeconds"] == 3601, 10)
+    assert k.run("%remote shutdown --name ttl", timeout=60).status == "ok"
+
+
+def test_through_its_server_a_requeued_cluster_rejoins_once_admitted(viaserver, ksim):
+    """--on-preempt requeue through the server: the running cell fails with the preemption,
+    the panel shows the cluster waiting again, and the next cell waits in the queue, then
+    runs on the fresh agents."""
+    srv, _, k = viaserver
+    line = "%%remote --backend kubernetes --name relow --queue team --cpu 1 --on-preempt requeue"
+    assert k.run(f"{line}\nx = 1", timeout=90).status == "ok"
+    k.kc.execute(f"{line}\nimport time\nprint('go', flush=True)\ntime.sleep(60)",
+                 stop_on_error=False)
+    assert wait_for(lambda: any(
+        m["msg_type"] == "stream" and "go" in m["content"].get("text", "")
+        for m in [k.kc.get_iopub_msg(timeout=30)]), 30)
+    ksim.ks.call("create", blocker("urgent-server", priority="urgent"))
+    try:
+        reply = k.kc.get_shell_msg(timeout=60)["content"]
+        assert reply["status"] == "error", reply
+        assert (f"preempted by a higher-priority workload in ClusterQueue {CQ}; variables on "
+                "the agents are lost; it waits in the queue again") in reply["evalue"], reply
+        (model,) = srv.call("GET", f"{API}/clusters?name=relow")["clusters"]
+        assert model["state"] == "starting" and "preempted" in model["evicted"], model
+        assert "Preempted" in [e["reason"] for e in model["events"]]
+        cell: dict[str, Any] = {}
+        waiting = threading.Thread(target=lambda: cell.update(res=k.run(
+            "%%remote --name relow\nprint('x' in globals())", timeout=120)))
+        waiting.start()
+        waiting.join(3)
+        assert waiting.is_alive(), cell["res"].error  # the urgent Job holds the quota
+        delete_job(ksim, "urgent-server")
+        waiting.join(120)
+        res = cell["res"]
+        assert res.status == "ok", res.error
+        assert res.stdout == "False\n"  # fresh agents: the variables are gone
+        text = text_of(res)
+        assert f"queued in team (ClusterQueue {CQ}), position 1" in text, text
+        assert "admitted after" in text, text
+        (model,) = srv.call("GET", f"{API}/clusters?name=relow")["clusters"]
+        assert model["state"] == "running" and model["evicted"] is None, model
+        assert k.run("%%remote --name relow\nprint('again')").stdout == "again\n"
+    finally:
+        delete_job(ksim, "urgent-server")
+        k.run("%remote shutdown --name relow", timeout=60)
+
+
+def test_a_queued_cluster_is_adopted_with_its_place_in_the_queue(ksim, tmp_path):
+    """A server that dies while its cluster waits in Kueue leaves the Job queued; the next
+    server adopts it as starting, the panel (REST) shows where it waits, and a cell asking
+    for the cluster shows its place, then runs once Kueue admits it."""
+    from test_server_kernel import Server
+
+    root = tmp_path / "root"
+    for folder in (root / "work", tmp_path / "a", tmp_path / "b"):
+        folder.mkdir(parents=True)
+    args = ("--KRemoteApp.backend=kubernetes", "--KRemoteApp.user=alice")
+    env = {"KREMOTE_KUBECONFIG": ksim.kubeconfig}
+    ksim.ks.call("create", blocker("adopt-holder"))
+    first = Server(root, tmp_path / "a" / "runtime", args=args, env=env)
+
+    def ask() -> None:  # as a kernel would; the server dies before it answers
+        try:
+            first.call("POST", f"{API}/clusters", {"name": "waits", "notebook": "work/a.ipynb",
+                                                   "queue": "team", "cpu": "500m"})
+        except OSError:
+            pass
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    try:
+        assert wait_for(lambda: pending_kremote(ksim), 30)
+    finally:
+        first.proc.kill()  # a crash: nothing deletes the queued Job
+        first.proc.wait(20)
+        first.log.close()
+        asking.join(60)
+    second = Server(root, tmp_path / "b" / "runtime", args=args, env=env)
+    try:
+        def waiting() -> dict[str, Any] | None:
+            listing = second.call("GET", f"{API}/clusters")["clusters"]
+            stage = (listing[0]["stage"] or "") if listing else ""
+            return listing[0] if stage.startswith(
+                f"queued in team (ClusterQueue {CQ}), position 1: ") else None
+
+        assert wait_for(waiting, 60), second.call("GET", f"{API}/clusters")
+        model = waiting()
+        assert model is not None and model["state"] == "starting" and model["name"] == "waits"
+        assert "Adopted" in [e["reason"] for e in model["events"]]
+        session, k = second.open_notebook("work/a.ipynb", root / "work")
+        try:
+            assert k.run("%load_ext jupyter_kremote").status == "ok"
+            cell: dict[str, Any] = {}
+            asked = threading.Thread(target=lambda: cell.update(res=k.run(
+                "%%remote --backend kubernetes --name waits --queue team --cpu 500m\n"
+                "print('admitted at last')", timeout=120)))
+            asked.start()
+            asked.join(3)
+            assert asked.is_alive(), cell["res"].error  # the holder keeps the quota
+            delete_job(ksim, "adopt-holder")
+            asked.join(120)
+            res = cell["res"]
+            assert res.status == "ok", res.error
+            assert f"queued in team (ClusterQueue {CQ}), position 1: " in text_of(res)
+            assert res.stdout.endswith("admitted at last\n"), res.stdout
+            assert k.run("%remote shutdown --name waits", timeout=60).status == "ok"
+        finally:
+            k.kc.stop_channels()
+            second.call("DELETE", f"api/sessions/{session['id']}")
+    finally:
+        second.stop()
+        delete_job(ksim, "adopt-holder")
     assert wait_for(lambda: not managed(ksim.admin), 30), managed(ksim.admin)

@@ -82,10 +82,15 @@ async def poll(kl: KubeLoop, namespace: str, job_uid: str, state: QueueState) ->
     return state
 
 
+def stops(events: list[dict[str, Any]], job: str) -> list[dict[str, Any]]:
+    """Kueue's ``Stopped`` events of the Job, oldest first: one per eviction."""
+    return [e for e in events if e.get("reason") == "Stopped"
+            and (e.get("involvedObject") or {}).get("name") == job]
+
+
 def stop_message(events: list[dict[str, Any]], job: str) -> str | None:
     """Kueue's message on its newest ``Stopped`` event of the Job (the eviction's)."""
-    stopped = [e for e in events if e.get("reason") == "Stopped"
-               and (e.get("involvedObject") or {}).get("name") == job]
+    stopped = stops(events, job)
     if not stopped:
         return None
     return str(stopped[-1].get("message") or stopped[-1].get("note") or "")

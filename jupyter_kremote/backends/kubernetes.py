@@ -33,6 +33,7 @@ from ..manifests import (
     LABEL_CLUSTER,
     LABEL_USER,
     MANAGED_BY,
+    ON_PREEMPT_ANNOTATION,
     QUEUE_LABEL,
     make_network_policy,
     make_owner_reference,
@@ -42,7 +43,7 @@ from ..manifests import (
     services_of,
 )
 from ..protocol import new_key
-from ..spec import check_dns_label, dns_safe_name, format_duration, label_value
+from ..spec import PodSpec, check_dns_label, dns_safe_name, format_duration, label_value
 from ..templates import TemplateResolver
 from .base import ClusterHandle, StartRequest
 from .kube_api import (
@@ -54,7 +55,7 @@ from .kube_api import (
     api_status,
     retry,
 )
-from .kube_queue import QueueState, eviction, poll, stop_message
+from .kube_queue import QueueState, eviction, poll, stops
 from .kube_state import (
     ClusterState,
     disruption,
@@ -98,7 +99,7 @@ class _Kube:
     ended: bool = False  # deleted after an eviction (--on-preempt end)
     evicted: str | None = None  # why Kueue evicted it, until it is admitted again
     #: what a requeued cluster needs to wait for its agents again (--on-preempt requeue)
-    rejoin: tuple[StartRequest, bytes, bytes, bytes] | None = None
+    rejoin: tuple[StartRequest, bytes, bytes, bytes | None] | None = None
 
     def close_forwards(self) -> None:
         for fwd in self.forwards:
@@ -287,8 +288,9 @@ class KubernetesBackend:
             for c in j.get("status", {}).get("conditions") or [])
             and not j.get("metadata", {}).get("deletionTimestamp")]
 
-    def attach(self, job: dict[str, Any], wait: float = 30.0) -> ClusterHandle:
-        """A handle on a running cluster's Job (its key read back from its Secret)."""
+    def _keys(self, job: dict[str, Any]) -> tuple[str, bytes, bytes, bytes | None]:
+        """A cluster's Secret's name, HMAC key, agents' CURVE public key and the owner's
+        CURVE client secret, read back from its Secret."""
         kl = self.kube
         meta = job["metadata"]
         ns, label = meta["namespace"], meta["labels"][LABEL_CLUSTER]
@@ -299,7 +301,60 @@ class KubernetesBackend:
         # clusters made before the client allowlist have no owner key: any client key works
         client_secret = (base64.b64decode(data[CLIENT_SECRET_KEY])
                          if CLIENT_SECRET_KEY in data else None)
-        kube = _Kube(ns, meta["name"], secret.metadata.name, ClusterState(meta["name"]), label)
+        return secret.metadata.name, key, curve_public, client_secret
+
+    @staticmethod
+    def queued(job: dict[str, Any]) -> str | None:
+        """The LocalQueue a Job still waits in (suspended, not yet admitted), else None."""
+        queue = (job["metadata"].get("labels") or {}).get(QUEUE_LABEL)
+        return queue if queue and job.get("spec", {}).get("suspend") else None
+
+    def attach_queued(self, job: dict[str, Any], progress: Callable[[str], None] | None = None,
+                      cancelled: threading.Event | None = None) -> ClusterHandle:
+        """A handle on a cluster whose Job waits in Kueue (a restarted server adopts it):
+        wait, saying where it stands, until Kueue admits it and its agents answer, as its
+        start would have. ``cancelled`` (shut down meanwhile) deletes it; any other failure
+        leaves the Job to its TTL."""
+        meta = job["metadata"]
+        notes = meta.get("annotations") or {}
+        name = notes.get("kremote/name") or meta["labels"][LABEL_CLUSTER]
+        secret, key, curve_public, client_secret = self._keys(job)
+        spec = job.get("spec", {})
+        pod_spec = PodSpec(count=spec.get("completions") or 1,
+                           ttl=spec.get("activeDeadlineSeconds") or 3600,
+                           on_preempt=notes.get(ON_PREEMPT_ANNOTATION) or "requeue")
+        request = StartRequest(name=name, spec=pod_spec, progress=progress, cancelled=cancelled,
+                               notebook=notes.get("kremote/notebook-path", ""))
+        kube = _Kube(meta["namespace"], meta["name"], secret, ClusterState(meta["name"]),
+                     meta["labels"][LABEL_CLUSTER], queue=QueueState(self.queued(job) or ""),
+                     on_preempt=pod_spec.on_preempt)
+        kube.rejoin = (request, key, curve_public, client_secret)
+        self._starting.add(kube.job)
+        try:
+            self._watch(self.kube, kube, meta["labels"][LABEL_CLUSTER])
+            endpoints = self._wait_ready(request, kube, key, curve_public, client_secret)
+        except BaseException:
+            self._starting.discard(kube.job)
+            if cancelled is not None and cancelled.is_set():
+                self._teardown(kube)
+            else:
+                self._unwatch(kube)
+            raise
+        began = _parse_time(kube.state.job["status"]["startTime"])
+        handle = ClusterHandle(name=name, backend=self.name, key=key, endpoints=endpoints,
+                               started=began, deadline=began + pod_spec.ttl,
+                               services=services_of(job))
+        self._clusters[id(handle)] = kube
+        self._starting.discard(kube.job)
+        return handle
+
+    def attach(self, job: dict[str, Any], wait: float = 30.0) -> ClusterHandle:
+        """A handle on a running cluster's Job (its key read back from its Secret)."""
+        kl = self.kube
+        meta = job["metadata"]
+        ns, label = meta["namespace"], meta["labels"][LABEL_CLUSTER]
+        secret, key, curve_public, client_secret = self._keys(job)
+        kube = _Kube(ns, meta["name"], secret, ClusterState(meta["name"]), label)
         self._watch(kl, kube, label)
         count = job.get("spec", {}).get("completions") or 1
         end = time.monotonic() + wait
@@ -369,12 +424,13 @@ class KubernetesBackend:
                     "KREMOTE_NETWORK_POLICY=off where clusters need none)") from None
 
     def _wait_ready(self, request: StartRequest, kube: _Kube, key: bytes,
-                    curve_public: bytes, client_secret: bytes) -> list[Endpoint]:
+                    curve_public: bytes, client_secret: bytes | None) -> list[Endpoint]:
         count = request.spec.count
         timeout = request.spec.connect_timeout
         say: Callable[[str], None] = request.progress or (lambda text: None)
         end = time.monotonic() + timeout
         queued_since = time.monotonic()
+        evictions = len(stops(kube.state.event_list(), kube.job))  # reported (or before)
         next_poll = 0.0
         last_line = ""
         client: ClusterClient | None = None
@@ -387,10 +443,15 @@ class KubernetesBackend:
                     raise ClusterStartError(f"cluster {request.name!r}: the start was "
                                             "cancelled (shut down while it started)")
                 kube.state.changed.clear()
-                if kube.queue is not None and kube.queue.admitted and self._suspended(kube):
+                if kube.queue is not None and kube.queue.admitted and (
+                        self._suspended(kube) or
+                        len(stops(kube.state.event_list(), kube.job)) > evictions):
                     # evicted before every agent was up (waitForPodsReady): all or nothing,
-                    # so it waits in the queue again
-                    why = stop_message(kube.state.event_list(), kube.job)
+                    # so it waits in the queue again. Its Stopped event says so even when it
+                    # was admitted again before this thread looked (a busy machine); the event
+                    # trails the suspension a little
+                    why = self._stop_reason(kube, evictions)
+                    evictions = max(evictions + 1, len(stops(kube.state.event_list(), kube.job)))
                     kube.queue.admitted, kube.queue.position = False, None
                     queued_since = time.monotonic()
                     say(f"evicted by Kueue{f' ({why})' if why else ''}; queued again")
@@ -471,6 +532,21 @@ class KubernetesBackend:
         finally:
             if client is not None:
                 client.close()
+
+    @staticmethod
+    def _stop_reason(kube: _Kube, seen: int, wait: float = 2.0) -> str | None:
+        """The message of the Job's Stopped event after the first ``seen`` (waited for a
+        moment: it trails the suspension), or None."""
+        end = time.monotonic() + wait
+        while True:
+            stopped = stops(kube.state.event_list(), kube.job)
+            if len(stopped) > seen or time.monotonic() > end:
+                break
+            kube.state.changed.wait(0.1)
+            kube.state.changed.clear()
+        if len(stopped) <= seen:
+            return None
+        return str(stopped[-1].get("message") or stopped[-1].get("note") or "")
 
     @staticmethod
     def _suspended(kube: _Kube) -> bool:
@@ -660,15 +736,17 @@ class KubernetesBackend:
         return kube is not None and kube.evicted is not None and kube.rejoin is not None \
             and kube.on_preempt == "requeue"
 
-    def rejoin(self, handle: ClusterHandle, progress: Callable[[str], None] | None = None
-               ) -> None:
+    def rejoin(self, handle: ClusterHandle, progress: Callable[[str], None] | None = None,
+               cancelled: threading.Event | None = None) -> None:
         """Wait until a requeued cluster is admitted again and its fresh agents answer
-        (same Job, Secret and keys); updates ``handle``'s endpoints and TTL."""
+        (same Job, Secret and keys); updates ``handle``'s endpoints and TTL. ``cancelled``
+        (a shutdown while it waits) ends the wait with ClusterStartError."""
         kube = self._clusters[id(handle)]
         assert kube.rejoin is not None and kube.queue is not None
         request, key, curve_public, client_secret = kube.rejoin
         request = StartRequest(name=request.name, spec=request.spec,
-                               notebook=request.notebook, progress=progress)
+                               notebook=request.notebook, progress=progress,
+                               cancelled=cancelled)
         kube.close_forwards()
         kube.queue.admitted, kube.queue.position = False, None
         handle.endpoints = self._wait_ready(request, kube, key, curve_public, client_secret)

@@ -112,9 +112,11 @@ class ServerBackend:
         return done["model"]
 
     def _starting(self, request: StartRequest) -> dict[str, Any] | None:
-        """The server's model of the cluster this kernel is starting, once it lists it."""
+        """The server's model of the cluster this kernel is starting, once it lists it (the
+        listing filtered to this one cluster: no other cluster's model is built)."""
         try:
-            listing = self.link.request("GET", "clusters", timeout=5)
+            listing = self.link.request("GET", "clusters", timeout=5, query={
+                "name": request.name, "notebook": request.notebook})
         except (ServerError, OSError):
             return None
         for model in (listing or {}).get("clusters", []):
@@ -167,7 +169,44 @@ class ServerBackend:
 
     def liveness(self, handle: ClusterHandle, rank: int) -> str | None:
         why = self.ended(handle)  # the server ends whole clusters, not single ranks
+        if why is None:  # or Kueue evicted it, and it waits in the queue again
+            why = (self.model(handle) or {}).get("evicted")
         return f"ended: {why}" if why else None
+
+    def requeued(self, handle: ClusterHandle) -> bool:
+        """Whether Kueue evicted the server's cluster and it waits to be admitted again
+        (``--on-preempt requeue``): :meth:`rejoin` then waits for its fresh agents."""
+        model = self.model(handle, max_age=0.0) or {}
+        return model.get("state") == "starting" and bool(model.get("evicted"))
+
+    def rejoin(self, handle: ClusterHandle, progress: Callable[[str], None] | None = None
+               ) -> None:
+        """Wait while the server's requeued cluster waits in Kueue, saying where it stands,
+        then take its fresh agents' endpoints (same keys). The stop button ends the wait;
+        the cluster stays queued."""
+        say = progress or (lambda line: None)
+        said: set[str] = set()
+        while True:
+            model = self.model(handle, max_age=STAGE_POLL)
+            if model is None:
+                raise ClusterEnded("it was shut down from the Jupyter server")
+            if model.get("state") == "ended":
+                raise ClusterEnded(model.get("ended") or "it ended")
+            if model.get("state") == "running":
+                break
+            stage = model.get("stage") or ""
+            if stage and stage != model.get("evicted") and stage not in said:
+                said.add(stage)
+                say(stage)
+            time.sleep(STAGE_POLL)
+        # the admission is an event; its stage may have passed between two looks
+        admitted = next((e["message"] for e in model.get("events") or []
+                         if e.get("reason") == "Admitted"), None)
+        if admitted and admitted not in said:
+            say(admitted)
+        conn = self.link.request("GET", f"clusters/{self._ids[id(handle)]}/connection")
+        handle.endpoints = [Endpoint.from_json(e) for e in conn["endpoints"]]
+        handle.key, handle.deadline = base64.b64decode(conn["key"]), conn["deadline"]
 
     def describe(self, handle: ClusterHandle, rank: int) -> dict[str, Any]:
         model = self.model(handle) or {}

@@ -2,8 +2,9 @@
 
 A cluster's Job carries its name and notebook (annotations) and its user (a label); its
 Secret holds the keys. Adoption reads those back, attaches to the running agents and lists
-the cluster again. It never shuts anything down: a cluster it cannot take back is left to
-its TTL.
+the cluster again. A Job still waiting in Kueue is listed as starting, with where it waits,
+and taken back once admitted (a kernel asking for it meanwhile waits, as for its own start).
+It never shuts anything down: a cluster it cannot take back is left to its TTL.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from jupyter_kremote.session import Cluster, ClusterOptions
 
 from . import services
 from .limits import Limits
-from .models import RUNNING, ClusterModel
+from .models import RUNNING, STARTING, ClusterModel
 from .monitor import Monitor
 from .registry import Entry, Registry
 
@@ -40,6 +41,11 @@ async def adopt(registry: Registry, monitor: Monitor, backend: Any, limits: Limi
         name = notes.get("kremote/name") or "default"
         notebook = notes.get("kremote/notebook-path", "")
         if registry.find(name, notebook) is not None:
+            continue
+        queue = backend.queued(job) if hasattr(backend, "queued") else None
+        if queue:  # still waiting in Kueue: listed as starting, taken back once admitted
+            adopted.append(await _adopt_queued(registry, monitor, backend, limits, root, job,
+                                               name, notebook, queue))
             continue
         try:
             handle = await asyncio.to_thread(backend.attach, job)  # type: ignore[attr-defined]
@@ -77,3 +83,53 @@ async def adopt(registry: Registry, monitor: Monitor, backend: Any, limits: Limi
     if adopted:
         monitor.start()
     return adopted
+
+
+async def _adopt_queued(registry: Registry, monitor: Monitor, backend: Any, limits: Limits,
+                        root: str, job: dict[str, Any], name: str, notebook: str,
+                        queue: str) -> str:
+    """List a Job that waits in Kueue as starting, and take it back once admitted."""
+    meta, spec = job["metadata"], job.get("spec", {})
+    opts = ClusterOptions(count=spec.get("completions") or 1, backend="kubernetes",
+                          ttl=spec.get("activeDeadlineSeconds") or 3600, queue=queue,
+                          namespace=meta.get("namespace"),
+                          group=(meta.get("labels") or {}).get(LABEL_GROUP, "main"))
+    async with registry.lock:
+        entry = Entry(ClusterModel(
+            id=registry.new_id(name, notebook), name=name, notebook=notebook,
+            backend="kubernetes", count=opts.count, user=limits.user,
+            namespace=opts.namespace, group=opts.group, created=time.time(), ttl=opts.ttl,
+            state=STARTING, stage=f"queued in {queue}"), opts)
+        registry.add(entry)
+    monitor.add_event(entry, {"reason": "Adopted", "message": f"Job {meta['name']} taken "
+                              f"back after a server restart, still queued in {queue}"})
+    monitor.publish(entry)
+    entry.task = asyncio.get_running_loop().create_task(
+        _wait_admitted(monitor, backend, root, entry, job))
+    return entry.model.id
+
+
+async def _wait_admitted(monitor: Monitor, backend: Any, root: str, entry: Entry,
+                         job: dict[str, Any]) -> None:
+    m = entry.model
+    loop = asyncio.get_running_loop()
+
+    def progress(line: str) -> None:  # on the waiting thread: hand over to the loop
+        loop.call_soon_threadsafe(monitor.stage, entry, line)
+
+    try:
+        handle = await asyncio.to_thread(backend.attach_queued, job, progress, entry.cancelled)
+        try:
+            cluster = await asyncio.to_thread(functools.partial(
+                Cluster, m.name, entry.options, root, notebook=m.notebook, backend=backend,
+                handle=handle, check_drift=False))
+        except BaseException:
+            backend.release(handle)
+            raise
+    except BaseException as exc:  # noqa: BLE001 - reported to whoever waits
+        await monitor.start_failed(entry, exc)
+    else:
+        await monitor.running(entry, cluster, f"{m.count} kubernetes agent"
+                              f"{'s' if m.count > 1 else ''} ready")
+    finally:
+        entry.started.set()

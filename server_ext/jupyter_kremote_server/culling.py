@@ -76,6 +76,8 @@ class Culler:
         """Why the entry's cluster should end now, or None."""
         cluster = entry.cluster
         assert cluster is not None
+        if entry.model.evicted is not None:
+            return None  # requeued by Kueue: its Job waits in the queue (its TTL ends it)
         if cluster.ended:
             return cluster.ended
         if now >= cluster.deadline:

@@ -79,7 +79,8 @@ class ClustersRoutes(Routes):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        clusters = await self.call(self.manager.list_clusters())
+        clusters = await self.call(self.manager.list_clusters(
+            self.get_query_argument("name", None), self.get_query_argument("notebook", None)))
         self.send({"clusters": [c.to_dict() for c in clusters]})
 
     @web.authenticated

@@ -173,8 +173,12 @@ class ClusterManager:
         return await self.culler.cull_once(now)
 
     # -- queries -------------------------------------------------------------------------------
-    async def list_clusters(self) -> list[ClusterModel]:
-        ids = sorted(self.registry.entries)
+    async def list_clusters(self, name: str | None = None,
+                            notebook: str | None = None) -> list[ClusterModel]:
+        """Every cluster, or only those of ``name`` and/or ``notebook`` (a starting kernel
+        follows its one cluster so, without the cost of every other model)."""
+        ids = sorted(i for i, e in self.registry.entries.items()
+                     if name in (None, e.model.name) and notebook in (None, e.model.notebook))
         return list(await asyncio.gather(*(self.get(i) for i in ids)))
 
     async def get(self, cluster_id: str) -> ClusterModel:
@@ -309,37 +313,16 @@ class ClusterManager:
                 notebook=m.notebook, backend=backend, runtime=entry.runtime,
                 check_drift=entry.runtime is not None, cancelled=entry.cancelled))
         except BaseException as exc:  # noqa: BLE001 - reported to whoever waits
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            m.state, m.ended = ENDED, f"could not start: {reason}"
-            async with self.registry.lock:
-                self.registry.remove(entry)
-            self.hub.publish({"type": "removed", "id": m.id})
-            log.warning("kremote cluster %s %s", m.id, m.ended)
+            await self.monitor.start_failed(entry, exc)
         else:
-            entry.cluster = cluster
-            m.state, m.deadline, m.stage = RUNNING, cluster.deadline, None
-            m.last_activity, m.warnings = cluster.last_activity, list(cluster.warnings)
-            rows = await asyncio.to_thread(cluster.status, 1.0)
-            entry.last_ping = time.time()
-            m.pods = [self.monitor.row(entry, r) for r in rows]
-            m.services = services.listing(m.id, cluster)
-            self.monitor.add_event(entry, {"reason": "Ready", "message": f"{m.count} {m.backend} "
-                                           f"agent{'s' if m.count > 1 else ''} ready"})
-            self.monitor.publish(entry)
+            await self.monitor.running(entry, cluster, f"{m.count} {m.backend} agent"
+                                       f"{'s' if m.count > 1 else ''} ready")
             log.info("kremote cluster %s started (%d %s agents)", m.id, m.count, m.backend)
         finally:
             entry.started.set()
 
     def _stage(self, entry: Entry, line: str) -> None:
-        """A start-up stage for the panel; Kueue's (queued, admitted, evicted) are events."""
-        if entry.model.state != STARTING:
-            return
-        before, entry.model.stage = entry.model.stage or "", line
-        for prefix, reason in (("queued in ", "Queued"), ("admitted after ", "Admitted"),
-                               ("evicted by Kueue", "Evicted")):
-            if line.startswith(prefix) and not before.startswith(prefix):  # not each move
-                self.monitor.add_event(entry, {"reason": reason, "message": line})
-        self.monitor.publish(entry)
+        self.monitor.stage(entry, line)
 
     async def extend(self, cluster_id: str, seconds: Any = None, deadline: Any = None, *,
                      limits: UserLimits | None = None) -> ClusterModel:
@@ -358,7 +341,9 @@ class ClusterManager:
         async with entry.lock:
             cluster = self._running(entry)
             new_deadline = max(cluster.deadline, time.time()) + seconds
-            lifetime = new_deadline - entry.model.created
+            # from when it began to run: a Job's TTL counts from its startTime, after Kueue
+            # admitted it, not from the time it spent queued
+            lifetime = new_deadline - max(entry.model.created, cluster.handle.started)
             check_lifetime(self.limits.user, limits or self.limits.user_limits(), cluster_id,
                            seconds, lifetime)
             try:

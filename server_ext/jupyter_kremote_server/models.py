@@ -40,6 +40,9 @@ class ClusterModel:
     #: while starting, the latest start-up stage (pod stages; on Kueue "queued in <LocalQueue>
     #: (ClusterQueue <cq>), position N: <reason>", then "admitted after ...")
     stage: str | None = None
+    #: why Kueue evicted the running cluster while it waits to be admitted again
+    #: (``--on-preempt requeue``; state ``starting``); None once its fresh agents answer
+    evicted: str | None = None
     created: float = 0.0  # Unix time
     deadline: float | None = None  # Unix time at which the TTL ends; None while starting
     ttl: float = 0.0  # asked for at creation, in seconds

@@ -20,11 +20,13 @@ from typing import Any
 
 from jupyter_kremote.errors import ClusterEnded
 
+from . import services
 from .culling import note_activity, stop_entry
 from .hub import Hub
 from .limits import Limits
-from .models import ENDED, RUNNING
+from .models import ENDED, RUNNING, STARTING
 from .registry import Entry, Registry
+from .requeue import rejoin, requeued
 
 log = logging.getLogger("jupyter_kremote_server")
 
@@ -68,6 +70,8 @@ class Monitor:
         return self.hub.subscribers > 0
 
     async def observe(self, entry: Entry) -> None:
+        if entry.model.evicted is not None:
+            return  # requeued by Kueue: its rejoin task watches it until admitted again
         now = time.time()
         ping = self.watched() or now - entry.last_ping >= self.limits.monitor_idle_interval
         # telemetry feeds the panel's sparklines: sampled while a panel shows them
@@ -97,6 +101,10 @@ class Monitor:
         for ev in kube_events:
             self.add_event(entry, ev)
         note_activity(cluster, rows or [])
+        if ended is not None and requeued(cluster):
+            # --on-preempt requeue: it waits in the queue, then carries on with fresh agents
+            entry.task = asyncio.get_running_loop().create_task(rejoin(self, entry))
+            return
         if ended is not None:
             self.add_event(entry, {"type": "Warning", "reason": "Ended", "message": ended})
             await stop_entry(self, entry, ended)
@@ -123,6 +131,42 @@ class Monitor:
         entry.model.events = list(entry.events)
         self.hub.publish({"type": "event", "id": entry.model.id, "event": ev})
 
+    async def running(self, entry: Entry, cluster: Any, ready: str) -> None:
+        """``entry`` runs on ``cluster`` now (started, adopted from the queue, or admitted
+        again after a requeue): its model with pods and services, and a ``Ready`` event."""
+        m = entry.model
+        entry.cluster = cluster
+        m.state, m.deadline, m.stage, m.evicted = RUNNING, cluster.deadline, None, None
+        m.last_activity, m.warnings = cluster.last_activity, list(cluster.warnings)
+        rows = await asyncio.to_thread(cluster.status, 1.0)
+        entry.last_ping = time.time()
+        m.pods = [self.row(entry, r) for r in rows]
+        m.services = services.listing(m.id, cluster)
+        self.add_event(entry, {"reason": "Ready", "message": ready})
+        self.publish(entry)
+
+    async def start_failed(self, entry: Entry, exc: BaseException) -> None:
+        """A start (or an adopted queued Job's wait) failed: forgotten, with the reason for
+        whoever waits on it."""
+        m = entry.model
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        m.state, m.ended = ENDED, f"could not start: {reason}"
+        async with self.registry.lock:
+            self.registry.remove(entry)
+        self.hub.publish({"type": "removed", "id": m.id})
+        log.warning("kremote cluster %s %s", m.id, m.ended)
+
+    def stage(self, entry: Entry, line: str) -> None:
+        """A start-up stage for the panel; Kueue's (queued, admitted, evicted) are events."""
+        if entry.model.state != STARTING:
+            return
+        before, entry.model.stage = entry.model.stage or "", line
+        for prefix, reason in (("queued in ", "Queued"), ("admitted after ", "Admitted"),
+                               ("evicted by Kueue", "Evicted")):
+            if line.startswith(prefix) and not before.startswith(prefix):  # not each move
+                self.add_event(entry, {"reason": reason, "message": line})
+        self.publish(entry)
+
     def publish(self, entry: Entry, force: bool = False) -> None:
         """Send the entry's model to the WebSocket clients if it changed (nothing to do
         while none listens: a client that connects gets a snapshot first)."""
@@ -137,8 +181,8 @@ class Monitor:
     def refresh(self, entry: Entry) -> None:
         """Mirror the cluster's own view of whether it ended (agent died, TTL) in the model."""
         cluster = entry.cluster
-        if cluster is None:
-            return
+        if cluster is None or entry.model.evicted is not None or requeued(cluster):
+            return  # requeued by Kueue: not ended, whatever its old deadline says
         entry.model.deadline = cluster.deadline
         entry.model.last_activity = cluster.last_activity
         if cluster.ended is None and time.time() >= cluster.deadline:
