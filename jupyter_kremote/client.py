@@ -30,6 +30,9 @@ NO_STDIN = {"status": "error", "ename": "StdinNotImplementedError",
             "evalue": "input() was called, but this request has no stdin"}
 TICK = 0.1  # seconds between liveness checks while waiting
 INTERRUPT_GRACE = 3.0  # seconds to wait for agents to report an interrupt
+#: how long a request that an agent ended because it was told to stop (SIGTERM: its pod is
+#: deleted) waits for the backend to say why (an eviction, a drain) before the reply stands
+STOP_EXPLAINED = 15.0
 _TICK_MS = int(TICK * 1000)
 #: plain ints: the enum constants cost an enum operation at each use in the receive loop
 _EVENTS = int(zmq.EVENTS)
@@ -237,7 +240,24 @@ class ClusterClient:
             raise ClusterTimeout(
                 f"the cell ran over --timeout {timeout:g}s and was interrupted; "
                 f"the agents kept their variables")
+        stopping = sorted(r for r, m in replies.items() if m.content.get("stopping"))
+        if stopping:  # an agent told to stop (its pod deleted) ended the request: say why
+            self._explain_stop(stopping)
         return replies
+
+    def _explain_stop(self, ranks: list[int]) -> None:
+        """Raise AgentDied with the backend's reason (a preemption, say) once it knows one,
+        up to STOP_EXPLAINED s; the agent's own reply may come before its pod's end is seen
+        (through the Jupyter server, a monitor pass later). Without one, the reply stands."""
+        end = time.monotonic() + STOP_EXPLAINED
+        while True:
+            for r in ranks:
+                why = self.liveness(r)
+                if why is not None:
+                    raise AgentDied(f"rank {r} {why} while running the request")
+            if time.monotonic() > end:
+                return
+            time.sleep(TICK)
 
     def _take_ready(self, poller: zmq.Poller, socks: dict[zmq.Socket, int], msg_id: str,
                     pending: set[int], replies: dict[int, Message],

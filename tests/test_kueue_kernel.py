@@ -246,9 +246,9 @@ def test_the_server_shows_where_a_queued_cluster_waits(ksim, tmp_path, monkeypat
         start = asyncio.ensure_future(manager.ensure("q", "nb.ipynb", {
             "cpu": "500m", "queue": "team", "connect_timeout": 60.0}))
         try:
-            for _ in range(300):
+            for _ in range(600):  # until Kueue's place and reason are in (the Workload)
                 listing = [m for m in await manager.list_clusters() if m.name == "q"]
-                if listing and (listing[0].stage or "").startswith("queued in team"):
+                if listing and ", position 1: " in (listing[0].stage or ""):
                     break
                 await asyncio.sleep(0.1)
             model = listing[0]

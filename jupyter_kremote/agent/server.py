@@ -187,6 +187,8 @@ class Agent:
         finally:
             self.busy_since = None
             self.last_request = time.time()  # the server's idle culler reads it from pings
+        if self.stop_reason and reply.get("status") == "error":
+            reply = {**reply, "stopping": self.stop_reason}  # the kernel then asks why
         try:
             self._reply(peer, msg, reply, payload, has_payload)
         except KeyboardInterrupt:
