@@ -9,13 +9,14 @@ these calls in a worker thread.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
-from .errors import AccessRefused, AgentDied, ClusterTimeout, TransferError
+from .errors import AccessRefused, AgentDied, ClusterTimeout, ConnectionLost, TransferError
 from .protocol import Message, ProtocolError, Signer, send, tcp_address
 
 OutputHook = Callable[[int, Message], None]
@@ -33,6 +34,10 @@ INTERRUPT_GRACE = 3.0  # seconds to wait for agents to report an interrupt
 #: how long a request that an agent ended because it was told to stop (SIGTERM: its pod is
 #: deleted) waits for the backend to say why (an eviction, a drain) before the reply stands
 STOP_EXPLAINED = 15.0
+#: after a dropped connection: how long the agent may take to be reached again, and how long
+#: a reply it already sent may take to arrive
+RECONNECT_WAIT = 60.0
+REPLY_GRACE = 3.0
 _TICK_MS = int(TICK * 1000)
 #: plain ints: the enum constants cost an enum operation at each use in the receive loop
 _EVENTS = int(zmq.EVENTS)
@@ -80,8 +85,10 @@ def _bytes(key: str | None) -> bytes | None:
     return key.encode("ascii") if key else None
 
 
-#: what the data socket's monitor reports: the handshake's outcome, nothing per message
-_HANDSHAKE_EVENTS = int(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+#: what the data socket's monitor reports: the handshake's outcome and dropped connections,
+#: nothing per message
+_MONITOR_EVENTS = int(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                      | zmq.EVENT_DISCONNECTED)
 
 
 class AgentChannel:
@@ -91,6 +98,9 @@ class AgentChannel:
         self.endpoint = endpoint
         self._monitor: zmq.Socket | None = None
         self.auth_refused = False
+        #: the data connection dropped since the client last looked (a port-forward closed by
+        #: the API server, a reset): a request in flight may have been lost with it
+        self.dropped = False
         self.data = self._socket(ctx, endpoint, endpoint.port, self._watch_handshake)
         self.control = self._socket(ctx, endpoint, endpoint.control_port)
 
@@ -99,6 +109,9 @@ class AgentChannel:
                 before_connect: Callable[[zmq.Socket], None] | None = None) -> zmq.Socket:
         sock = ctx.socket(zmq.DEALER)
         sock.linger = 0
+        # the same identity after a reconnect: the agent (ROUTER_HANDOVER) sends what it
+        # answers after a dropped connection comes back to this socket
+        sock.routing_id = b"k" + uuid.uuid4().bytes
         if endpoint.curve_serverkey:
             if endpoint.curve_secretkey:
                 secret = endpoint.curve_secretkey
@@ -115,12 +128,13 @@ class AgentChannel:
         return sock
 
     def _watch_handshake(self, sock: zmq.Socket) -> None:
-        """Monitor the CURVE handshake, to tell "refused" from "slow" (until it succeeds)."""
-        self._monitor = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
+        """Monitor the CURVE handshake, to tell "refused" from "slow", and dropped
+        connections (events only on connects and drops: nothing per message)."""
+        self._monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
 
     def refused(self) -> bool:
-        """Whether the agent refused this client's key (read off the handshake monitor; once
-        a handshake succeeded the monitor is gone and this costs nothing)."""
+        """Whether the agent refused this client's key (read off the monitor, which also
+        sets ``dropped``; read only while requests wait, never per message)."""
         mon = self._monitor
         while mon is not None and mon.poll(0):
             from zmq.utils.monitor import recv_monitor_message
@@ -130,8 +144,8 @@ class AgentChannel:
                 self.auth_refused = True
             elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.auth_refused = False
-                self._close_monitor()
-                mon = None
+            elif event == zmq.EVENT_DISCONNECTED:
+                self.dropped = True
         return self.auth_refused
 
     def _close_monitor(self) -> None:
@@ -191,7 +205,7 @@ class ClusterClient:
         channels = self.channels
         for r in ranks:
             send(channels[r].data, frames)
-        return self._collect(msg_id, ranks, on_output, timeout, on_input)
+        return self._collect(msg_id, ranks, on_output, timeout, on_input, frames)
 
     def _poller(self, ranks: list[int]) -> tuple[zmq.Poller, dict[zmq.Socket, int]]:
         key = tuple(ranks)
@@ -207,8 +221,8 @@ class ClusterClient:
         return found
 
     def _collect(self, msg_id: str, ranks: list[int], on_output: OutputHook | None,
-                 timeout: float | None, on_input: InputHook | None = None
-                 ) -> dict[int, Message]:
+                 timeout: float | None, on_input: InputHook | None = None,
+                 frames: list[Any] | None = None) -> dict[int, Message]:
         pending = set(ranks)
         replies: dict[int, Message] = {}
         poller, socks = self._poller(ranks)
@@ -216,6 +230,7 @@ class ClusterClient:
         deadline = start + timeout if timeout else None
         interrupted_at: float | None = None
         next_check = start + TICK
+        reply_due: dict[int, float] = {}  # ranks that answered into a dropped connection
         while pending:
             try:
                 self._take_ready(poller, socks, msg_id, pending, replies, on_output, on_input)
@@ -223,6 +238,7 @@ class ClusterClient:
                 if pending and now >= next_check:
                     next_check = now + TICK
                     self._check_alive(pending)
+                    self._recover(msg_id, frames, pending, reply_due)
                     if deadline and now > deadline and interrupted_at is None:
                         self.interrupt(sorted(pending), request=msg_id)
                         interrupted_at = now
@@ -285,6 +301,48 @@ class ClusterClient:
                     on_output(rank, msg)
                 if not sock.getsockopt(_EVENTS) & _POLLIN:
                     break
+
+    def _recover(self, msg_id: str, frames: list[Any] | None, pending: set[int],
+                 reply_due: dict[int, float]) -> None:
+        """Repair request ``msg_id`` on ranks whose data connection dropped while it waited
+        (seen by ``_check_alive``): ask the agent over its control socket what became of it.
+        Never seen there: lost on the way, so sent again (the agent's replay window runs it
+        at most once). Running: its reply comes over the new connection. Answered already:
+        the reply was lost with the connection, so after REPLY_GRACE the request fails with
+        one line (the cell ran; the agents keep their variables)."""
+        now = time.monotonic()
+        for r in sorted(pending):
+            ch = self.channels[r]
+            if ch.dropped:
+                ch.dropped = False
+                state = self._request_state(r, msg_id)
+                if state == "unknown" and frames is not None:
+                    send(ch.data, frames)
+                elif state == "done":
+                    reply_due.setdefault(r, now + REPLY_GRACE)
+            if r in reply_due and now > reply_due[r]:
+                others = sorted(pending - {r})
+                if others:
+                    self.interrupt(others, request=msg_id)
+                raise ConnectionLost(
+                    f"the connection to rank {r}'s agent dropped as it answered: the request "
+                    "ran there but its reply was lost; the agents kept their variables "
+                    "(look with %remote pull or run the cell again)")
+
+    def _request_state(self, rank: int, msg_id: str) -> str:
+        """What agent ``rank`` did with ``msg_id`` (running, done, unknown), asked until its
+        connection is back (RECONNECT_WAIT); "" from an agent too old to tell."""
+        end = time.monotonic() + RECONNECT_WAIT
+        while True:
+            answer = self.control("ping", {"request": msg_id}, ranks=[rank], timeout=1.0)
+            if rank in answer:
+                return str(answer[rank].get("request") or "")
+            self._check_alive({rank})
+            if time.monotonic() > end:
+                raise ConnectionLost(
+                    f"the connection to rank {rank}'s agent dropped and did not come back in "
+                    f"{RECONNECT_WAIT:g}s; the agents kept their variables: run the cell "
+                    "again once it is back (%remote status)")
 
     def _answer_input(self, sock: zmq.Socket, rank: int, msg: Message,
                       on_input: InputHook | None) -> None:

@@ -19,6 +19,10 @@ class AccessRefused(KRemoteError):
     """An agent refused this client's CURVE key: agents admit only their owner's client."""
 
 
+class ConnectionLost(KRemoteError):
+    """The connection to an agent dropped with a request's reply; the agent lives on."""
+
+
 class ClusterEnded(KRemoteError):
     """The cluster can no longer run work (TTL, a dead agent, shutdown)."""
 

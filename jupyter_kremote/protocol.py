@@ -211,6 +211,10 @@ class Signer:
             return msg_id, [hbytes, self._digest(hbytes, pickled), *frames_tail]
         return msg_id, [hbytes, self._digest(hbytes, pickled)]
 
+    def seen(self, msg_id: str) -> bool:
+        """Whether a message with this id was accepted (within the replay window)."""
+        return msg_id in self._seen
+
     def _verify(self, hraw: bytes, sig: bytes, payload: memoryview | None) -> dict[str, Any]:
         """Check signature, freshness and replay; return the header. Counts rejections."""
         try:

@@ -13,8 +13,9 @@ import os
 import subprocess
 
 import pytest
-from conftest import Kernel, wait_for
-from test_kubernetes import IMAGE_FLAG, PRODUCT_USER, managed, needs_sim, start_sim
+from conftest import wait_for
+from kube_kernels import kube_kernel, running_sim
+from test_kubernetes import IMAGE_FLAG, managed, needs_sim
 
 pytestmark = [needs_sim, pytest.mark.skipif(not os.path.exists("/usr/bin/kubectl"),
                                             reason="kubectl is not installed")]
@@ -23,12 +24,8 @@ USER = "alice"
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
-    started = start_sim(tmp_path_factory.mktemp("isolation"), pod_ips="unique")
-    try:
+    with running_sim(tmp_path_factory.mktemp("isolation"), pod_ips="unique") as started:
         yield started
-        assert started.ks.call("access_log", user=PRODUCT_USER, allowed=False) == []
-    finally:
-        started.ks.stop()
 
 
 def kubectl(sim, *args: str, admin: bool = True) -> str:
@@ -55,20 +52,9 @@ def notebook_pod(sim, name: str) -> dict:
 
 @pytest.fixture
 def kernel(sim, notebook_dir):
-    from jupyter_client.manager import start_new_kernel
-
-    env = {**os.environ, "KREMOTE_KUBECONFIG": sim.kubeconfig, "KREMOTE_BACKEND": "kubernetes",
-           "JUPYTERHUB_USER": USER}
-    km, kc = start_new_kernel(kernel_name="python3", cwd=str(notebook_dir), env=env)
-    k = Kernel(km, kc, notebook_dir)
-    assert k.run("%load_ext jupyter_kremote").status == "ok"
-    try:
+    # alice's notebook pods (processes that sleep) outlive the kernel: not counted
+    with kube_kernel(sim, notebook_dir, processes=False, JUPYTERHUB_USER=USER) as k:
         yield k
-    finally:
-        k.run("%remote shutdown --all", timeout=60)
-        kc.stop_channels()
-        km.shutdown_kernel()
-        assert wait_for(lambda: not managed(sim.admin), 20), managed(sim.admin)
 
 
 def selects(match: dict, labels: dict) -> bool:

@@ -11,27 +11,23 @@ import asyncio
 import os
 import shutil
 import subprocess
-from typing import Any, NamedTuple
 
 import pytest
-from conftest import Kernel, wait_for
+from conftest import wait_for
+from kube_kernels import (  # noqa: F401 - PRODUCT_USER, start_sim: for other modules
+    MANAGED,
+    PRODUCT_USER,
+    Sim,
+    kube_kernel,
+    managed,
+    running_sim,
+    start_sim,
+)
 
 REAL = os.environ.get("KREMOTE_TEST_KUBECONFIG")
-MANAGED = "app.kubernetes.io/managed-by=jupyter-kremote"
 IMAGE_FLAG = f" --image {os.environ['KREMOTE_TEST_IMAGE']}" if os.environ.get(
     "KREMOTE_TEST_IMAGE") else ""
 needs_sim = pytest.mark.skipif(bool(REAL), reason="needs the emulator's fault knobs")
-
-
-PRODUCT_USER = "system:serviceaccount:default:jupyter-kremote"
-
-
-class Sim(NamedTuple):
-    """The product's kubeconfig, the emulator (None on a real cluster), an admin kubeconfig."""
-
-    kubeconfig: str
-    ks: Any
-    admin: str
 
 
 @pytest.fixture
@@ -41,77 +37,14 @@ def sim(tmp_path):
     if REAL:
         yield Sim(REAL, None, REAL)
         return
-    started = start_sim(tmp_path, pod_ips="unique")
-    try:
+    with running_sim(tmp_path, pod_ips="unique") as started:
         yield started
-        # the shipped Role was enough: the product was refused nothing, even where it would
-        # have retried quietly (a watch)
-        assert started.ks.call("access_log", user=PRODUCT_USER, allowed=False) == []
-    finally:
-        started.ks.stop()
-
-
-def start_sim(tmp_path: Any, **settings: Any) -> Sim:
-    """A KubeSimThread with RBAC on (stop it with `.ks.stop()`), the product's kubeconfig with
-    the token of the `jupyter-kremote` ServiceAccount of templates/rbac.yaml, and an admin's."""
-    from kubesim import KubeSimThread
-
-    from jupyter_kremote.manifests import render_rbac
-
-    ks = KubeSimThread(rbac=True, **settings).start()
-    try:
-        for doc in render_rbac(namespace="default"):
-            ks.call("create", doc)
-        token = ks.call("service_account_token", "default", "jupyter-kremote")
-        path = ks.write_kubeconfig(tmp_path / "kubeconfig", token=token)
-        return Sim(path, ks, ks.write_kubeconfig(tmp_path / "admin-kubeconfig"))
-    except BaseException:
-        ks.stop()
-        raise
 
 
 @pytest.fixture
 def kkernel(sim, notebook_dir):
-    from jupyter_client.manager import start_new_kernel
-
-    env = {**os.environ, "KREMOTE_KUBECONFIG": sim[0], "KREMOTE_BACKEND": "kubernetes"}
-    km, kc = start_new_kernel(kernel_name="python3", cwd=str(notebook_dir), env=env)
-    k = Kernel(km, kc, notebook_dir)
-    assert k.run("%load_ext jupyter_kremote").status == "ok"
-    try:
+    with kube_kernel(sim, notebook_dir) as k:
         yield k
-    finally:
-        k.run("%remote shutdown --all", timeout=60)
-        kc.stop_channels()
-        km.shutdown_kernel()
-        assert wait_for(lambda: not managed(sim.admin), 20), managed(sim.admin)
-        if sim[1] is not None:  # and no agent process of any pod is left running
-            assert wait_for(lambda: not sim[1].call("processes"), 10), sim[1].call("processes")
-
-
-def managed(kubeconfig: str, selector: str = "") -> list[str]:
-    """Every Job, pod, Secret and NetworkPolicy jupyter-kremote made that still exists (an
-    admin's kubeconfig: this lists all namespaces); ``selector`` adds labels
-    (``kremote/user=bob``)."""
-    async def go() -> list[str]:
-        from kubernetes_asyncio import client, config
-
-        cfg = client.Configuration()
-        await config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-        async with client.ApiClient(cfg) as api:
-            core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
-            net = client.NetworkingV1Api(api)
-            out = []
-            for kind, fn in (("job", batch.list_job_for_all_namespaces),
-                             ("pod", core.list_pod_for_all_namespaces),
-                             ("secret", core.list_secret_for_all_namespaces),
-                             ("networkpolicy", net.list_network_policy_for_all_namespaces)):
-                res = await fn(label_selector=",".join(filter(None, (MANAGED, selector))))
-                out += [f"{kind}/{o.metadata.name}" for o in res.items
-                        if not (kind == "pod" and o.metadata.deletion_timestamp)]
-            return out
-
-    return asyncio.run(go())
 
 
 def test_cells_files_variables_and_ranks_on_pods(kkernel, sim):

@@ -5,7 +5,6 @@ timeout and the stop button delete the Job; a preemption fails the running cell.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from datetime import datetime
@@ -13,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Kernel, wait_for
-from test_kubernetes import PRODUCT_USER, managed, start_sim
+from conftest import wait_for
+from kube_kernels import kube_kernel, managed, running_sim
 
 CQ = "team-cq"
 OBJECTS = [
@@ -47,32 +46,17 @@ def blocker(name: str, priority: str | None = None) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def ksim(tmp_path_factory):
-    started = start_sim(tmp_path_factory.mktemp("kueue"), pod_ips="unique", kueue=True)
-    try:
+    with running_sim(tmp_path_factory.mktemp("kueue"), pod_ips="unique", kueue=True) as started:
         for obj in OBJECTS:
             started.ks.call("create", obj)
         yield started
-        assert started.ks.call("access_log", user=PRODUCT_USER, allowed=False) == []
-    finally:
-        started.ks.stop()
 
 
 @pytest.fixture(scope="module")
 def qkernel(ksim, tmp_path_factory):
-    from jupyter_client.manager import start_new_kernel
-
-    cwd = tmp_path_factory.mktemp("nb")
-    env = {**os.environ, "KREMOTE_KUBECONFIG": ksim.kubeconfig, "KREMOTE_BACKEND": "kubernetes"}
-    km, kc = start_new_kernel(kernel_name="python3", cwd=str(cwd), env=env)
-    k = Kernel(km, kc, cwd)
-    assert k.run("%load_ext jupyter_kremote").status == "ok"
-    try:
+    # other users' queued blocker Jobs may still run pods here: only the product's are counted
+    with kube_kernel(ksim, tmp_path_factory.mktemp("nb"), processes=False) as k:
         yield k
-    finally:
-        k.run("%remote shutdown --all", timeout=60)
-        kc.stop_channels()
-        km.shutdown_kernel()
-        assert wait_for(lambda: not managed(ksim.admin), 20), managed(ksim.admin)
 
 
 def workloads(ksim) -> list[dict[str, Any]]:

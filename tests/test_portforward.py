@@ -4,11 +4,14 @@ kernel against kubesim: cells, push/pull, the stop button, a dropped forward, RB
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import pytest
-from conftest import Kernel, wait_for
-from test_kubernetes import PRODUCT_USER, managed, start_sim
+from conftest import wait_for
+from kube_kernels import kube_kernel, managed, running_sim, start_kube_kernel, stop_kube_kernel
+
+from jupyter_kremote.manifests import AGENT_PORT
 
 pytestmark = pytest.mark.skipif(bool(os.environ.get("KREMOTE_TEST_KUBECONFIG")),
                                 reason="needs the emulator's knobs")
@@ -17,42 +20,14 @@ PF = "--connect port-forward --cpu 200m --mem 200Mi"
 
 @pytest.fixture(scope="module")
 def pfsim(tmp_path_factory):
-    sim = start_sim(tmp_path_factory.mktemp("pf"), pod_ips="unique")
-    try:
+    with running_sim(tmp_path_factory.mktemp("pf"), pod_ips="unique") as sim:
         yield sim
-        assert sim.ks.call("access_log", user=PRODUCT_USER, allowed=False) == []
-    finally:
-        sim.ks.stop()
-
-
-def start_kernel(kubeconfig: str, cwd: Any) -> Kernel:
-    from jupyter_client.manager import start_new_kernel
-
-    env = {**os.environ, "KREMOTE_KUBECONFIG": kubeconfig, "KREMOTE_BACKEND": "kubernetes"}
-    km, kc = start_new_kernel(kernel_name="python3", cwd=str(cwd), env=env)
-    k = Kernel(km, kc, cwd)
-    assert k.run("%load_ext jupyter_kremote").status == "ok"
-    return k
-
-
-def stop_kernel(k: Kernel, sim: Any, others: list[str] | None = None) -> None:
-    """Shut the kernel's clusters down; nothing of them is left (``others``: what other
-    kernels still hold)."""
-    k.run("%remote shutdown --all", timeout=60)
-    k.kc.stop_channels()
-    k.km.shutdown_kernel()
-    assert wait_for(lambda: managed(sim.admin) == (others or []), 60), managed(sim.admin)
-    if not others:
-        assert wait_for(lambda: not sim.ks.call("processes"), 60), sim.ks.call("processes")
 
 
 @pytest.fixture(scope="module")
 def pfkernel(pfsim, tmp_path_factory):
-    k = start_kernel(pfsim.kubeconfig, tmp_path_factory.mktemp("nb"))
-    try:
+    with kube_kernel(pfsim, tmp_path_factory.mktemp("nb")) as k:
         yield k
-    finally:
-        stop_kernel(k, pfsim)
 
 
 def test_cells_and_variables_through_port_forward(pfkernel, pfsim):
@@ -102,6 +77,52 @@ def test_next_cell_works_after_the_forward_drops(pfkernel, pfsim):
     assert res.status == "ok" and res.stdout == "42\n", res.outputs
 
 
+def test_a_request_lost_as_the_forward_drops_is_sent_again(pfkernel, pfsim):
+    """The API server drops the forward in the very instant the cell's request crosses it:
+    the kernel sees the drop, learns from the agent that the request never arrived, and
+    sends it again; the cell runs once and shows its output."""
+    assert pfkernel.run("%%remote\nn = 0").status == "ok"
+    pfsim.ks.call("drop_portforward_on_data", port=AGENT_PORT, direction="to_pod")
+    res = pfkernel.run("%%remote --rank 1\nn += 1\nprint('n =', n)", timeout=120)
+    assert res.status == "ok" and res.stdout == "n = 1\n", res.outputs
+    assert not pfsim.ks.call(lambda sim: sim.api.portforwards.armed)  # the drop happened
+    assert pfkernel.run("%%remote --rank 1\nprint(n)").stdout == "1\n"  # ran once
+
+
+def test_a_running_cell_gets_its_reply_over_the_new_connection(pfkernel, pfsim, tmp_path):
+    """The forward drops while a cell runs: the cell's end and output come back over the
+    connection ZeroMQ makes again."""
+    started, go = tmp_path / "started", tmp_path / "go"
+    results: list[Any] = []
+    cell = (f"%%remote --rank 0\nimport os, time\nopen({str(started)!r}, 'w').close()\n"
+            f"while not os.path.exists({str(go)!r}):\n    time.sleep(0.02)\nprint('finished')")
+    runner = threading.Thread(target=lambda: results.append(pfkernel.run(cell, timeout=120)))
+    runner.start()
+    try:
+        assert wait_for(started.exists, 60)
+        before = pfsim.ks.call("portforwards_served")
+        assert pfsim.ks.call("drop_portforwards") == 4
+        assert wait_for(lambda: pfsim.ks.call("portforwards_served") - before >= 4, 30)
+    finally:
+        go.touch()
+        runner.join(150)
+    res = results[0]
+    assert res.status == "ok" and res.stdout == "finished\n", res.outputs
+
+
+def test_a_reply_lost_as_the_forward_drops_fails_in_one_line(pfkernel, pfsim):
+    """The forward drops in the instant the agent's reply crosses it: the cell fails with
+    one line saying so, never hangs; the cell ran and the agents keep their variables."""
+    pfsim.ks.call("drop_portforward_on_data", port=AGENT_PORT, direction="from_pod")
+    res = pfkernel.run("%%remote --rank 1\nm = 5", timeout=120)
+    assert res.status == "error", res.outputs
+    message = res.error["evalue"]
+    assert "\n" not in message
+    assert message.startswith("the connection to rank 1's agent dropped as it answered")
+    assert "the agents kept their variables" in message
+    assert pfkernel.run("%%remote --rank 1\nprint(m, n)").stdout == "5 1\n"
+
+
 def test_groups_meet_at_pod_ips_through_port_forward(pfkernel):
     """A second group through port-forward: the groups' channel addresses are the agents'
     pod IPs (where they reach each other), not the kernel's 127.0.0.1 listeners."""
@@ -132,7 +153,7 @@ def test_rbac_without_portforward_is_one_line(pfsim, tmp_path):
     kubeconfig = pfsim.ks.write_kubeconfig(tmp_path / "limited", token=token)
     (tmp_path / "nb").mkdir()
     others = managed(pfsim.admin)  # the module kernel's cluster
-    k = start_kernel(kubeconfig, tmp_path / "nb")
+    k = start_kube_kernel(kubeconfig, tmp_path / "nb")
     try:
         res = k.run(f"%%remote {PF}\nprint('never')", timeout=90)
         assert res.status == "error"
@@ -145,7 +166,7 @@ def test_rbac_without_portforward_is_one_line(pfsim, tmp_path):
         assert "never" not in res.stdout
         print(message)
     finally:
-        stop_kernel(k, pfsim, others)
+        stop_kube_kernel(k, pfsim, others)
 
 
 def test_auto_detection_probe():

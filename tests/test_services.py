@@ -15,7 +15,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-import pytest_asyncio
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 try:
@@ -26,6 +25,7 @@ except ImportError:
 from conftest import wait_for
 from test_kubernetes import kkernel, managed, sim  # noqa: F401 - fixtures
 from test_server_ext import _call, _refused
+from test_server_kube import jp_asyncio_loop, kube_env  # noqa: F401 - fixtures
 
 from jupyter_kremote.agent import services
 from jupyter_kremote.manifests import ManifestError, render_cluster, services_of
@@ -122,22 +122,8 @@ def test_rank_0_starts_the_service_commands_and_stops_them_with_their_children(t
 
 
 # -- on kubesim, through the server extension --------------------------------------------------
-@pytest_asyncio.fixture
-async def jp_asyncio_loop():
-    return asyncio.get_running_loop()
-
-
 @pytest.fixture
-def kube_env(sim, monkeypatch):  # noqa: F811
-    from jupyter_kremote.backends.kube_api import KubeLoop
-
-    monkeypatch.setenv("KREMOTE_KUBECONFIG", sim[0])
-    monkeypatch.setattr(KubeLoop, "_instance", None)  # this test's emulator
-    return sim
-
-
-@pytest.fixture
-def jp_server_config(kube_env):
+def jp_server_config(kube_env):  # noqa: F811
     return {
         "ServerApp": {"jpserver_extensions": {"jupyter_kremote_server": True}},
         "KRemoteApp": {"backend": "kubernetes", "user": "alice", "default_ttl": 600.0,
@@ -155,7 +141,7 @@ async def _raw(url: str, **kw):
 
 @pytest.mark.asyncio
 async def test_proxy_serves_rank_0s_service_over_http_and_websocket(
-        jp_fetch, jp_ws_fetch, jp_base_url, jp_http_port, kube_env, tmp_path):
+        jp_fetch, jp_ws_fetch, jp_base_url, jp_http_port, kube_env, tmp_path):  # noqa: F811
     admin = kube_env[2]
     template = web_template(tmp_path)
     code, model = await _call(jp_fetch, "clusters", method="POST", body={

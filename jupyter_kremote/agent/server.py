@@ -79,6 +79,9 @@ class Agent:
         self.data = self.ctx.socket(zmq.ROUTER)
         self.data.linger = 1000
         self.data.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        # a kernel's socket that reconnects (a dropped port-forward) keeps its identity: the
+        # new connection takes over, so the running request's reply reaches it
+        self.data.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.linger = 500
         self.authenticator = None
@@ -100,6 +103,7 @@ class Agent:
         self._main_ident = threading.get_ident()
         self._pending: deque[tuple[bytes, list[Any]]] = deque()  # output from other threads
         self._current: tuple[bytes, str] | None = None  # (peer, request id) of the running cell
+        self._answered: deque[str] = deque(maxlen=64)  # ids of the latest requests answered
         self._runner: Any = None
         #: requests that arrived while the cell waited for input: served after it
         self._backlog: deque[tuple[bytes, Message]] = deque()
@@ -193,6 +197,7 @@ class Agent:
             self._reply(peer, msg, reply, payload, has_payload)
         except KeyboardInterrupt:
             self._reply(peer, msg, reply, payload, has_payload)
+        self._answered.append(msg.msg_id)
         self._current = None
 
     def _reply(self, peer: bytes, msg: Message, reply: dict[str, Any], payload: Any,
@@ -401,6 +406,9 @@ class Agent:
             self._stop("shutdown requested")
             return {"status": "ok"}
         if msg.kind == "ping":
+            asked = msg.content.get("request")
+            if asked:  # the kernel's connection dropped while it waited on that request
+                return {"status": "ok", "request": self._request_state(str(asked))}
             return {"status": "ok", "busy": self.busy_since is not None,
                     "last_request": self.last_request,
                     "deadline": self.deadline, "dropped": self.signer.rejected,
@@ -408,6 +416,13 @@ class Agent:
         if msg.kind == "telemetry":
             return {"status": "ok", "sample": self.sampler.sample()}
         return _error("ValueError", f"unknown control kind {msg.kind!r}")
+
+    def _request_state(self, msg_id: str) -> str:
+        """running, done (seen on the data socket, since answered) or unknown."""
+        if msg_id in self._answered:
+            return "done"
+        # seen but not answered: running, or about to (received, or in the backlog)
+        return "running" if self.signer.seen(msg_id) else "unknown"
 
     def _watchdog(self) -> None:
         if time.time() > self.deadline:

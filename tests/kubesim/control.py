@@ -20,7 +20,8 @@ KNOBS = ("set_unknown_images", "add_unknown_image", "oom_kill", "evict", "inject
          "clear_errors", "drop_watches", "compact", "set_node", "add_node", "processes",
          "pod_workdir", "configure", "state", "create", "service_account_token",
          "preempt", "taint_node", "untaint_node", "stall_watches", "resume_watches",
-         "access_log", "set_kueue", "drop_portforwards", "portforwards_served")
+         "access_log", "set_kueue", "drop_portforwards", "portforwards_served",
+         "drop_portforward_on_data")
 
 
 def add_routes(app: web.Application, sim: Any) -> None:

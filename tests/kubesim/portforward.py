@@ -77,6 +77,9 @@ class PortForwards:
         self.config = config
         self.open: set[web.WebSocketResponse] = set()
         self.served = 0  # WebSockets accepted, for tests that count reconnections
+        #: (port, direction) armed by `drop_on_data`: the next data that way is lost and its
+        #: WebSocket closed (direction "to_pod" or "from_pod")
+        self.armed: set[tuple[int, str]] = set()
 
     async def serve(self, request: web.Request, user: UserInfo, namespace: str,
                     name: str) -> web.StreamResponse:
@@ -136,10 +139,10 @@ class PortForwards:
             conn = await self._connect(pod, i, port, send)
             if conn is not None:
                 writers[i] = conn[1]
-                tasks.append(asyncio.ensure_future(self._pump(conn[0], i, send)))
+                tasks.append(asyncio.ensure_future(self._pump(conn[0], i, port, send)))
         if not tasks:
             return
-        reader = asyncio.ensure_future(self._socket_side(ws, b64, writers))
+        reader = asyncio.ensure_future(self._socket_side(ws, b64, writers, ports))
         try:
             # the connection ends when every port's pod side has ended, or the client left
             done = asyncio.ensure_future(asyncio.gather(*tasks, return_exceptions=True))
@@ -173,16 +176,24 @@ class PortForwards:
             return None
         return conn
 
-    @staticmethod
-    async def _pump(reader: asyncio.StreamReader, index: int, send: Any) -> None:
+    def _lose(self, port: int, direction: str) -> bool:
+        """Whether this data is the one `drop_on_data` armed for (then disarmed)."""
+        if (port, direction) in self.armed:
+            self.armed.discard((port, direction))
+            return True
+        return False
+
+    async def _pump(self, reader: asyncio.StreamReader, index: int, port: int,
+                    send: Any) -> None:
         while True:
             data = await reader.read(CHUNK)
-            if not data:
+            if not data or (self.armed and self._lose(port, "from_pod")):
                 return
             await send(2 * index, data)
 
     async def _socket_side(self, ws: web.WebSocketResponse, b64: bool,
-                           writers: dict[int, asyncio.StreamWriter]) -> None:
+                           writers: dict[int, asyncio.StreamWriter], ports: list[int]
+                           ) -> None:
         async for msg in ws:
             if msg.type == WSMsgType.BINARY and not b64:
                 data: bytes = msg.data
@@ -201,8 +212,18 @@ class PortForwards:
             writer = writers.get(data[0] // 2)
             if writer is None:  # a port whose connection failed
                 continue
+            if self.armed and self._lose(ports[data[0] // 2], "to_pod"):
+                return
             writer.write(data[1:])
             await writer.drain()
+
+    def drop_on_data(self, port: int, direction: str) -> None:
+        """Lose the next data sent `direction` ("to_pod" or "from_pod") on a forward of
+        `port`, closing its WebSocket: a drop in the very instant a request or its reply
+        crosses."""
+        if direction not in ("to_pod", "from_pod"):
+            raise ValueError(f"direction {direction!r}: to_pod or from_pod")
+        self.armed.add((port, direction))
 
     async def drop(self) -> int:
         """Close every open port-forward WebSocket (an API server restart, a proxy's idle

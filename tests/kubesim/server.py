@@ -279,6 +279,12 @@ class KubeSim:
         assert self.api is not None
         return await self.api.portforwards.drop()
 
+    def drop_portforward_on_data(self, port: int, direction: str) -> None:
+        """The next data crossing a port-forward of `port` that way ("to_pod", "from_pod")
+        is lost and its WebSocket closed (a drop in the instant a request crosses)."""
+        assert self.api is not None
+        self.api.portforwards.drop_on_data(port, direction)
+
     def portforwards_served(self) -> int:
         """How many port-forward WebSockets were accepted so far."""
         assert self.api is not None
