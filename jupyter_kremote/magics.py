@@ -155,7 +155,8 @@ class RemoteMagics(RemoteCommands, Magics):
     @argument("--connect-timeout", type=_seconds, default=None,
               help="how long to wait for agents to start (default 30s local, 120s pods)")
     @argument("-t", "--template", action="append", default=[], metavar="NAME",
-              help="kubernetes: pod template to layer on base, in order (repeatable)")
+              help="kubernetes: pod template to layer on base, in order (repeatable); "
+                   "local: only its services (ports named kremote-<name>) are used")
     @argument("--image", default=None, help="kubernetes: the agents' container image")
     @argument("--cpu", default=None, help="kubernetes: CPU per agent: 500m, 4")
     @argument("--mem", default=None, help="kubernetes: memory per agent: 512Mi, 8Gi")

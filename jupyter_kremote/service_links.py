@@ -6,7 +6,8 @@ behind its login. The HTML link is the URL's path, so it works however the brows
 server (a JupyterHub's public address included); the text form is the server's own URL. A
 cluster started without a server has no proxy: the link goes to rank 0's pod IP (which only
 answers inside the Kubernetes cluster), or, where this kernel reaches its agents through
-port-forward, to a local port-forward listener of the service.
+port-forward, to a local port-forward listener of the service; a local cluster's service
+answers on this machine's 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class ServiceLink:
     href: str  # what a browser on the notebook's page opens
     url: str  # the full URL, for text
     direct: bool = False  # to the pod itself, not through the server's proxy
+    #: where a direct link leads: "pod" (its IP), "port-forward" (a local listener), "local"
+    via: str = ""
 
 
 def links(cluster: Any) -> list[ServiceLink]:
@@ -40,12 +43,15 @@ def links(cluster: Any) -> list[ServiceLink]:
                 for s in model.get("services") or []]
     found = []
     address = getattr(backend, "service_address", None)
+    local = getattr(backend, "name", "") == "local"
     for name, port in sorted(cluster.handle.services.items()):
         host = cluster.handle.endpoints[0].host
         if address is not None:  # a port-forward of this kernel where pod IPs are out of reach
             host, port = address(cluster.handle, name)
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        found.append(ServiceLink(name, f"http://{where}/", f"http://{where}/", direct=True))
+        via = "local" if local else "port-forward" if host == "127.0.0.1" else "pod"
+        found.append(ServiceLink(name, f"http://{where}/", f"http://{where}/", direct=True,
+                                 via=via))
     return found
 
 
@@ -67,11 +73,10 @@ def find(cluster: Any, name: str) -> list[ServiceLink]:
 
 def bundle(cluster_name: str, found: list[ServiceLink]) -> dict[str, str]:
     """An HTML list of links (opened in a new tab) and its plain-text form."""
-    note = ""
-    if any(s.direct for s in found):  # no Jupyter server holds the cluster: no proxy
-        note = (" (through this kernel's port-forward, while the cluster runs)"
-                if found[0].url.startswith("http://127.0.0.1:") else
-                " (straight to the pod: this answers only inside the Kubernetes cluster)")
+    note = {"local": " (served on this machine, while the cluster runs)",
+            "port-forward": " (through this kernel's port-forward, while the cluster runs)",
+            "pod": " (straight to the pod: this answers only inside the Kubernetes cluster)",
+            }.get(found[0].via, "") if found else ""  # direct: no Jupyter server, no proxy
     text = "\n".join(f"{s.name}: {s.url}" for s in found)
     items = "".join(f'<li><a href="{html.escape(s.href)}" target="_blank" '
                     f'rel="noopener">{html.escape(s.name)}</a> '

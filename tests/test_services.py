@@ -37,7 +37,7 @@ WEB_APP = Path(__file__).resolve().parent / "web_service.py"
 WEB_PORT = 8642
 
 
-def web_template(folder: Path, port_name: str = "kremote-web") -> Path:
+def web_template(folder: Path, port_name: str = "kremote-web", port: int = WEB_PORT) -> Path:
     """A template whose rank 0 serves tests/web_service.py on the port `port_name`."""
     path = folder / "web.yaml"
     path.write_text(f"""\
@@ -48,10 +48,10 @@ spec:
         - name: agent
           ports:
             - name: {port_name}
-              containerPort: {WEB_PORT}
+              containerPort: {port}
           env:
             - name: KREMOTE_SERVICE_WEB
-              value: "exec {sys.executable} {WEB_APP} {WEB_PORT}"
+              value: "exec {sys.executable} {WEB_APP} {port}"
 """)
     return path
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..client import Endpoint
+from ..errors import ClusterEnded
 from ..protocol import new_key
 from .base import ClusterHandle, StartRequest
 
@@ -35,6 +36,7 @@ class LocalBackend:
 
     def start(self, request: StartRequest) -> ClusterHandle:
         spec = request.spec
+        services, commands = template_services(request.name, spec.templates)
         key = new_key()
         base = Path(tempfile.mkdtemp(prefix=f"kremote-{_safe(request.name)}-",
                                      dir=request.workdir))
@@ -43,7 +45,7 @@ class LocalBackend:
         started = time.time()
         try:
             for rank in range(spec.count):
-                procs.append(self._spawn(request, rank, base, key, master_port))
+                procs.append(self._spawn(request, rank, base, key, master_port, commands))
             endpoints = self._wait_ready(request, procs, base)
         except BaseException:
             _kill_all(procs)
@@ -51,16 +53,17 @@ class LocalBackend:
             raise
         handle = ClusterHandle(name=request.name, backend=self.name, key=key,
                                endpoints=endpoints, started=started,
-                               deadline=started + spec.ttl)
+                               deadline=started + spec.ttl, services=services)
         self._procs[id(handle)] = procs
         self._dirs[id(handle)] = base
         return handle
 
     def _spawn(self, request: StartRequest, rank: int, base: Path, key: bytes,
-               master_port: int) -> subprocess.Popen:
+               master_port: int, commands: dict[str, str]) -> subprocess.Popen:
         spec = request.spec
         env = {
             **os.environ,
+            **commands,
             **spec.env,
             **spec.secret_env,
             "KREMOTE_CLUSTER": request.name,
@@ -188,6 +191,32 @@ def _describe_exit(code: int) -> str:
     if code in STOP_REASONS:
         return STOP_REASONS[code]
     return f"exited with code {code}"
+
+
+def template_services(cluster: str, templates: list[str]
+                      ) -> tuple[dict[str, int], dict[str, str]]:
+    """What the templates (``-t``) mean for local agents: rank 0's services, ports named
+    ``kremote-<name>`` ({name: port}, served on 127.0.0.1), and the ``KREMOTE_SERVICE_<NAME>``
+    commands that start them. The rest of a pod template (image, resources, volumes) has no
+    meaning for local processes and is not read."""
+    if not templates:
+        return {}, {}
+    from ..agent.services import ENV_PREFIX
+    from ..manifests import services_of
+    from ..templates import TemplateError, TemplateResolver, merge
+
+    resolver = TemplateResolver()
+    job: dict[str, Any] = {}
+    try:
+        for name in templates:
+            job = merge(job, resolver.load_fragment(name, {}))
+    except (TemplateError, ValueError) as exc:
+        raise ClusterEnded(f"cluster {cluster!r} could not start: {exc}") from None
+    pod = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    commands = {str(e["name"]): str(e["value"]) for c in pod.get("containers") or []
+                for e in c.get("env") or []
+                if str(e.get("name", "")).startswith(ENV_PREFIX) and e.get("value")}
+    return services_of(job), commands
 
 
 def _kill_all(procs: list[subprocess.Popen]) -> None:
