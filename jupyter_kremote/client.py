@@ -37,7 +37,7 @@ STOP_EXPLAINED = 15.0
 #: after a dropped connection: how long the agent may take to be reached again, and how long
 #: a reply it already sent may take to arrive
 RECONNECT_WAIT = 60.0
-REPLY_GRACE = 3.0
+REPLY_GRACE = 10.0
 _TICK_MS = int(TICK * 1000)
 #: plain ints: the enum constants cost an enum operation at each use in the receive loop
 _EVENTS = int(zmq.EVENTS)

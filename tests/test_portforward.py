@@ -102,7 +102,7 @@ def test_a_running_cell_gets_its_reply_over_the_new_connection(pfkernel, pfsim, 
         assert wait_for(started.exists, 60)
         before = pfsim.ks.call("portforwards_served")
         assert pfsim.ks.call("drop_portforwards") == 4
-        assert wait_for(lambda: pfsim.ks.call("portforwards_served") - before >= 4, 30)
+        assert wait_for(lambda: pfsim.ks.call("portforwards_served") - before >= 4, 60)
     finally:
         go.touch()
         runner.join(150)

@@ -43,12 +43,12 @@ def test_local_cluster_serves_a_template_service_on_this_machine(kernel, tmp_pat
     assert shown["data"]["text/plain"] == (
         f"cluster 'default': service (served on this machine, while the cluster runs)\n"
         f"web: {url}")
-    assert wait_for(lambda: "served by pod" in fetch(url), 30)
+    assert wait_for(lambda: "served by pod" in fetch(url), 60)
     assert " rank 0 from " in fetch(url)  # rank 0 alone runs it
     assert len(web_apps(port)) == 1
     # the service goes with the cluster
     assert kernel.run("%remote shutdown").status == "ok"
-    assert wait_for(lambda: not web_apps(port), 20), web_apps(port)
+    assert wait_for(lambda: not web_apps(port), 60), web_apps(port)
     # a template that does not exist: one line, nothing started
     res = kernel.run("%%remote -t no-such-template\nprint('never')")
     assert res.status == "error"
@@ -80,7 +80,7 @@ def test_local_cluster_service_through_the_users_server(tmp_path):
         assert shown["data"]["text/plain"] == f"cluster 'default': service\nweb: {url}"
         assert f'<a href="/{path}" target="_blank" rel="noopener">web</a>' in \
             shown["data"]["text/html"]
-        assert wait_for(lambda: "served by pod" in fetch(url, TOKEN), 30)
+        assert wait_for(lambda: "served by pod" in fetch(url, TOKEN), 60)
         assert "<p id='query'></p>" in fetch(url, TOKEN)
         # without the server's token the proxy serves nothing (a 403, or the login page)
         try:
@@ -90,7 +90,7 @@ def test_local_cluster_service_through_the_users_server(tmp_path):
             anonymous = str(exc.code)
         assert anonymous and "served by pod" not in anonymous
         assert k.run("%remote shutdown").status == "ok"
-        assert wait_for(lambda: not web_apps(port), 20), web_apps(port)
+        assert wait_for(lambda: not web_apps(port), 60), web_apps(port)
     finally:
         k.kc.stop_channels()
         srv.call("DELETE", f"api/sessions/{session['id']}")
