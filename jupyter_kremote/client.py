@@ -101,6 +101,8 @@ class AgentChannel:
         #: the data connection dropped since the client last looked (a port-forward closed by
         #: the API server, a reset): a request in flight may have been lost with it
         self.dropped = False
+        #: the data connection's handshake succeeded since its last drop
+        self.connected = True
         self.data = self._socket(ctx, endpoint, endpoint.port, self._watch_handshake)
         self.control = self._socket(ctx, endpoint, endpoint.control_port)
 
@@ -144,8 +146,10 @@ class AgentChannel:
                 self.auth_refused = True
             elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.auth_refused = False
+                self.connected = True
             elif event == zmq.EVENT_DISCONNECTED:
                 self.dropped = True
+                self.connected = False
         return self.auth_refused
 
     def _close_monitor(self) -> None:
@@ -230,7 +234,9 @@ class ClusterClient:
         deadline = start + timeout if timeout else None
         interrupted_at: float | None = None
         next_check = start + TICK
-        reply_due: dict[int, float] = {}  # ranks that answered into a dropped connection
+        #: ranks whose data connection dropped: until when the reconnect, then the reply,
+        #: is awaited
+        repair: dict[int, float] = {}
         while pending:
             try:
                 self._take_ready(poller, socks, msg_id, pending, replies, on_output, on_input)
@@ -238,7 +244,7 @@ class ClusterClient:
                 if pending and now >= next_check:
                     next_check = now + TICK
                     self._check_alive(pending)
-                    self._recover(msg_id, frames, pending, reply_due)
+                    self._recover(msg_id, frames, pending, repair)
                     if deadline and now > deadline and interrupted_at is None:
                         self.interrupt(sorted(pending), request=msg_id)
                         interrupted_at = now
@@ -303,27 +309,34 @@ class ClusterClient:
                     break
 
     def _recover(self, msg_id: str, frames: list[Any] | None, pending: set[int],
-                 reply_due: dict[int, float]) -> None:
+                 repair: dict[int, float]) -> None:
         """Repair request ``msg_id`` on ranks whose data connection dropped while it waited
-        (seen by ``_check_alive``): ask the agent over its control socket what became of it.
-        Never seen there: lost on the way, so sent again (the agent's replay window runs it
-        at most once). Running: its reply comes over the new connection. Answered already:
-        the reply was lost with the connection, so after REPLY_GRACE the request fails with
-        one line (the cell ran; the agents keep their variables)."""
+        (seen by ``_check_alive``). Once ZeroMQ has connected again, ask the agent over its
+        control socket what became of the request. Never seen there: lost on the way, so
+        sent again (the agent's replay window runs it at most once). Running: its reply
+        comes over the new connection. Answered already: the agent sends a small reply again;
+        one still missing after REPLY_GRACE (a large one, not kept) fails the request with
+        one line (it ran; the agents keep their variables)."""
         now = time.monotonic()
         for r in sorted(pending):
             ch = self.channels[r]
-            if ch.dropped:
+            if ch.dropped and r not in repair:
+                repair[r] = now + RECONNECT_WAIT
+            if ch.dropped and ch.connected:
                 ch.dropped = False
                 state = self._request_state(r, msg_id)
                 if state == "unknown" and frames is not None:
                     send(ch.data, frames)
-                elif state == "done":
-                    reply_due.setdefault(r, now + REPLY_GRACE)
-            if r in reply_due and now > reply_due[r]:
+                repair[r] = now + REPLY_GRACE if state == "done" else float("inf")
+            if r in repair and now > repair[r]:
                 others = sorted(pending - {r})
                 if others:
                     self.interrupt(others, request=msg_id)
+                if ch.dropped:
+                    raise ConnectionLost(
+                        f"the connection to rank {r}'s agent dropped and did not come back in "
+                        f"{RECONNECT_WAIT:g}s; the agents kept their variables: run the cell "
+                        "again once it is back (%remote status)")
                 raise ConnectionLost(
                     f"the connection to rank {r}'s agent dropped as it answered: the request "
                     "ran there but its reply was lost; the agents kept their variables "

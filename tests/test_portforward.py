@@ -90,12 +90,12 @@ def test_a_request_lost_as_the_forward_drops_is_sent_again(pfkernel, pfsim):
 
 
 def test_a_running_cell_gets_its_reply_over_the_new_connection(pfkernel, pfsim, tmp_path):
-    """The forward drops while a cell runs: the cell's end and output come back over the
-    connection ZeroMQ makes again."""
+    """The forward drops while a cell runs: the cell's end comes back over the connection
+    ZeroMQ makes again (what it prints before that connection is up is lost)."""
     started, go = tmp_path / "started", tmp_path / "go"
     results: list[Any] = []
     cell = (f"%%remote --rank 0\nimport os, time\nopen({str(started)!r}, 'w').close()\n"
-            f"while not os.path.exists({str(go)!r}):\n    time.sleep(0.02)\nprint('finished')")
+            f"while not os.path.exists({str(go)!r}):\n    time.sleep(0.02)\nafter = 'finished'")
     runner = threading.Thread(target=lambda: results.append(pfkernel.run(cell, timeout=120)))
     runner.start()
     try:
@@ -107,20 +107,34 @@ def test_a_running_cell_gets_its_reply_over_the_new_connection(pfkernel, pfsim, 
         go.touch()
         runner.join(150)
     res = results[0]
-    assert res.status == "ok" and res.stdout == "finished\n", res.outputs
+    assert res.status == "ok", res.outputs
+    assert pfkernel.run("%%remote --rank 0\nprint(after)").stdout == "finished\n"
 
 
-def test_a_reply_lost_as_the_forward_drops_fails_in_one_line(pfkernel, pfsim):
-    """The forward drops in the instant the agent's reply crosses it: the cell fails with
-    one line saying so, never hangs; the cell ran and the agents keep their variables."""
+def test_a_reply_lost_as_the_forward_drops_is_sent_again(pfkernel, pfsim):
+    """The forward drops in the instant the agent's reply crosses it: once connected again,
+    the kernel asks, and the agent sends its (small) reply again; the cell ran once."""
     pfsim.ks.call("drop_portforward_on_data", port=AGENT_PORT, direction="from_pod")
-    res = pfkernel.run("%%remote --rank 1\nm = 5", timeout=120)
+    res = pfkernel.run("%%remote --rank 1\nm = n + 4", timeout=120)
+    assert res.status == "ok", res.outputs
+    assert not pfsim.ks.call(lambda sim: sim.api.portforwards.armed)  # the drop happened
+    assert pfkernel.run("%%remote --rank 1\nprint(m, n)").stdout == "5 1\n"
+
+
+def test_a_large_reply_lost_as_the_forward_drops_fails_in_one_line(pfkernel, pfsim):
+    """A reply with a payload (a pull) is not kept for sending again: lost with the forward,
+    the request fails with one line saying so, never hangs; the agents keep their variables."""
+    assert pfkernel.run("%%remote --rank 1\nbig = list(range(1000))").status == "ok"
+    pfsim.ks.call("drop_portforward_on_data", port=AGENT_PORT, direction="from_pod")
+    res = pfkernel.run("%remote pull big --rank 1", timeout=120)
     assert res.status == "error", res.outputs
     message = res.error["evalue"]
     assert "\n" not in message
     assert message.startswith("the connection to rank 1's agent dropped as it answered")
     assert "the agents kept their variables" in message
-    assert pfkernel.run("%%remote --rank 1\nprint(m, n)").stdout == "5 1\n"
+    assert pfkernel.run("%%remote --rank 1\nprint(len(big))").stdout == "1000\n"
+    res = pfkernel.run("%remote pull big --rank 1\nprint(big[-1])")
+    assert res.stdout == "999\n", res.outputs
 
 
 def test_groups_meet_at_pod_ips_through_port_forward(pfkernel):

@@ -104,6 +104,9 @@ class Agent:
         self._pending: deque[tuple[bytes, list[Any]]] = deque()  # output from other threads
         self._current: tuple[bytes, str] | None = None  # (peer, request id) of the running cell
         self._answered: deque[str] = deque(maxlen=64)  # ids of the latest requests answered
+        #: the last reply without a payload (request id, peer, frames): sent again when the
+        #: kernel's connection dropped as it crossed
+        self._last_reply: tuple[str, bytes, list[Any]] | None = None
         self._runner: Any = None
         #: requests that arrived while the cell waited for input: served after it
         self._backlog: deque[tuple[bytes, Message]] = deque()
@@ -152,6 +155,9 @@ class Agent:
                 if self._backlog:
                     self._handle(*self._backlog.popleft())
                     continue
+                while self._pending:  # replies sent again (_request_state), between requests
+                    p, frames = self._pending.popleft()
+                    send(self.data, [p, *frames])
                 if not poller.poll(200):
                     continue
                 try:
@@ -231,6 +237,8 @@ class Agent:
         msg_id, frames = self.signer.request(kind, content, payload, has_payload=has_payload,
                                              parent_id=parent, rank=self.settings.rank)
         send(self.data, [peer, *frames])
+        if kind == "reply" and len(frames) == 2:  # small: header and signature only
+            self._last_reply = (parent, peer, frames)
         return msg_id
 
     # -- stdin: input(), getpass(), pdb ----------------------------------------------------
@@ -420,6 +428,9 @@ class Agent:
     def _request_state(self, msg_id: str) -> str:
         """running, done (seen on the data socket, since answered) or unknown."""
         if msg_id in self._answered:
+            last = self._last_reply
+            if last is not None and last[0] == msg_id:  # the main thread sends it again
+                self._pending.append((last[1], last[2]))
             return "done"
         # seen but not answered: running, or about to (received, or in the backlog)
         return "running" if self.signer.seen(msg_id) else "unknown"
