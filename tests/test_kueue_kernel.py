@@ -255,6 +255,46 @@ def test_the_server_shows_where_a_queued_cluster_waits(ksim, tmp_path, monkeypat
         delete_job(ksim, "server-holder")
 
 
+def test_a_server_stopping_while_its_cluster_is_requeued_leaves_it_queued(
+        ksim, tmp_path, monkeypatch):
+    """The server's monitor finds the preemption and keeps the cluster waiting; a server
+    stop then lets go of the wait at once (nothing hangs) and leaves the Job in its queue,
+    for the next server to adopt."""
+    import asyncio
+
+    from jupyter_kremote.backends.kube_api import KubeLoop
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "server_ext"))
+    from jupyter_kremote_server.manager import ClusterManager, Limits
+
+    monkeypatch.setenv("KREMOTE_KUBECONFIG", ksim.kubeconfig)
+    monkeypatch.setattr(KubeLoop, "_instance", None)  # this module's emulator
+
+    async def go() -> None:
+        manager = ClusterManager(Limits(backend="kubernetes", user="ann", default_ttl=600,
+                                        max_ttl=3600), root=str(tmp_path))
+        model = await manager.ensure("rq", "nb.ipynb", {"cpu": "1", "queue": "team"})
+        await asyncio.to_thread(ksim.ks.call, "create", blocker("stop-urgent", "urgent"))
+        for _ in range(1200):
+            model = await manager.get(model.id)
+            if model.evicted:
+                break
+            await asyncio.sleep(0.1)
+        assert model.state == "starting" and "preempted" in (model.evicted or ""), model
+        await asyncio.wait_for(manager.close(keep=("kubernetes",)), 60)
+
+    try:
+        asyncio.run(go())
+        job = kremote_job(ksim)
+        assert job["spec"]["suspend"] and pending_kremote(ksim)  # still queued
+    finally:
+        delete_job(ksim, "stop-urgent")
+        for name in [j.removeprefix("job/") for j in managed(ksim.admin)
+                     if j.startswith("job/")]:
+            delete_job(ksim, name)
+    assert wait_for(lambda: not managed(ksim.admin), 30), managed(ksim.admin)
+
+
 def test_the_python_api_waits_in_the_queue_too(ksim, tmp_path, monkeypatch):
     """KubeCluster(spec=PodSpec(queue=..., priority=...)): the Job is Kueue's, with the
     priority of the WorkloadPriorityClass, and the cluster runs once admitted."""
@@ -392,6 +432,7 @@ def test_through_its_server_a_requeued_cluster_rejoins_once_admitted(viaserver, 
                 "the agents are lost; it waits in the queue again") in reply["evalue"], reply
         (model,) = srv.call("GET", f"{API}/clusters?name=relow")["clusters"]
         assert model["state"] == "starting" and "preempted" in model["evicted"], model
+        assert model["deadline"] is None  # the TTL starts again at the next admission
         assert "Preempted" in [e["reason"] for e in model["events"]]
         cell: dict[str, Any] = {}
         waiting = threading.Thread(target=lambda: cell.update(res=k.run(

@@ -136,6 +136,7 @@ class ClusterManager:
             await self.sweep.close()
         for entry in list(self.registry.entries.values()):
             if entry.cluster is not None and entry.model.backend in keep:
+                entry.cancelled.set()  # a requeued one stops waiting; its Job stays queued
                 entry.cluster.detach()
                 release = getattr(entry.cluster.backend, "release", None)
                 if release:

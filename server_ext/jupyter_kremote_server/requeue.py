@@ -38,6 +38,7 @@ async def rejoin(monitor: Monitor, entry: Entry) -> None:
     assert cluster is not None
     why = re.sub(r"^agent rank \d+ ended: ", "", cluster.ended or "evicted by Kueue")
     m.state, m.evicted, m.stage, m.pods, m.services = STARTING, why, why, [], []
+    m.deadline = None  # the TTL starts again at the next admission (the Job's startTime)
     monitor.add_event(entry, {"type": "Warning", "message": why,
                               "reason": "Preempted" if why.startswith("preempted") else "Evicted"})
     monitor.publish(entry)
