@@ -89,6 +89,7 @@ def populate(sim: Any, users: list[str]) -> int:
 
     backend = KubernetesBackend()
     made = 0
+    rendered: list[list[dict[str, Any]]] = []
     for user in users:
         backend.settings.user = user
         for c in range(CLUSTERS_PER_USER):
@@ -104,9 +105,15 @@ def populate(sim: Any, users: list[str]) -> int:
             container = job["spec"]["template"]["spec"]["containers"][0]
             container["command"], container["args"] = ["python", "-S", "-c", SILENT], []
             container.pop("readinessProbe", None)  # nothing listens: no probe every 2 s
-            for doc in sorted(docs, key=lambda d: d["kind"] != "Secret"):  # Secret first
-                sim.ks.call("create", doc)
-            made += 1
+            rendered.append(sorted(docs, key=lambda d: d["kind"] != "Secret"))  # Secret first
+    for batch in range(0, len(rendered), 50):  # one call on kubesim's loop per 50 clusters
+
+        def create(ks: Any, clusters: list[list[dict[str, Any]]]) -> None:
+            for docs in clusters:
+                for doc in docs:
+                    ks.create(doc)
+        sim.ks.call(create, rendered[batch:batch + 50])
+        made += len(rendered[batch:batch + 50])
     return made
 
 

@@ -618,3 +618,26 @@ async def test_connection_lets_a_client_run_code_and_logs_follow(jp_fetch, jp_se
         assert "listening on" in "".join(chunks)
     finally:
         client.close()
+
+
+def test_the_hub_service_has_room_for_hundreds_of_clusters():
+    """ZeroMQ's default of 1023 sockets per context ran out at about 250 adopted clusters
+    ("Too many open files"): the service raises it (and the open-files limit) on start."""
+    import resource
+    import subprocess
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"this machine allows {hard} open files per process")
+    code = ("from jupyter_kremote_server.service import allow_many_sockets\n"
+            "import zmq\n"
+            "limit = allow_many_sockets()\n"
+            "ctx = zmq.Context.instance()\n"
+            "socks = [ctx.socket(zmq.DEALER) for _ in range(1500)]\n"
+            "print(limit, len(socks))\n"
+            "for s in socks: s.close(0)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    limit, made = map(int, out.stdout.split())
+    assert made == 1500 and limit >= 1500

@@ -241,9 +241,30 @@ class KRemoteService(ClusterSettings, HubLimits, Application):
                              return_exceptions=True)
 
 
+def allow_many_sockets() -> int:
+    """Room for every user's clusters: the soft limit on open files raised to the hard one,
+    and ZeroMQ's shared context allowed as many sockets (its default, 1023, ran out at about
+    250 clusters: each rank takes a data and a control socket and a handshake monitor).
+    Before any socket is made (ZeroMQ reads the setting once). Returns the socket limit."""
+    import resource
+
+    import zmq
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+    limit = max(1023, min(soft if soft != resource.RLIM_INFINITY else want, 65536) - 64)
+    zmq.Context.instance().set(zmq.MAX_SOCKETS, limit)
+    return limit
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s %(asctime)s %(name)s] "
                         "%(message)s", stream=sys.stderr)
+    log.info("kremote service: room for %d ZeroMQ sockets", allow_many_sockets())
     service = KRemoteService()
     service.initialize(argv)
     asyncio.run(service.run())

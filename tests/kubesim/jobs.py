@@ -121,23 +121,31 @@ class JobController:
 
     def reconcile_all(self) -> None:
         live = set()
+        owned = self._pods_by_controller()  # once per pass, not once per Job (400 Jobs)
         for job in list(self.store.iter_objects(JOBS)):
             live.add(job["metadata"]["uid"])
-            self._reconcile(job)
+            self._reconcile(job, owned.get(job["metadata"]["uid"], []))
         self._state = {uid: s for uid, s in self._state.items() if uid in live}
 
+    def _pods_by_controller(self) -> dict[str, list[dict[str, Any]]]:
+        """Every pod, by the uid of its controller (a Job's pods are found by it)."""
+        owned: dict[str, list[dict[str, Any]]] = {}
+        for pod in self.store.iter_objects(PODS):
+            for ref in pod["metadata"].get("ownerReferences") or []:
+                if ref.get("controller"):
+                    owned.setdefault(ref.get("uid"), []).append(pod)
+        return owned
+
     # ------------------------------------------------------------------ one job
-    def _reconcile(self, job: dict[str, Any]) -> None:
+    def _reconcile(self, job: dict[str, Any], pods: list[dict[str, Any]]) -> None:
+        """Bring one Job's status and pods in line; ``pods``: those it controls."""
         meta, spec = job["metadata"], job["spec"]
         if meta.get("deletionTimestamp"):
             return
-        uid, ns = meta["uid"], meta["namespace"]
+        uid = meta["uid"]
         st = self._state.setdefault(uid, _JobState())
         status = deep(job.get("status") or {})
         indexed = spec.get("completionMode") == "Indexed"
-        pods = [p for p in self.store.iter_objects(PODS, ns)
-                if any(r.get("uid") == uid and r.get("controller")
-                       for r in p["metadata"].get("ownerReferences") or [])]
         self._count(st, pods, indexed, spec.get("podFailurePolicy"))
         active = [p for p in pods if dig(p, "status", "phase") not in TERMINAL
                   and not p["metadata"].get("deletionTimestamp")]
@@ -355,6 +363,8 @@ class JobController:
         status["uncountedTerminatedPods"] = {}
         if indexed and st.succeeded_indexes:
             status["completedIndexes"] = compress_indexes(st.succeeded_indexes)
+        if status == job.get("status"):
+            return  # as the store's update would find, without its three deep copies
         meta = job["metadata"]
         self.store.mutate(JOBS, meta["namespace"], meta["name"],
                           lambda j: j.__setitem__("status", status))
