@@ -390,7 +390,9 @@ def _flags_overlay(
         },
         secret_ref(KEY_ENV),
         *(secret_ref(name) for name in agent_secrets),
-        *([{"name": "KREMOTE_CURVE_CLIENTS", "value": ",".join(curve_clients),
+        # Z85 has "$", "(" and ")": escaped, or the kubelet's $(VAR) expansion would turn a
+        # key's "$$" into "$" (about one cluster in 200 would not start)
+        *([{"name": "KREMOTE_CURVE_CLIENTS", "value": ",".join(curve_clients).replace("$", "$$"),
             "valueFrom": None}] if curve_clients else []),
         *({"name": k, "value": v, "valueFrom": None} for k, v in spec.env.items()),
         *(secret_ref(name) for name in spec.secret_env),

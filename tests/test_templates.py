@@ -786,6 +786,14 @@ def test_curve_client_allowlist_is_plain_env() -> None:
         render(PodSpec(), owner_secrets={"KREMOTE_KEY": "x"})
     _, job = render(PodSpec())
     assert "KREMOTE_CURVE_CLIENTS" not in env(job)
+    # Z85 keys may hold "$$" or "$(NAME)": the pod sees them as they are after the kubelet's
+    # $(VAR) expansion (kubesim's, as Kubernetes does it)
+    from kubesim.podenv import expand
+
+    key = "ab$$cd$(KREMOTE_CLUSTER)ef" + "x" * 14
+    _, job = render(PodSpec(), curve_clients=[key])
+    value = env(job)["KREMOTE_CURVE_CLIENTS"]["value"]
+    assert expand(value, {"KREMOTE_CLUSTER": "c1"}) == key
 
 
 def test_spec_namespace_wins_and_is_checked() -> None:
