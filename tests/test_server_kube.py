@@ -90,7 +90,9 @@ async def test_kubernetes_clusters_through_the_server(jp_serverapp, jp_fetch, jp
     code, listing = await _call(jp_fetch, "clusters")
     assert [(c["id"], c["notebook"], c["state"], c["user"]) for c in listing["clusters"]] == [
         ("prev-default", "old/prev.ipynb", "running", "alice")]
-    assert listing["clusters"][0]["events"][0]["reason"] == "Adopted"
+    # its events say so (the pod's own, such as a readiness probe that failed while the agent
+    # started on a loaded machine, may come before)
+    assert "Adopted" in [e["reason"] for e in listing["clusters"][0]["events"]]
     code, message = await _refused(jp_fetch, "clusters", "secret-default")
     assert code == 404
     code, message = await _refused(jp_fetch, "clusters", "secret-default", method="DELETE")
