@@ -15,7 +15,6 @@ Routes (docs/api.md, "Admin routes"), under ``<base_url>kremote/api/v1/``:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -58,11 +57,9 @@ class SingleUser:
 
 async def all_clusters(managers: Mapping[str, ClusterManager]) -> list[ClusterModel]:
     """Every user's clusters, sorted by user then id; each model names its user."""
-    users = sorted(managers)
-    lists = await asyncio.gather(*(managers[u].list_clusters() for u in users))
     out = []
-    for user, models in zip(users, lists):
-        for model in models:
+    for user in sorted(managers):  # one after another: a listing waits on nothing
+        for model in await managers[user].list_clusters():
             model.user = model.user or user
             out.append(model)
     return out

@@ -178,13 +178,17 @@ class ClusterManager:
                             notebook: str | None = None) -> list[ClusterModel]:
         """Every cluster, or only those of ``name`` and/or ``notebook`` (a starting kernel
         follows its one cluster so, without the cost of every other model)."""
-        ids = sorted(i for i, e in self.registry.entries.items()
+        entries = self.registry.entries
+        ids = sorted(i for i, e in entries.items()
                      if name in (None, e.model.name) and notebook in (None, e.model.notebook))
-        return list(await asyncio.gather(*(self.get(i) for i in ids)))
+        # no task per cluster: the admin's list of hundreds waits on nothing
+        return [self._model(entries[i]) for i in ids]
 
     async def get(self, cluster_id: str) -> ClusterModel:
         """The cluster as the monitor last saw it (at most ``monitor_interval`` s old)."""
-        entry = self.registry.get(cluster_id)
+        return self._model(self.registry.get(cluster_id))
+
+    def _model(self, entry: Entry) -> ClusterModel:
         self.monitor.refresh(entry)
         return dataclasses.replace(entry.model, pods=list(entry.model.pods),
                                    events=list(entry.events))

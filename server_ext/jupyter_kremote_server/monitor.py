@@ -1,8 +1,9 @@
 """The live view: one periodic look at every running cluster, and what changed, published.
 
-Each pass asks every cluster (in parallel) whether it still runs and its Kubernetes events
-(what the watches already hold: no network); changes go to every WebSocket through the
-:class:`~.hub.Hub` once, however many clients listen. The agents themselves are pinged (pod
+Each pass asks every cluster whether it still runs and its Kubernetes events (what the
+watches already hold: no network), all in one worker thread: the hub's service holds hundreds
+of clusters, and a thread hop per cluster twice a second cost a quarter of a core. Changes go
+to every WebSocket through the :class:`~.hub.Hub` once, however many clients listen. The agents themselves are pinged (pod
 rows, a telemetry sample now and then) on every pass only while a WebSocket listens, else once
 per ``monitor_idle_interval``: the hub's service holds hundreds of clusters that nobody looks
 at, and a ping of each twice a second costs CPU and worker threads for nothing.
@@ -63,25 +64,42 @@ class Monitor:
 
     async def once(self) -> None:
         """Look at every running cluster once and publish what changed."""
-        await asyncio.gather(*(self.observe(e) for e in self.registry.running()))
+        # a requeued entry's rejoin task watches it until Kueue admits it again
+        pairs = [(e, e.cluster) for e in self.registry.running() if e.model.evicted is None]
+        if not pairs:
+            return
+        looks = await asyncio.to_thread(_look_all, [c for _, c in pairs])
+        now = time.time()
+        watched = self.watched()
+        slow = []
+        for (entry, cluster), look in zip(pairs, looks):
+            if entry.cluster is not cluster or entry.model.evicted is not None:
+                continue  # stopped, restarted or requeued while we looked
+            ended, kube_events = look
+            if ended is None and not kube_events and not watched and \
+                    now - entry.last_ping < self.limits.monitor_idle_interval:
+                self.refresh(entry)  # nothing to ask the agents, nothing to tell anyone
+                continue
+            slow.append(self.observe(entry, cluster, look))
+        if slow:
+            await asyncio.gather(*slow)
 
     def watched(self) -> bool:
         """Whether a WebSocket (a panel) listens: then every pass pings the agents."""
         return self.hub.subscribers > 0
 
-    async def observe(self, entry: Entry) -> None:
-        if entry.model.evicted is not None:
-            return  # requeued by Kueue: its rejoin task watches it until admitted again
+    async def observe(self, entry: Entry, cluster: Any,
+                      look: tuple[str | None, list[dict[str, Any]]]) -> None:
+        """Handle one cluster's ``look`` (:func:`_look`): ping its agents if due, publish."""
         now = time.time()
         ping = self.watched() or now - entry.last_ping >= self.limits.monitor_idle_interval
         # telemetry feeds the panel's sparklines: sampled while a panel shows them
         want_sample = self.watched() and \
             now - entry.last_sample >= self.limits.telemetry_interval
+        ended, kube_events = look
         async with entry.lock:
-            cluster = entry.cluster
-            if cluster is None:
-                return
-            ended, kube_events = await asyncio.to_thread(_look, cluster)
+            if entry.cluster is not cluster or entry.model.evicted is not None:
+                return  # stopped, restarted or requeued while it waited for the lock
             rows: list[dict[str, Any]] | None = None  # None: keep the last rows
             if ended is not None:
                 rows = []
@@ -196,13 +214,29 @@ class Monitor:
             # the processes or pods are released by the culler's next pass
 
 
+def _look_all(clusters: list[Any]) -> list[tuple[str | None, list[dict[str, Any]]]]:
+    """:func:`_look` at each cluster, in the one worker thread of a pass (one that fails is
+    logged and looked at again next pass; the others are not held up by it)."""
+    looks: list[tuple[str | None, list[dict[str, Any]]]] = []
+    for cluster in clusters:
+        try:
+            looks.append(_look(cluster))
+        except Exception:  # a backend bug must not blind the monitor
+            log.exception("kremote: monitor look at cluster %r failed",
+                          getattr(cluster, "name", "?"))
+            looks.append((None, []))
+    return looks
+
+
 def _look(cluster: Any) -> tuple[str | None, list[dict[str, Any]]]:
     """(why the cluster ended or None, its Kubernetes events): what the backend already
-    knows, in one worker thread."""
-    ended = None
-    try:
-        cluster.check_usable()
-    except ClusterEnded:
-        ended = cluster.ended
+    knows. A cluster that ended already is not checked again: ``check_usable`` would wait
+    for a requeued one's admission (the monitor's rejoin task does that, not the pass)."""
+    ended = cluster.ended
+    if ended is None:
+        try:
+            cluster.check_usable()
+        except ClusterEnded:
+            ended = cluster.ended
     records = getattr(cluster.backend, "event_records", None)
     return ended, (records(cluster.handle) if records else [])
