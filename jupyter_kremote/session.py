@@ -35,7 +35,8 @@ class Cluster:
                  progress: Callable[[str], None] | None = None, notebook: str = "", *,
                  backend: Backend | None = None, handle: ClusterHandle | None = None,
                  runtime: dict[str, Any] | None = None, check_drift: bool = True,
-                 cancelled: threading.Event | None = None) -> None:
+                 cancelled: threading.Event | None = None,
+                 keep_queued: threading.Event | None = None) -> None:
         """Start a cluster, or with ``handle`` attach to one that runs already (adoption).
 
         ``runtime`` is what the agents are compared with (a kernel's ``runtime_info()`` plus
@@ -49,7 +50,7 @@ class Cluster:
         self.files = FileCollector(root)
         self.handle: ClusterHandle = handle or self.backend.start(StartRequest(
             name=name, spec=options.to_spec(), notebook=notebook, progress=progress,
-            cancelled=cancelled))
+            cancelled=cancelled, keep_queued=keep_queued))
         self.client = ClusterClient(self.handle.key, self.handle.endpoints, self._liveness)
         self.ended: str | None = None  # why the cluster can no longer run work
         self.last_activity = time.time()
@@ -116,13 +117,10 @@ class Cluster:
     def _liveness(self, rank: int) -> str | None:
         return self.backend.liveness(self.handle, rank)
 
-    def check_usable(self) -> None:
-        """Raise ClusterEnded if the TTL ran out or an agent is gone (a cluster Kueue
-        requeued first waits to be admitted again, then carries on with fresh agents)."""
-        if self.ended is not None:  # not on a plain cell's path
-            requeued = getattr(self.backend, "requeued", None)
-            if requeued is not None and requeued(self.handle):
-                self._rejoin()
+    def check_usable(self, rejoin: bool = True) -> None:
+        """Raise ClusterEnded if the TTL ran out or an agent is gone. A cluster Kueue
+        requeued first waits to be admitted again, then carries on with fresh agents;
+        ``rejoin=False`` (the Jupyter server's monitor, which waits elsewhere) raises."""
         if self.ended is None:
             # a backend that shares the cluster (the Jupyter server) knows why it ended
             cluster_ended = getattr(self.backend, "ended", None)
@@ -137,11 +135,19 @@ class Cluster:
                 gone.sort(key=lambda rw: any(t in rw[1] for t in _CONSEQUENCES))
                 if gone:
                     self.ended = f"agent rank {gone[0][0]} {gone[0][1]}"
+        # evicted while a cell ran, or while idle (found just now): not on a plain cell's path
+        if rejoin and self.ended is not None and self._requeued():
+            self._rejoin()
         if self.ended is not None:
             raise ClusterEnded(
                 f"cluster {self.name!r} ended: {self.ended}. Start a fresh one with "
                 f"`%remote restart{'' if self.name == 'default' else ' --name ' + self.name}` "
                 "(variables on the agents are lost)")
+
+    def _requeued(self) -> bool:
+        """Whether Kueue evicted the cluster and it waits in the queue again."""
+        requeued = getattr(self.backend, "requeued", None)
+        return requeued is not None and requeued(self.handle)
 
     def _rejoin(self) -> None:
         """Kueue evicted the cluster and requeued it: wait for its fresh agents (the same
@@ -181,8 +187,7 @@ class Cluster:
                                            timeout=timeout, on_input=on_input)
             except AgentDied as exc:
                 self.ended = str(exc).replace(" while running the request", "")
-                requeued = getattr(self.backend, "requeued", None)
-                if requeued is not None and requeued(self.handle):
+                if self._requeued():
                     raise AgentDied(str(exc)) from None  # it says what comes next
                 raise AgentDied(
                     f"{exc}; start a fresh cluster with `%remote restart` "

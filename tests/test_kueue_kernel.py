@@ -97,6 +97,24 @@ def text_of(res) -> str:
     return "\n".join(out)
 
 
+def waits_until_admitted(kernel, ksim, code: str, holder: str):
+    """Run ``code`` while the Job ``holder`` keeps the quota: the cell waits in the queue;
+    once the holder is deleted it runs. Its result, which shows the queue line."""
+    cell: dict[str, Any] = {}
+    waiting = threading.Thread(target=lambda: cell.update(res=kernel.run(code, timeout=120)))
+    waiting.start()
+    waiting.join(3)
+    assert waiting.is_alive(), cell["res"].error  # the holder keeps the quota
+    delete_job(ksim, holder)
+    waiting.join(120)
+    res = cell["res"]
+    assert res.status == "ok", res.error
+    text = text_of(res)
+    assert f"queued in team (ClusterQueue {CQ}), position 1" in text, text
+    assert "admitted after" in text, text
+    return res
+
+
 def test_queued_cell_shows_position_and_reason_then_admission(qkernel, ksim):
     ksim.ks.call("create", blocker("other-team"))
     assert wait_for(lambda: len(workloads(ksim)) == 1, 10)
@@ -166,21 +184,20 @@ def test_preemption_fails_the_running_cell(qkernel, ksim, on_preempt):
         else:  # the Job waits in the queue again; the next cell waits for fresh agents
             assert "it waits in the queue again" in reply["evalue"]
             assert any(j.startswith("job/") for j in managed(ksim.admin))
-            cell: dict[str, Any] = {}
-            waiting = threading.Thread(target=lambda: cell.update(res=qkernel.run(
-                "%%remote --name low\nprint('x' in globals())", timeout=90)))
-            waiting.start()
-            waiting.join(3)
-            assert waiting.is_alive(), cell["res"].error  # the urgent Job holds the quota
-            delete_job(ksim, "urgent-job")
-            waiting.join(90)
-            res = cell["res"]
-            assert res.status == "ok", res.error
+            res = waits_until_admitted(
+                qkernel, ksim, "%%remote --name low\nprint('x' in globals())\nx = 2",
+                "urgent-job")
             assert res.stdout == "False\n"  # fresh agents: the variables are gone
-            assert f"queued in team (ClusterQueue {CQ}), position 1" in text_of(res)
-            assert "admitted after" in text_of(res)
+            # preempted while idle: the next cell itself waits in the queue, then runs
+            ksim.ks.call("create", blocker("urgent-idle", priority="urgent"))
+            assert wait_for(lambda: kremote_job(ksim)["spec"].get("suspend"), 60)
+            res = waits_until_admitted(
+                qkernel, ksim, "%%remote --name low\nprint('x' in globals())", "urgent-idle")
+            assert res.stdout == "False\n", res.stdout
+            assert "preempted by a higher-priority workload" in text_of(res)
     finally:
         delete_job(ksim, "urgent-job")
+        delete_job(ksim, "urgent-idle")
         qkernel.run("%remote shutdown --name low", timeout=60)
 
 
@@ -289,6 +306,52 @@ def test_a_server_stopping_while_its_cluster_is_requeued_leaves_it_queued(
         assert job["spec"]["suspend"] and pending_kremote(ksim)  # still queued
     finally:
         delete_job(ksim, "stop-urgent")
+        for name in [j.removeprefix("job/") for j in managed(ksim.admin)
+                     if j.startswith("job/")]:
+            delete_job(ksim, name)
+    assert wait_for(lambda: not managed(ksim.admin), 30), managed(ksim.admin)
+
+
+def test_a_server_stopping_while_a_first_start_is_queued_leaves_it_queued(
+        ksim, tmp_path, monkeypatch):
+    """keep_on_exit (kubernetes by default): a clean server stop lets go of a first start
+    still waiting in Kueue and leaves its Job queued, as it does a requeued cluster's; with
+    keep_on_exit = [] the stop deletes it."""
+    import asyncio
+
+    from jupyter_kremote.backends.kube_api import KubeLoop
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "server_ext"))
+    from jupyter_kremote_server.manager import ClusterManager, Limits
+
+    monkeypatch.setenv("KREMOTE_KUBECONFIG", ksim.kubeconfig)
+    monkeypatch.setattr(KubeLoop, "_instance", None)  # this module's emulator
+
+    async def stop_while_queued(keep: tuple[str, ...]) -> None:
+        manager = ClusterManager(Limits(backend="kubernetes", user="ann", default_ttl=600,
+                                        max_ttl=3600), root=str(tmp_path))
+        asked = asyncio.ensure_future(manager.ensure("fq", "nb.ipynb",
+                                                     {"cpu": "1", "queue": "team"}))
+        for _ in range(600):
+            if await asyncio.to_thread(pending_kremote, ksim):
+                break
+            await asyncio.sleep(0.1)
+        assert not asked.done()
+        await asyncio.wait_for(manager.close(keep=keep), 60)
+        await asyncio.wait_for(asyncio.gather(asked, return_exceptions=True), 60)
+
+    ksim.ks.call("create", blocker("first-holder"))
+    try:
+        asyncio.run(stop_while_queued(("kubernetes",)))
+        job = kremote_job(ksim)
+        assert job["spec"]["suspend"] and pending_kremote(ksim)  # still queued
+        assert any(s.startswith("secret/") for s in managed(ksim.admin))  # and its keys
+        delete_job(ksim, job["metadata"]["name"])
+        assert wait_for(lambda: not managed(ksim.admin), 30), managed(ksim.admin)
+        asyncio.run(stop_while_queued(()))  # keep_on_exit = []: the stop deletes it
+        assert wait_for(lambda: not managed(ksim.admin) and not pending_kremote(ksim), 30)
+    finally:
+        delete_job(ksim, "first-holder")
         for name in [j.removeprefix("job/") for j in managed(ksim.admin)
                      if j.startswith("job/")]:
             delete_job(ksim, name)
@@ -434,25 +497,29 @@ def test_through_its_server_a_requeued_cluster_rejoins_once_admitted(viaserver, 
         assert model["state"] == "starting" and "preempted" in model["evicted"], model
         assert model["deadline"] is None  # the TTL starts again at the next admission
         assert "Preempted" in [e["reason"] for e in model["events"]]
-        cell: dict[str, Any] = {}
-        waiting = threading.Thread(target=lambda: cell.update(res=k.run(
-            "%%remote --name relow\nprint('x' in globals())", timeout=120)))
-        waiting.start()
-        waiting.join(3)
-        assert waiting.is_alive(), cell["res"].error  # the urgent Job holds the quota
-        delete_job(ksim, "urgent-server")
-        waiting.join(120)
-        res = cell["res"]
-        assert res.status == "ok", res.error
+        res = waits_until_admitted(
+            k, ksim, "%%remote --name relow\nprint('x' in globals())\nx = 2", "urgent-server")
         assert res.stdout == "False\n"  # fresh agents: the variables are gone
-        text = text_of(res)
-        assert f"queued in team (ClusterQueue {CQ}), position 1" in text, text
-        assert "admitted after" in text, text
         (model,) = srv.call("GET", f"{API}/clusters?name=relow")["clusters"]
         assert model["state"] == "running" and model["evicted"] is None, model
         assert k.run("%%remote --name relow\nprint('again')").stdout == "again\n"
+        # preempted while idle: once the server shows it waiting, the next cell waits too
+        ksim.ks.call("create", blocker("urgent-idle-server", priority="urgent"))
+
+        def waiting_again() -> bool:
+            (model,) = srv.call("GET", f"{API}/clusters?name=relow")["clusters"]
+            return model["state"] == "starting" and bool(model["evicted"])
+
+        assert wait_for(waiting_again, 60)
+        # what the user sees first: %remote status says the cluster waits in the queue again
+        status = text_of(k.run("%remote status --name relow"))
+        assert "it waits in the queue again" in status, status
+        res = waits_until_admitted(
+            k, ksim, "%%remote --name relow\nprint('x' in globals())", "urgent-idle-server")
+        assert res.stdout == "False\n", res.stdout
     finally:
         delete_job(ksim, "urgent-server")
+        delete_job(ksim, "urgent-idle-server")
         k.run("%remote shutdown --name relow", timeout=60)
 
 

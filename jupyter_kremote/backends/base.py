@@ -23,6 +23,9 @@ class StartRequest:
     #: set by whoever asked (a server whose client pressed stop): the start gives up and
     #: deletes what it made; backends that start at once need not look
     cancelled: threading.Event | None = None
+    #: set before ``cancelled`` by a server stop that keeps its clusters (keep_on_exit): a
+    #: Job still waiting in Kueue stays queued, for the next server to adopt
+    keep_queued: threading.Event | None = None
 
 
 @dataclass

@@ -234,7 +234,10 @@ class KubernetesBackend:
             endpoints = self._wait_ready(request, kube, key, curve_public, client_secret)
         except BaseException:
             self._starting.discard(kube.job)
-            self._teardown(kube)
+            if self._keeps_queued(request, kube):
+                self._unwatch(kube)  # a server stop keeps it queued: the next server adopts it
+            else:
+                self._teardown(kube)
             raise
         # the TTL is the Job's activeDeadlineSeconds, which counts from its startTime (set
         # when Kueue admits a queued Job), not from the time spent in the queue
@@ -310,11 +313,12 @@ class KubernetesBackend:
         return queue if queue and job.get("spec", {}).get("suspend") else None
 
     def attach_queued(self, job: dict[str, Any], progress: Callable[[str], None] | None = None,
-                      cancelled: threading.Event | None = None) -> ClusterHandle:
+                      cancelled: threading.Event | None = None,
+                      keep_queued: threading.Event | None = None) -> ClusterHandle:
         """A handle on a cluster whose Job waits in Kueue (a restarted server adopts it):
         wait, saying where it stands, until Kueue admits it and its agents answer, as its
         start would have. ``cancelled`` (shut down meanwhile) deletes it; any other failure
-        leaves the Job to its TTL."""
+        leaves the Job to its TTL, as does ``keep_queued`` (a server stop keeping it queued)."""
         meta = job["metadata"]
         notes = meta.get("annotations") or {}
         name = notes.get("kremote/name") or meta["labels"][LABEL_CLUSTER]
@@ -324,7 +328,8 @@ class KubernetesBackend:
                            ttl=spec.get("activeDeadlineSeconds") or 3600,
                            on_preempt=notes.get(ON_PREEMPT_ANNOTATION) or "requeue")
         request = StartRequest(name=name, spec=pod_spec, progress=progress, cancelled=cancelled,
-                               notebook=notes.get("kremote/notebook-path", ""))
+                               notebook=notes.get("kremote/notebook-path", ""),
+                               keep_queued=keep_queued)
         kube = _Kube(meta["namespace"], meta["name"], secret, ClusterState(meta["name"]),
                      meta["labels"][LABEL_CLUSTER], queue=QueueState(self.queued(job) or ""),
                      on_preempt=pod_spec.on_preempt)
@@ -335,7 +340,8 @@ class KubernetesBackend:
             endpoints = self._wait_ready(request, kube, key, curve_public, client_secret)
         except BaseException:
             self._starting.discard(kube.job)
-            if cancelled is not None and cancelled.is_set():
+            if cancelled is not None and cancelled.is_set() and \
+                    not self._keeps_queued(request, kube):
                 self._teardown(kube)
             else:
                 self._unwatch(kube)
@@ -547,6 +553,12 @@ class KubernetesBackend:
         if len(stopped) <= seen:
             return None
         return str(stopped[-1].get("message") or stopped[-1].get("note") or "")
+
+    def _keeps_queued(self, request: StartRequest, kube: _Kube) -> bool:
+        """Whether a start given up by a server stop leaves its Job waiting in Kueue
+        (keep_on_exit): only a Job that exists and is still queued."""
+        return request.keep_queued is not None and request.keep_queued.is_set() and \
+            kube.queue is not None and bool(kube.state.job) and self._suspended(kube)
 
     @staticmethod
     def _suspended(kube: _Kube) -> bool:

@@ -118,7 +118,8 @@ async def _wait_admitted(monitor: Monitor, backend: Any, root: str, entry: Entry
         loop.call_soon_threadsafe(monitor.stage, entry, line)
 
     try:
-        handle = await asyncio.to_thread(backend.attach_queued, job, progress, entry.cancelled)
+        handle = await asyncio.to_thread(backend.attach_queued, job, progress, entry.cancelled,
+                                         entry.keep_queued)
         try:
             cluster = await asyncio.to_thread(functools.partial(
                 Cluster, m.name, entry.options, root, notebook=m.notebook, backend=backend,

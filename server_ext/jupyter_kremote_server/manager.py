@@ -134,6 +134,15 @@ class ClusterManager:
         await self.monitor.close()
         if self.sweep is not None:
             await self.sweep.close()
+        starting = [e for e in self.registry.entries.values()
+                    if e.cluster is None and e.model.state == STARTING and e.model.backend in keep]
+        for entry in starting:  # a first start still queued in Kueue: its Job stays queued
+            entry.keep_queued.set()
+            entry.cancelled.set()
+        for entry in starting:
+            await entry.started.wait()
+            if entry.cluster is None:
+                self.registry.remove(entry)
         for entry in list(self.registry.entries.values()):
             if entry.cluster is not None and entry.model.backend in keep:
                 entry.cancelled.set()  # a requeued one stops waiting; its Job stays queued
@@ -316,7 +325,8 @@ class ClusterManager:
             cluster = await asyncio.to_thread(functools.partial(
                 Cluster, m.name, entry.options, self.root, progress=progress,
                 notebook=m.notebook, backend=backend, runtime=entry.runtime,
-                check_drift=entry.runtime is not None, cancelled=entry.cancelled))
+                check_drift=entry.runtime is not None, cancelled=entry.cancelled,
+                keep_queued=entry.keep_queued))
         except BaseException as exc:  # noqa: BLE001 - reported to whoever waits
             await self.monitor.start_failed(entry, exc)
         else:

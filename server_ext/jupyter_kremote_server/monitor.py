@@ -230,12 +230,12 @@ def _look_all(clusters: list[Any]) -> list[tuple[str | None, list[dict[str, Any]
 
 def _look(cluster: Any) -> tuple[str | None, list[dict[str, Any]]]:
     """(why the cluster ended or None, its Kubernetes events): what the backend already
-    knows. A cluster that ended already is not checked again: ``check_usable`` would wait
-    for a requeued one's admission (the monitor's rejoin task does that, not the pass)."""
+    knows. A cluster that ended already is not checked again, and ``check_usable`` does not
+    wait for a requeued one's admission (the monitor's rejoin task does that, not the pass)."""
     ended = cluster.ended
     if ended is None:
         try:
-            cluster.check_usable()
+            cluster.check_usable(rejoin=False)
         except ClusterEnded:
             ended = cluster.ended
     records = getattr(cluster.backend, "event_records", None)

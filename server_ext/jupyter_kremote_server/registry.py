@@ -33,6 +33,9 @@ class Entry:
     started: asyncio.Event = field(default_factory=asyncio.Event)
     #: set to give up a start still in progress (shut down while queued in Kueue)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    #: set with ``cancelled`` by a server stop that keeps the backend's clusters: a first
+    #: start still queued in Kueue leaves its Job queued, as a requeued cluster does
+    keep_queued: threading.Event = field(default_factory=threading.Event)
     task: asyncio.Task | None = None  # the start, kept so that it is not garbage-collected
     runtime: dict[str, Any] | None = None  # the asking kernel's Python, for the drift check
     events: deque = field(default_factory=lambda: deque(maxlen=MAX_EVENTS))  # newest first
