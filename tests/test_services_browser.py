@@ -169,6 +169,14 @@ def test_panel_shows_the_queue_line_and_the_preemption(kube_lab, kube_sim, page)
                 in preempted.inner_text())
         card.locator(".jp-kremote-nopods", has_text="queued in team").wait_for(
             timeout=120_000)
+        # the reason stays in the card while the stage moves on to the queue line
+        evicted = card.locator(".jp-kremote-evicted", has_text="it waits in the queue again")
+        evicted.wait_for(timeout=60_000)
+        assert f"preempted by a higher-priority workload in ClusterQueue {CQ}" \
+            in evicted.inner_text()
+        status = card.locator(".jp-kremote-status")
+        assert status.inner_text() == "requeued"
+        assert "preempted" in (status.get_attribute("title") or "")
         screenshot(page, "panel-preempted.png")
     finally:
         pool.submit(delete_job, kube_sim, "panel-urgent").result()

@@ -184,3 +184,21 @@ export function parseDuration(text: string): number {
   }
   return total;
 }
+
+/**
+ * The card's status badge: the state, why the cluster ended, or that Kueue evicted it and it
+ * waits in the queue again (`requeued`, the reason as its tooltip and in the card).
+ */
+export function clusterStatus(c: {
+  state: string;
+  ended?: string | null;
+  evicted?: string | null;
+}): { text: string; title: string } {
+  if (c.state === 'ended' && c.ended) {
+    return { text: `ended: ${c.ended}`, title: c.ended };
+  }
+  if (c.state === 'starting' && c.evicted) {
+    return { text: 'requeued', title: c.evicted };
+  }
+  return { text: c.state, title: c.ended ?? '' };
+}

@@ -10,6 +10,7 @@ import { ISignal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
 import {
+  clusterStatus,
   countdown,
   formatAge,
   formatBytes,
@@ -273,10 +274,11 @@ export class ClustersPanel extends Widget {
       },
       cd.text
     );
+    const badge = clusterStatus(c);
     const status = h(
       'span',
-      { className: `jp-kremote-status jp-kremote-status-${c.state}`, title: c.ended ?? '' },
-      c.state === 'ended' && c.ended ? `ended: ${c.ended}` : c.state
+      { className: `jp-kremote-status jp-kremote-status-${c.state}`, title: badge.title },
+      badge.text
     );
     const meta = h(
       'dl',
@@ -316,6 +318,9 @@ export class ClustersPanel extends Widget {
       meta,
       this._actions(c, card.groups)
     );
+    if (c.state === 'starting' && c.evicted) { // the stage moves on to the queue line
+      el.append(h('p', { className: 'jp-kremote-evicted' }, c.evicted));
+    }
     for (const g of card.groups) {
       for (const w of g.warnings ?? []) {
         el.append(h('p', { className: 'jp-kremote-cluster-warning' }, w));

@@ -68,6 +68,8 @@ export interface ICluster {
   last_activity?: number | null;
   ended?: string | null;
   ended_at?: number | null;
+  /** Why Kueue evicted it while it waits to be admitted again (--on-preempt requeue). */
+  evicted?: string | null;
   pods: IPodRow[];
   warnings?: string[];
   events?: IClusterEvent[];

@@ -1,4 +1,5 @@
 import {
+  clusterStatus,
   countdown,
   formatAge,
   formatBytes,
@@ -128,5 +129,20 @@ describe('sparklinePoints', () => {
     expect(sparklinePoints([-10, 150], 10, 10)).toBe('0,10 10,0');
     expect(sparklinePoints([42], 60, 16)).toBe('');
     expect(sparklinePoints([], 60, 16)).toBe('');
+  });
+});
+
+describe('clusterStatus', () => {
+  it('says a cluster Kueue evicted waits in the queue again, with the reason', () => {
+    const why = 'preempted by a higher-priority workload in ClusterQueue team-cq; variables on ' +
+      'the agents are lost; it waits in the queue again';
+    expect(clusterStatus({ state: 'starting', evicted: why })).toEqual({ text: 'requeued', title: why });
+    expect(clusterStatus({ state: 'starting', evicted: null })).toEqual({ text: 'starting', title: '' });
+  });
+
+  it('names why an ended cluster ended, and shows a running one as running', () => {
+    expect(clusterStatus({ state: 'ended', ended: 'its TTL ran out', evicted: 'x' }))
+      .toEqual({ text: 'ended: its TTL ran out', title: 'its TTL ran out' });
+    expect(clusterStatus({ state: 'running' })).toEqual({ text: 'running', title: '' });
   });
 });
