@@ -169,6 +169,9 @@ class ClusterState:
 
     #: the last known state of pods that were deleted (to say why they went)
     gone: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: counts the events' changes; (version, n, records) as :meth:`event_records` made them
+    _version: int = 0
+    _records: tuple[int, int, list[dict[str, Any]]] | None = None
 
     def on_pod(self, kind: str, pod: dict[str, Any]) -> None:
         with self.lock:
@@ -200,6 +203,7 @@ class ClusterState:
         if kind != "DELETED":
             with self.lock:
                 self.events[ev.get("metadata", {}).get("uid") or name_of(ev)] = ev
+                self._version += 1
         self.changed.set()
 
     def on_job(self, kind: str, job: dict[str, Any]) -> None:
@@ -243,9 +247,16 @@ class ClusterState:
         return [format_event(e) for e in self._sorted_events()[-n:]]
 
     def event_records(self, n: int = 100) -> list[dict[str, Any]]:
-        """The newest ``n`` events as plain records, oldest first."""
+        """The newest ``n`` events as plain records, oldest first: the same list (not to be
+        changed) until an event arrives, so that the hub's monitor, which asks every
+        cluster twice a second, sorts and parses nothing while nothing happens."""
+        with self.lock:
+            cached, version = self._records, self._version
+            if cached is not None and cached[:2] == (version, n):
+                return cached[2]
+            events = list(self.events.values())
         out = []
-        for ev in self._sorted_events()[-n:]:
+        for ev in sorted(events, key=_event_time)[-n:]:
             obj = ev.get("involvedObject") or {}
             when = _event_time(ev)
             out.append({
@@ -254,6 +265,8 @@ class ClusterState:
                 "type": ev.get("type") or "Normal", "reason": ev.get("reason") or "",
                 "object": f"{str(obj.get('kind', '')).lower()}/{obj.get('name', '')}",
                 "message": ev.get("message") or "", "count": ev.get("count") or 1})
+        with self.lock:
+            self._records = (version, n, out)  # an event since makes the version stale
         return out
 
 

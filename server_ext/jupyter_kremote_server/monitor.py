@@ -76,7 +76,8 @@ class Monitor:
             if entry.cluster is not cluster or entry.model.evicted is not None:
                 continue  # stopped, restarted or requeued while we looked
             ended, kube_events = look
-            if ended is None and not kube_events and not watched and \
+            new_events = kube_events and kube_events is not entry.kube_records
+            if ended is None and not new_events and not watched and \
                     now - entry.last_ping < self.limits.monitor_idle_interval:
                 self.refresh(entry)  # nothing to ask the agents, nothing to tell anyone
                 continue
@@ -116,8 +117,10 @@ class Monitor:
             history.append(sample)
             self.hub.publish({"type": "telemetry", "id": entry.model.id, "rank": rank,
                               "sample": sample})
-        for ev in kube_events:
-            self.add_event(entry, ev)
+        if kube_events is not entry.kube_records:  # the backend's same list: nothing new
+            for ev in kube_events:
+                self.add_event(entry, ev)
+            entry.kube_records = kube_events
         note_activity(cluster, rows or [])
         if ended is not None and requeued(cluster):
             # --on-preempt requeue: it waits in the queue, then carries on with fresh agents

@@ -43,6 +43,7 @@ class Entry:
     telemetry: dict[int, deque] = field(default_factory=dict)
     last_sample: float = 0.0
     last_ping: float = 0.0  # when the monitor last asked the agents for their rows
+    kube_records: list | None = None  # the backend's event records the monitor last added
     published: str = ""  # the model as last sent to the WebSocket clients
 
 
