@@ -115,6 +115,12 @@ def waits_until_admitted(kernel, ksim, code: str, holder: str):
     return res
 
 
+def says_requeued(kernel, name: str) -> bool:
+    """Whether ``%remote status`` shows the cluster waiting in the queue again (what the
+    user sees; the kernel has then seen the eviction, so the next cell waits)."""
+    return "it waits in the queue again" in text_of(kernel.run(f"%remote status --name {name}"))
+
+
 def test_queued_cell_shows_position_and_reason_then_admission(qkernel, ksim):
     ksim.ks.call("create", blocker("other-team"))
     assert wait_for(lambda: len(workloads(ksim)) == 1, 10)
@@ -191,6 +197,7 @@ def test_preemption_fails_the_running_cell(qkernel, ksim, on_preempt):
             # preempted while idle: the next cell itself waits in the queue, then runs
             ksim.ks.call("create", blocker("urgent-idle", priority="urgent"))
             assert wait_for(lambda: kremote_job(ksim)["spec"].get("suspend"), 60)
+            assert wait_for(lambda: says_requeued(qkernel, "low"), 60)
             res = waits_until_admitted(
                 qkernel, ksim, "%%remote --name low\nprint('x' in globals())", "urgent-idle")
             assert res.stdout == "False\n", res.stdout
@@ -512,8 +519,7 @@ def test_through_its_server_a_requeued_cluster_rejoins_once_admitted(viaserver, 
 
         assert wait_for(waiting_again, 60)
         # what the user sees first: %remote status says the cluster waits in the queue again
-        status = text_of(k.run("%remote status --name relow"))
-        assert "it waits in the queue again" in status, status
+        assert wait_for(lambda: says_requeued(k, "relow"), 60)
         res = waits_until_admitted(
             k, ksim, "%%remote --name relow\nprint('x' in globals())", "urgent-idle-server")
         assert res.stdout == "False\n", res.stdout

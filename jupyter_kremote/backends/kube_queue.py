@@ -28,7 +28,7 @@ class QueueState:
     workload: str | None = None
     position: int | None = None  # 1: the next to be admitted in its ClusterQueue
     message: str = ""  # the QuotaReserved condition's message (why it waits)
-    admitted: bool = False
+    admitted: bool = False  # the start saw its Job resumed (not merely the Workload admitted)
 
     def line(self) -> str:
         """"queued in team (ClusterQueue gpus), position 2: couldn't assign flavors ..."."""
@@ -67,12 +67,15 @@ async def poll(kl: KubeLoop, namespace: str, job_uid: str, state: QueueState) ->
     else:
         status, body = await get_json(kl, f"{KUEUE}/namespaces/{ns}/workloads/{state.workload}")
         wl = body if status == 200 else None
+    # ``state.admitted`` is the start's own (set when it sees the Job resumed on its watch):
+    # a Workload read as Admitted before that must not skip the "admitted after" line
+    admitted = state.admitted
     if wl is not None:
         reserved = condition(wl, "QuotaReserved")
-        state.admitted = condition(wl, "Admitted").get("status") == "True"
+        admitted = condition(wl, "Admitted").get("status") == "True"
         if reserved.get("message"):
             state.message = reserved["message"]
-    if state.workload and not state.admitted:
+    if state.workload and not admitted:
         status, body = await get_json(kl, f"{VISIBILITY}/namespaces/{ns}/localqueues/"
                                           f"{state.local_queue}/pendingworkloads")
         if status == 200:
