@@ -123,14 +123,14 @@ def says_requeued(kernel, name: str) -> bool:
 
 def test_queued_cell_shows_position_and_reason_then_admission(qkernel, ksim):
     ksim.ks.call("create", blocker("other-team"))
-    assert wait_for(lambda: len(workloads(ksim)) == 1, 10)
+    assert wait_for(lambda: len(workloads(ksim)) == 1, 60)
     result: dict[str, Any] = {}
     cell = threading.Thread(target=lambda: result.update(res=qkernel.run(
         "%%remote --queue team --cpu 500m --ttl 10m\nimport os\nprint('rank', "
         "os.environ['RANK'])", timeout=120)))
     cell.start()
     try:
-        assert wait_for(lambda: pending_kremote(ksim), 30)
+        assert wait_for(lambda: pending_kremote(ksim), 60)
         # it waits (no connect timeout runs) while the other Job holds the quota
         cell.join(4)
         assert cell.is_alive()
@@ -155,36 +155,42 @@ def test_queue_timeout_gives_up_and_deletes_the_job(qkernel, ksim):
         assert res.status == "error" and res.error["ename"] == "ClusterStartError"
         assert "waited --queue-timeout 2s" in res.error["evalue"]
         assert f"queued in team (ClusterQueue {CQ}), position 1:" in res.error["evalue"]
-        assert wait_for(lambda: not managed(ksim.admin), 10), managed(ksim.admin)
+        assert wait_for(lambda: not managed(ksim.admin), 60), managed(ksim.admin)
         # the stop button while queued: the wait ends, the Job (and its Workload) go
         qkernel.kc.execute("%%remote --name stop --queue team --cpu 1\nx = 1",
                            stop_on_error=False)
-        assert wait_for(lambda: pending_kremote(ksim), 30)
+        assert wait_for(lambda: pending_kremote(ksim), 60)
         qkernel.km.interrupt_kernel()
         reply = qkernel.kc.get_shell_msg(timeout=30)["content"]
         assert reply["ename"] == "KeyboardInterrupt"
-        assert wait_for(lambda: not managed(ksim.admin) and not pending_kremote(ksim), 10)
+        assert wait_for(lambda: not managed(ksim.admin) and not pending_kremote(ksim), 60)
     finally:
         delete_job(ksim, "holder")
+
+
+def preempt_while_running(kernel, ksim, line: str, urgent: str) -> None:
+    """Start a long cell on ``line``'s cluster and, once it prints, create ``urgent``: a
+    higher-priority Job that preempts it (the caller reads the cell's reply, then deletes it)."""
+    kernel.kc.execute(f"{line}\nimport time\nprint('go', flush=True)\ntime.sleep(60)",
+                      stop_on_error=False)
+    assert wait_for(lambda: any(
+        m["msg_type"] == "stream" and "go" in m["content"].get("text", "")
+        for m in [kernel.kc.get_iopub_msg(timeout=60)]), 60)
+    ksim.ks.call("create", blocker(urgent, priority="urgent"))
 
 
 @pytest.mark.parametrize("on_preempt", ["end", "requeue"])
 def test_preemption_fails_the_running_cell(qkernel, ksim, on_preempt):
     line = f"%%remote --name low --queue team --cpu 1 --on-preempt {on_preempt}"
     assert qkernel.run(f"{line}\nx = 1", timeout=90).status == "ok"
-    qkernel.kc.execute(f"{line}\nimport time\nprint('go', flush=True)\ntime.sleep(60)",
-                       stop_on_error=False)
-    assert wait_for(lambda: any(
-        m["msg_type"] == "stream" and "go" in m["content"].get("text", "")
-        for m in [qkernel.kc.get_iopub_msg(timeout=30)]), 30)
-    ksim.ks.call("create", blocker("urgent-job", priority="urgent"))
+    preempt_while_running(qkernel, ksim, line, "urgent-job")
     try:
         reply = qkernel.kc.get_shell_msg(timeout=30)["content"]
         assert reply["status"] == "error", reply
         assert (f"preempted by a higher-priority workload in ClusterQueue {CQ}; variables on "
                 "the agents are lost") in reply["evalue"], reply["evalue"]
         if on_preempt == "end":
-            assert wait_for(lambda: not managed(ksim.admin), 15), managed(ksim.admin)
+            assert wait_for(lambda: not managed(ksim.admin), 60), managed(ksim.admin)
             res = qkernel.run("%%remote --name low\nprint(x)")
             assert res.error["ename"] == "ClusterEnded" and "preempted" in res.error["evalue"]
         else:  # the Job waits in the queue again; the next cell waits for fresh agents
@@ -316,7 +322,7 @@ def test_a_server_stopping_while_its_cluster_is_requeued_leaves_it_queued(
         for name in [j.removeprefix("job/") for j in managed(ksim.admin)
                      if j.startswith("job/")]:
             delete_job(ksim, name)
-    assert wait_for(lambda: not managed(ksim.admin), 30), managed(ksim.admin)
+    assert wait_for(lambda: not managed(ksim.admin), 60), managed(ksim.admin)
 
 
 def test_a_server_stopping_while_a_first_start_is_queued_leaves_it_queued(
@@ -354,15 +360,15 @@ def test_a_server_stopping_while_a_first_start_is_queued_leaves_it_queued(
         assert job["spec"]["suspend"] and pending_kremote(ksim)  # still queued
         assert any(s.startswith("secret/") for s in managed(ksim.admin))  # and its keys
         delete_job(ksim, job["metadata"]["name"])
-        assert wait_for(lambda: not managed(ksim.admin), 30), managed(ksim.admin)
+        assert wait_for(lambda: not managed(ksim.admin), 60), managed(ksim.admin)
         asyncio.run(stop_while_queued(()))  # keep_on_exit = []: the stop deletes it
-        assert wait_for(lambda: not managed(ksim.admin) and not pending_kremote(ksim), 30)
+        assert wait_for(lambda: not managed(ksim.admin) and not pending_kremote(ksim), 60)
     finally:
         delete_job(ksim, "first-holder")
         for name in [j.removeprefix("job/") for j in managed(ksim.admin)
                      if j.startswith("job/")]:
             delete_job(ksim, name)
-    assert wait_for(lambda: not managed(ksim.admin), 30), managed(ksim.admin)
+    assert wait_for(lambda: not managed(ksim.admin), 60), managed(ksim.admin)
 
 
 def test_the_python_api_waits_in_the_queue_too(ksim, tmp_path, monkeypatch):
@@ -384,7 +390,7 @@ def test_the_python_api_waits_in_the_queue_too(ksim, tmp_path, monkeypatch):
             assert wl["spec"]["priority"] == 1000 and wl["spec"]["queueName"] == "team"
 
     asyncio.run(go())
-    assert wait_for(lambda: not managed(ksim.admin), 20)
+    assert wait_for(lambda: not managed(ksim.admin), 60)
 
 
 API = "kremote/api/v1"
@@ -413,7 +419,7 @@ def viaserver(ksim, tmp_path_factory):
             srv.call("DELETE", f"api/sessions/{session['id']}")
     finally:
         srv.stop()
-    assert wait_for(lambda: not managed(ksim.admin), 30), managed(ksim.admin)
+    assert wait_for(lambda: not managed(ksim.admin), 60), managed(ksim.admin)
 
 
 def kremote_job(ksim) -> dict[str, Any]:
@@ -440,14 +446,14 @@ def test_through_its_jupyter_server_a_queued_cell_shows_where_it_waits(viaserver
         seen = ""
         while f"queued in team (ClusterQueue {CQ}), position 1: " not in seen:
             seen += json.dumps(k.kc.get_iopub_msg(timeout=60)["content"])
-        assert wait_for(lambda: pending_kremote(ksim), 10)
+        assert wait_for(lambda: pending_kremote(ksim), 60)
         srv.call("POST", f"api/kernels/{session['kernel']['id']}/interrupt")
         reply = k.kc.get_shell_msg(timeout=30)["content"]
         assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt", reply
-        assert wait_for(lambda: not pending_kremote(ksim), 20)
+        assert wait_for(lambda: not pending_kremote(ksim), 60)
     finally:
         delete_job(ksim, "server-path-holder")
-    assert wait_for(lambda: not managed(ksim.admin), 30), managed(ksim.admin)
+    assert wait_for(lambda: not managed(ksim.admin), 60), managed(ksim.admin)
 
 
 def test_through_its_server_the_ttl_counts_from_the_admission(viaserver, ksim):
@@ -461,7 +467,7 @@ def test_through_its_server_the_ttl_counts_from_the_admission(viaserver, ksim):
         timeout=120)))
     cell.start()
     try:
-        assert wait_for(lambda: pending_kremote(ksim), 30)
+        assert wait_for(lambda: pending_kremote(ksim), 60)
         created = unix(kremote_job(ksim)["metadata"]["creationTimestamp"])
         assert wait_for(lambda: time.time() >= created + 5, 30)  # queued for 5 s at least
         assert cell.is_alive()
@@ -478,7 +484,7 @@ def test_through_its_server_the_ttl_counts_from_the_admission(viaserver, ksim):
     # one more second is within max_ttl 1h 00m 01s from the admission (over it from the creation)
     model = srv.call("POST", f"{API}/clusters/{model['id']}/extend", {"seconds": 1})
     assert model["deadline"] == began + 3601
-    assert wait_for(lambda: kremote_job(ksim)["spec"]["activeDeadlineSeconds"] == 3601, 10)
+    assert wait_for(lambda: kremote_job(ksim)["spec"]["activeDeadlineSeconds"] == 3601, 60)
     assert k.run("%remote shutdown --name ttl", timeout=60).status == "ok"
 
 
@@ -489,12 +495,7 @@ def test_through_its_server_a_requeued_cluster_rejoins_once_admitted(viaserver, 
     srv, _, k = viaserver
     line = "%%remote --backend kubernetes --name relow --queue team --cpu 1 --on-preempt requeue"
     assert k.run(f"{line}\nx = 1", timeout=90).status == "ok"
-    k.kc.execute(f"{line}\nimport time\nprint('go', flush=True)\ntime.sleep(60)",
-                 stop_on_error=False)
-    assert wait_for(lambda: any(
-        m["msg_type"] == "stream" and "go" in m["content"].get("text", "")
-        for m in [k.kc.get_iopub_msg(timeout=30)]), 30)
-    ksim.ks.call("create", blocker("urgent-server", priority="urgent"))
+    preempt_while_running(k, ksim, line, "urgent-server")
     try:
         reply = k.kc.get_shell_msg(timeout=60)["content"]
         assert reply["status"] == "error", reply
@@ -553,7 +554,7 @@ def test_a_queued_cluster_is_adopted_with_its_place_in_the_queue(ksim, tmp_path)
     asking = threading.Thread(target=ask)
     asking.start()
     try:
-        assert wait_for(lambda: pending_kremote(ksim), 30)
+        assert wait_for(lambda: pending_kremote(ksim), 60)
     finally:
         first.proc.kill()  # a crash: nothing deletes the queued Job
         first.proc.wait(20)
@@ -594,4 +595,4 @@ def test_a_queued_cluster_is_adopted_with_its_place_in_the_queue(ksim, tmp_path)
     finally:
         second.stop()
         delete_job(ksim, "adopt-holder")
-    assert wait_for(lambda: not managed(ksim.admin), 30), managed(ksim.admin)
+    assert wait_for(lambda: not managed(ksim.admin), 60), managed(ksim.admin)
