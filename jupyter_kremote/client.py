@@ -91,6 +91,14 @@ _MONITOR_EVENTS = int(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED
                       | zmq.EVENT_DISCONNECTED)
 
 
+def _not_back(rank: int) -> ConnectionLost:
+    """The error of a request whose agent stayed unreachable after a dropped connection."""
+    return ConnectionLost(
+        f"the connection to rank {rank}'s agent dropped and did not come back in "
+        f"{RECONNECT_WAIT:g}s; the agents kept their variables: run the cell again once it is "
+        "back (%remote status)")
+
+
 class AgentChannel:
     """The two DEALER sockets to one agent: data (requests, output) and control."""
 
@@ -333,10 +341,7 @@ class ClusterClient:
                 if others:
                     self.interrupt(others, request=msg_id)
                 if ch.dropped:
-                    raise ConnectionLost(
-                        f"the connection to rank {r}'s agent dropped and did not come back in "
-                        f"{RECONNECT_WAIT:g}s; the agents kept their variables: run the cell "
-                        "again once it is back (%remote status)")
+                    raise _not_back(r)
                 raise ConnectionLost(
                     f"the connection to rank {r}'s agent dropped as it answered: the request "
                     "ran there but its reply was lost; the agents kept their variables "
@@ -352,10 +357,7 @@ class ClusterClient:
                 return str(answer[rank].get("request") or "")
             self._check_alive({rank})
             if time.monotonic() > end:
-                raise ConnectionLost(
-                    f"the connection to rank {rank}'s agent dropped and did not come back in "
-                    f"{RECONNECT_WAIT:g}s; the agents kept their variables: run the cell "
-                    "again once it is back (%remote status)")
+                raise _not_back(rank)
 
     def _answer_input(self, sock: zmq.Socket, rank: int, msg: Message,
                       on_input: InputHook | None) -> None:
